@@ -1,0 +1,51 @@
+/* engine: the salvo process — CLI, configuration, workers, SMTP client.
+ * Each top-level command lives in its own cmd_<name>.c and returns the process
+ * exit code: 0 ok, 1 user error (bad input, bad config), 2 runtime failure. */
+#ifndef SALVO_ENGINE_H
+#define SALVO_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+
+enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_RUNTIME = 2 };
+
+/* The typed, validated configuration every command works from. */
+struct eng_conf {
+    struct cfg_doc *doc; /* owned; the embedded default when no file was found */
+    const char *source;  /* borrowed: the file name, or "(embedded default)" */
+
+    /* [redis] */
+    char *redis_url;   /* owned; "redis://127.0.0.1:6379/0" by default */
+    char *queue_name;  /* owned; redis.queue, "default" by default */
+
+    /* [server.workers] */
+    int worker_threads; /* 0 = one per online core */
+};
+
+/* Picks the config file: `opt` (-c), then $SALVO_CONFIG, then ./salvo.toml when it
+ * exists; NULL means "use the embedded default". Returns borrowed string. */
+const char *eng_conf_path(const char *opt);
+
+/* Loads and validates the config at `path` (NULL = embedded default). Every problem
+ * goes to `diag`; returns 0 when there are no errors, -1 otherwise. */
+int eng_conf_load(const char *path, struct eng_conf *conf, struct cfg_diag *diag);
+void eng_conf_free(struct eng_conf *conf); /* NULL-safe */
+
+/* Loads the config for a command, printing every diagnostic on stderr.
+ * Returns 0, or the exit code to return (EXIT_USER). */
+int eng_conf_load_or_report(const char *opt_path, struct eng_conf *conf);
+
+/* Top-level commands; argv[0] is the command name. */
+int cmd_run(int argc, char **argv);
+int cmd_enqueue(int argc, char **argv);
+int cmd_queue(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+int cmd_rules(int argc, char **argv);
+int cmd_tls(int argc, char **argv);
+
+/* Prints "salvo: <message>" on stderr (one line); returns `code` for tail calls. */
+int eng_fail(int code, const char *fmt, ...) SV_PRINTF(2, 3);
+
+#endif

@@ -1,0 +1,1 @@
+salvo_test(NAME test_cli_basics SOURCES test_cli_basics.c)

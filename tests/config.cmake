@@ -1,0 +1,1 @@
+# tests of config/ (see tests/CMakeLists.txt for salvo_test())

@@ -1,0 +1,1 @@
+# tests of redisq/ (see tests/CMakeLists.txt for salvo_test())

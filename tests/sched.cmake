@@ -1,0 +1,1 @@
+# tests of sched/ (see tests/CMakeLists.txt for salvo_test())

@@ -1,0 +1,1 @@
+# tests of tls/ (see tests/CMakeLists.txt for salvo_test())
