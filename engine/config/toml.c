@@ -856,9 +856,9 @@ static bool parse_bare_value(struct parser *p, struct cfg_value *v)
     }
     if ((len >= 10 && t[4] == '-' && num_n(t, 4) >= 0) || (len >= 3 && t[2] == ':'))
         return parse_datetime(p, t, len, at, v);
-    if (is_digit((unsigned char)t[s]))
+    if (s < len && is_digit((unsigned char)t[s]))
         return parse_number(p, t, len, at, v);
-    if (t[0] == '.' || (s && t[s] == '.')) {
+    if (t[0] == '.' || (s && s < len && t[s] == '.')) {
         perr(p, at, "invalid float '%.*s': a digit is needed before '.'", (int)len, t);
         return false;
     }
