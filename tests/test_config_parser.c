@@ -231,6 +231,38 @@ static void deep_nesting_is_an_error_not_a_crash(void **state)
     free(got);
 }
 
+/* Big tables switch to a hash index: every key must still be found, and a
+ * duplicate far down still caught with both positions. */
+static void many_keys_are_found_and_duplicates_caught(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    struct sv_buf src = {0};
+    for (int i = 0; i < N; i++)
+        assert_int_equal(sv_buf_printf(&src, "k%d = %d\n", i, i), 0);
+    struct cfg_diag d;
+    cfg_diag_init(&d);
+    struct cfg_doc *doc = cfg_doc_parse("t.toml", src.ptr, src.len, &d);
+    assert_non_null(doc);
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        const struct cfg_entry *e = cfg_table_find(doc->root, key);
+        assert_non_null(e);
+        assert_int_equal(e->value->u.integer, i);
+        assert_int_equal(e->key_pos.line, i + 1);
+    }
+    assert_null(cfg_table_find(doc->root, "k3000"));
+    cfg_doc_free(doc);
+    cfg_diag_free(&d);
+    assert_int_equal(sv_buf_puts(&src, "k1234 = 0\n"), 0);
+    char *got = parse_error(src.ptr);
+    assert_string_equal(got, "t.toml:3001:1: duplicate key 'k1234' (first defined at line 1235, "
+                             "column 1)\n");
+    free(got);
+    sv_buf_free(&src);
+}
+
 static void diagnostics_print_and_outlive_the_document(void **state)
 {
     (void)state;
@@ -281,6 +313,7 @@ int main(void)
         cmocka_unit_test(value_types_and_text),
         cmocka_unit_test(errors_name_the_token_and_position),
         cmocka_unit_test(deep_nesting_is_an_error_not_a_crash),
+        cmocka_unit_test(many_keys_are_found_and_duplicates_caught),
         cmocka_unit_test(diagnostics_print_and_outlive_the_document),
         cmocka_unit_test(suggest_picks_the_closest_within_reach),
     };

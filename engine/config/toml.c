@@ -39,7 +39,8 @@ struct parser {
 struct key_seg {
     char *s; /* owned, NUL-terminated */
     size_t len;
-    size_t at; /* byte offset in the source */
+    size_t at;          /* byte offset in the source (for errors) */
+    struct cfg_pos pos; /* the same as a position, computed while scanning forward */
 };
 
 struct key {
@@ -489,7 +490,8 @@ static bool parse_string_body(struct parser *p)
 
 /* --- keys -------------------------------------------------------------------- */
 
-static bool key_push(struct parser *p, struct key *k, const char *s, size_t len, size_t at)
+static bool key_push(struct parser *p, struct key *k, const char *s, size_t len, size_t at,
+                     struct cfg_pos pos)
 {
     if (k->n == k->cap) {
         size_t cap = k->cap ? k->cap * 2 : 4;
@@ -508,7 +510,7 @@ static bool key_push(struct parser *p, struct key *k, const char *s, size_t len,
     }
     memcpy(copy, s, len);
     copy[len] = '\0';
-    k->segs[k->n++] = (struct key_seg){copy, len, at};
+    k->segs[k->n++] = (struct key_seg){copy, len, at, pos};
     return true;
 }
 
@@ -517,6 +519,7 @@ static bool parse_key(struct parser *p, struct key *k, const char *what)
 {
     for (;;) {
         size_t at = p->pos;
+        struct cfg_pos pos = pos_at(p, at);
         int c = peek(p, 0);
         if (c == '"' || c == '\'') {
             if (peek(p, 1) == c && peek(p, 2) == c) {
@@ -525,12 +528,12 @@ static bool parse_key(struct parser *p, struct key *k, const char *what)
             }
             if (!parse_string_body(p))
                 return false;
-            if (!key_push(p, k, p->scratch.ptr ? p->scratch.ptr : "", p->scratch.len, at))
+            if (!key_push(p, k, p->scratch.ptr ? p->scratch.ptr : "", p->scratch.len, at, pos))
                 return false;
         } else if (is_bare_key_char(c)) {
             while (is_bare_key_char(peek(p, 0)))
                 p->pos++;
-            if (!key_push(p, k, p->src + at, p->pos - at, at))
+            if (!key_push(p, k, p->src + at, p->pos - at, at, pos))
                 return false;
         } else {
             char d[48];
@@ -871,9 +874,9 @@ static bool parse_bare_value(struct parser *p, struct cfg_value *v)
 static struct cfg_value *parse_value(struct parser *p);
 static bool parse_keyval(struct parser *p, struct cfg_value *table);
 
-static struct cfg_value *new_value(struct parser *p, enum cfg_type t, size_t at)
+static struct cfg_value *new_value(struct parser *p, enum cfg_type t, struct cfg_pos pos)
 {
-    struct cfg_value *v = cfg_value_new(t, pos_at(p, at));
+    struct cfg_value *v = cfg_value_new(t, pos);
     if (!v)
         oom(p);
     return v;
@@ -895,7 +898,7 @@ static void freeze(struct cfg_value *v)
 static struct cfg_value *parse_array(struct parser *p)
 {
     size_t at = p->pos;
-    struct cfg_value *arr = new_value(p, CFG_ARRAY, at);
+    struct cfg_value *arr = new_value(p, CFG_ARRAY, pos_at(p, at));
     if (!arr)
         return NULL;
     CFG_NODE(arr)->flags = NODE_FROZEN;
@@ -941,7 +944,7 @@ fail:
 static struct cfg_value *parse_inline_table(struct parser *p)
 {
     size_t at = p->pos;
-    struct cfg_value *t = new_value(p, CFG_TABLE, at);
+    struct cfg_value *t = new_value(p, CFG_TABLE, pos_at(p, at));
     if (!t)
         return NULL;
     uint32_t saved = p->section;
@@ -1001,14 +1004,15 @@ static struct cfg_value *parse_value(struct parser *p)
     } else if (c == '{') {
         v = parse_inline_table(p);
     } else if (c == '"' || c == '\'') {
-        if (parse_string_body(p) && (v = new_value(p, CFG_STRING, at)) != NULL)
+        struct cfg_pos pos = pos_at(p, at); /* before the body: positions only move forward */
+        if (parse_string_body(p) && (v = new_value(p, CFG_STRING, pos)) != NULL)
             v->u.str.ptr = scratch_dup(p, &v->u.str.len);
         if (v && !v->u.str.ptr) {
             cfg_value_free(v);
             v = NULL;
         }
     } else {
-        v = new_value(p, CFG_BOOL, at);
+        v = new_value(p, CFG_BOOL, pos_at(p, at));
         if (v && !parse_bare_value(p, v)) {
             cfg_value_free(v);
             v = NULL;
@@ -1023,7 +1027,7 @@ static struct cfg_value *parse_value(struct parser *p)
 static bool add_entry(struct parser *p, struct cfg_value *table, const struct key_seg *seg,
                       struct cfg_value *v)
 {
-    if (cfg_table_add(table, seg->s, seg->len, pos_at(p, seg->at), v) != 0) {
+    if (cfg_table_add(table, seg->s, seg->len, seg->pos, v) != 0) {
         oom(p);
         return false;
     }
@@ -1032,9 +1036,9 @@ static bool add_entry(struct parser *p, struct cfg_value *table, const struct ke
 
 /* Creates an empty table under `seg` with the given flags. Returns borrowed or NULL. */
 static struct cfg_value *add_table(struct parser *p, struct cfg_value *parent,
-                                   const struct key_seg *seg, size_t at, unsigned flags)
+                                   const struct key_seg *seg, struct cfg_pos pos, unsigned flags)
 {
-    struct cfg_value *t = new_value(p, CFG_TABLE, at);
+    struct cfg_value *t = new_value(p, CFG_TABLE, pos);
     if (!t)
         return NULL;
     CFG_NODE(t)->flags = flags;
@@ -1089,7 +1093,7 @@ static bool parse_keyval(struct parser *p, struct cfg_value *table)
         struct key_seg *s = &k.segs[i];
         struct cfg_entry *e = cfg_table_find_n(t, s->s, s->len);
         if (!e) {
-            t = add_table(p, t, s, s->at, NODE_DOTTED);
+            t = add_table(p, t, s, s->pos, NODE_DOTTED);
             if (!t)
                 goto fail_v;
             continue;
@@ -1139,6 +1143,7 @@ fail:
 static struct cfg_value *parse_header(struct parser *p, struct cfg_value *root)
 {
     size_t at = p->pos;
+    struct cfg_pos hpos = pos_at(p, at);
     bool aot = peek(p, 1) == '[';
     const char *what = aot ? "array of tables" : "table";
     struct key k = {0};
@@ -1166,7 +1171,7 @@ static struct cfg_value *parse_header(struct parser *p, struct cfg_value *root)
         struct key_seg *s = &k.segs[i];
         struct cfg_entry *e = cfg_table_find_n(t, s->s, s->len);
         if (!e) {
-            t = add_table(p, t, s, s->at, NODE_IMPLICIT);
+            t = add_table(p, t, s, s->pos, NODE_IMPLICIT);
             if (!t)
                 goto out;
             continue;
@@ -1194,7 +1199,7 @@ static struct cfg_value *parse_header(struct parser *p, struct cfg_value *root)
     if (aot) {
         struct cfg_value *arr;
         if (!e) {
-            arr = new_value(p, CFG_ARRAY, at);
+            arr = new_value(p, CFG_ARRAY, hpos);
             if (!arr)
                 goto out;
             CFG_NODE(arr)->flags = NODE_AOT;
@@ -1210,7 +1215,7 @@ static struct cfg_value *parse_header(struct parser *p, struct cfg_value *root)
                  e->value->type == CFG_ARRAY ? "array" : a_type(e->value->type), e->key_pos.line);
             goto out;
         }
-        struct cfg_value *elem = new_value(p, CFG_TABLE, at);
+        struct cfg_value *elem = new_value(p, CFG_TABLE, hpos);
         if (!elem)
             goto out;
         if (cfg_array_push(arr, elem) != 0) {
@@ -1222,7 +1227,7 @@ static struct cfg_value *parse_header(struct parser *p, struct cfg_value *root)
         goto out;
     }
     if (!e) {
-        result = add_table(p, t, last, at, NODE_EXPLICIT);
+        result = add_table(p, t, last, hpos, NODE_EXPLICIT);
         goto out;
     }
     struct cfg_value *v = e->value;
@@ -1230,7 +1235,7 @@ static struct cfg_value *parse_header(struct parser *p, struct cfg_value *root)
     if (v->type == CFG_TABLE && (f & NODE_IMPLICIT) &&
         !(f & (NODE_EXPLICIT | NODE_DOTTED | NODE_FROZEN))) {
         CFG_NODE(v)->flags = NODE_EXPLICIT;
-        v->pos = pos_at(p, at);
+        v->pos = hpos;
         result = v;
         goto out;
     }

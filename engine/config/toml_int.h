@@ -19,6 +19,10 @@ struct cfg_node {
     struct cfg_value v;
     unsigned flags;
     uint32_t section; /* for NODE_DOTTED: the section (header) whose keys touched it */
+    /* Tables with many keys get a hash index (open addressing; slot = entry index
+     * + 1, 0 = empty) so loading stays linear; small tables are searched in order. */
+    uint32_t *index;
+    size_t index_cap; /* a power of two, at least twice the entry count; 0 = none */
 };
 
 #define CFG_NODE(val) ((struct cfg_node *)(val))
