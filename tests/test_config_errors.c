@@ -134,6 +134,27 @@ static void every_error_is_reported_in_file_order(void **state)
           "%F:12:1: unknown key 'server.worker' (did you mean 'server.workers'?)\n");
 }
 
+/* Quoted keys are one segment: a dot inside quotes never makes a schema path, and
+ * remote names may hold dots or spaces. */
+static void quoted_keys_are_single_segments(void **state)
+{
+    (void)state;
+    check("quoted.toml",
+          "\"redis.url\" = \"redis://elsewhere\"\n"
+          "redis = \"localhost\"\n"
+          "[remote.\"mx.example.com\"]\n"
+          "address = \"192.0.2.1\"\n"
+          "adress = 1\n"
+          "[remote.\"a b\".tls]\n"
+          "implicit = false\n",
+          1,
+          "%F:1:1: unknown key '\"redis.url\"'\n"
+          "%F:2:9: redis: expected a table, found string\n"
+          "%F:5:1: unknown key 'remote.\"mx.example.com\".adress' (did you mean "
+          "'remote.\"mx.example.com\".address'?)\n"
+          "%F:6:9: remote.\"a b\": missing 'address'\n");
+}
+
 static void rediss_is_a_clear_error(void **state)
 {
     (void)state;
@@ -201,6 +222,7 @@ int main(void)
         cmocka_unit_test(wrong_type_is_reported_at_the_value),
         cmocka_unit_test(unknown_key_gets_a_suggestion),
         cmocka_unit_test(every_error_is_reported_in_file_order),
+        cmocka_unit_test(quoted_keys_are_single_segments),
         cmocka_unit_test(rediss_is_a_clear_error),
         cmocka_unit_test(a_full_valid_config_loads),
         cmocka_unit_test(warnings_print_but_do_not_fail),
