@@ -25,7 +25,10 @@ int eng_conf_load_or_report(const char *opt_path, struct eng_conf *conf)
     int rc = eng_conf_load(eng_conf_path(opt_path), conf, &diag);
     cfg_diag_print(&diag, stderr);
     cfg_diag_free(&diag);
-    return rc == 0 ? EXIT_OK : EXIT_USER;
+    if (rc != 0)
+        return EXIT_USER;
+    sv_log_set_level((enum sv_log_level)conf->log_level);
+    return EXIT_OK;
 }
 
 int eng_fail(int code, const char *fmt, ...)
