@@ -1,1 +1,6 @@
 # tests of tls/ (see tests/CMakeLists.txt for salvo_test())
+add_library(salvo_tls_testhelpers STATIC test_tls_helpers.c)
+target_link_libraries(salvo_tls_testhelpers PUBLIC salvo_tls salvo_testutil Threads::Threads)
+
+salvo_test(NAME test_tls_names SOURCES test_tls_names.c LIBS salvo_tls TIMEOUT 10)
+salvo_test(NAME test_tls_store SOURCES test_tls_store.c LIBS salvo_tls_testhelpers TIMEOUT 60)

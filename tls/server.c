@@ -18,6 +18,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <wolfssl/openssl/evp.h>
 #include <wolfssl/wolfcrypt/chacha20_poly1305.h>
 
 struct tls_pair {
@@ -133,6 +134,41 @@ static const char *wolf_reason(int code, char *buf, size_t len)
     return buf;
 }
 
+/* Does the private key belong to the certificate? wolfSSL_CTX_check_private_key (5.5.4)
+ * accepts any EC key of the right curve for an EC certificate, so we sign a message
+ * with the key and verify it with the certificate's public key. Key types EVP cannot
+ * sign with here (e.g. Ed25519) fall back to wolfSSL's own check. Returns 1, 0, or -1
+ * when the round trip cannot be made. */
+static int key_matches(WOLFSSL_X509 *leaf, const char *key, size_t key_len)
+{
+    static const unsigned char msg[] = "salvo: does this key belong to this certificate?";
+    unsigned char sig[1024];
+    size_t sig_len = sizeof(sig);
+    int rc = -1;
+    WOLFSSL_BIO *bio = wolfSSL_BIO_new_mem_buf(key, (int)key_len);
+    WOLFSSL_EVP_PKEY *priv = bio ? wolfSSL_PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    WOLFSSL_EVP_PKEY *pub = wolfSSL_X509_get_pubkey(leaf);
+    WOLFSSL_EVP_MD_CTX *md = wolfSSL_EVP_MD_CTX_new();
+    if (!priv || !pub || !md)
+        goto out;
+    if (wolfSSL_EVP_DigestSignInit(md, NULL, wolfSSL_EVP_sha256(), NULL, priv) != 1 ||
+        wolfSSL_EVP_DigestSignUpdate(md, msg, sizeof(msg)) != 1 ||
+        wolfSSL_EVP_DigestSignFinal(md, sig, &sig_len) != 1)
+        goto out;
+    wolfSSL_EVP_MD_CTX_free(md);
+    md = wolfSSL_EVP_MD_CTX_new();
+    if (!md || wolfSSL_EVP_DigestVerifyInit(md, NULL, wolfSSL_EVP_sha256(), NULL, pub) != 1 ||
+        wolfSSL_EVP_DigestVerifyUpdate(md, msg, sizeof(msg)) != 1)
+        goto out;
+    rc = wolfSSL_EVP_DigestVerifyFinal(md, sig, sig_len) == 1 ? 1 : 0;
+out:
+    wolfSSL_EVP_MD_CTX_free(md);
+    wolfSSL_EVP_PKEY_free(pub);
+    wolfSSL_EVP_PKEY_free(priv);
+    wolfSSL_BIO_free(bio);
+    return rc;
+}
+
 static int load_pair(struct tls_server *srv, struct tls_pair *p, const struct tls_cert_pair *in,
                      char *err, size_t errlen)
 {
@@ -231,7 +267,8 @@ static int load_pair(struct tls_server *srv, struct tls_pair *p, const struct tl
         rc = -EINVAL;
         goto out;
     }
-    if (wolfSSL_CTX_check_private_key(p->ctx) != WOLFSSL_SUCCESS) {
+    if (wolfSSL_CTX_check_private_key(p->ctx) != WOLFSSL_SUCCESS ||
+        key_matches(leaf, key, key_len) == 0) {
         snprintf(err, errlen, "tls: key %s does not match certificate %s", in->key_file,
                  in->cert_file);
         rc = -EINVAL;

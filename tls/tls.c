@@ -88,6 +88,9 @@ bool tls_name_matches(const char *pattern, const char *host)
         plen--;
     if (!plen || !hlen)
         return false;
+    /* A reference identifier is a real host name: one with '*' matches nothing. */
+    if (memchr(host, '*', hlen))
+        return false;
 
     if (pattern[0] != '*') {
         /* A '*' anywhere else (partial label like "m*.example.test") is not a wildcard
