@@ -261,6 +261,7 @@ static void *d_main(void *arg)
         d_serve(d, c);
         tls_conn_free(c);
     }
+    tls_thread_cleanup();
     return NULL;
 }
 

@@ -1,6 +1,8 @@
 /* tls: process-wide set-up, host name matching, certificate names, small helpers. */
 #include "tls_int.h"
 
+#include <wolfssl/wolfcrypt/ecc.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +56,13 @@ int tls_global_init(void)
 {
     pthread_once(&tls_once, tls_init_once);
     return tls_init_rc;
+}
+
+void tls_thread_cleanup(void)
+{
+#ifdef FP_ECC
+    wc_ecc_fp_free();
+#endif
 }
 
 #define TLS_X_NAME(name, str) [name] = str,

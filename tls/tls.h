@@ -27,6 +27,10 @@
  * allocations to jemalloc unless built with sanitizers. Returns 0 or -EIO. */
 int tls_global_init(void);
 
+/* Call at the end of every thread that did TLS (worker, sink thread): frees wolfSSL's
+ * per-thread caches (the FP_ECC point cache), which otherwise leak with the thread. */
+void tls_thread_cleanup(void);
+
 /* ---- host names (RFC 6125 / RFC 7817) ---------------------------------------------
  * `pattern` is a certificate name (SAN dNSName or CN), `host` the name we asked for.
  * Case-insensitive; a trailing dot on host is ignored; the wildcard is allowed only as
