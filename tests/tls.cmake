@@ -6,3 +6,4 @@ salvo_test(NAME test_tls_names SOURCES test_tls_names.c LIBS salvo_tls TIMEOUT 1
 salvo_test(NAME test_tls_store SOURCES test_tls_store.c LIBS salvo_tls_testhelpers TIMEOUT 60)
 salvo_test(NAME test_tls_probe SOURCES test_tls_probe.c LIBS salvo_tls_testhelpers TIMEOUT 120)
 salvo_test(NAME test_tls_cache SOURCES test_tls_cache.c LIBS salvo_tls_testhelpers TIMEOUT 60)
+salvo_test(NAME test_tls_hook SOURCES test_tls_hook.c LIBS salvo_tls_testhelpers TIMEOUT 30)
