@@ -460,6 +460,88 @@ static void own_server_no_starttls(void **state)
     tls_server_free(srv);
 }
 
+static void cbc_only_server_refused(void **state)
+{
+    (void)state;
+    /* s_server() takes one extra argument; -cipher needs two: start it here. */
+    int port = tu_free_port();
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", port);
+    const char *argv[] = {"openssl",
+                          "s_server",
+                          "-quiet",
+                          "-accept",
+                          portbuf,
+                          "-cert",
+                          tt_path(dir, "wild.pem"),
+                          "-key",
+                          tt_path(dir, "wild.key"),
+                          "-tls1_2",
+                          "-cipher",
+                          "ECDHE-ECDSA-AES128-SHA",
+                          NULL};
+    pid_t pid = tt_spawn(argv);
+    assert_int_equal(tt_wait_port(port, 5000), 0);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"handshake failed: peer sent alert handshake_failure (40)\"");
+    probe_free(&p);
+}
+
+/* Our server's policy seen from OpenSSL's client: CBC suites and TLS 1.1 are refused,
+ * TLS 1.2 with AEAD works. */
+static void own_server_policy_seen_by_openssl_client(void **state)
+{
+    (void)state;
+    struct tls_server *srv = two_pair_store();
+    int port;
+    struct tt_smtpd *d = tt_smtpd_start(srv, TT_IMPLICIT, &port);
+    assert_non_null(d);
+    char connect[64];
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", port);
+    struct {
+        const char *a, *b, *c;
+        int ok;
+        const char *want_alert;
+    } cases[] = {
+        {"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA", 0, "SSL alert number 40"},
+        {"-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", 0, "SSL alert number 70"},
+        {"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", 1, NULL},
+        {"-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256", 1, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *argv[] = {"openssl",
+                              "s_client",
+                              "-connect",
+                              connect,
+                              "-servername",
+                              "mail.example.test",
+                              "-CAfile",
+                              tt_path(dir, "ca.pem"),
+                              "-verify_return_error",
+                              cases[i].a,
+                              cases[i].b,
+                              cases[i].c,
+                              NULL};
+        struct tu_result r;
+        assert_int_equal(tu_run(argv, "", 20, &r), 0);
+        if (cases[i].ok) {
+            assert_int_equal(r.status, 0);
+            assert_non_null(strstr(r.out, "Verify return code: 0 (ok)"));
+        } else {
+            assert_int_not_equal(r.status, 0);
+            /* refused by our server's alert, not by the client's own policy */
+            assert_non_null(strstr(r.err, cases[i].want_alert));
+        }
+        tu_result_free(&r);
+    }
+    tt_smtpd_stop(d);
+    tls_server_free(srv);
+}
+
 /* ---- arguments --------------------------------------------------------------------- */
 
 static void expect_usage_error(const char *const *argv_tail, const char *want)
@@ -540,6 +622,8 @@ int main(void)
         cmocka_unit_test(own_server_starttls_sni_and_resumption),
         cmocka_unit_test(own_server_implicit_tls_resumes),
         cmocka_unit_test(own_server_no_starttls),
+        cmocka_unit_test(cbc_only_server_refused),
+        cmocka_unit_test(own_server_policy_seen_by_openssl_client),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
