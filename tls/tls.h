@@ -155,9 +155,11 @@ void tls_session_cache_stats(const struct tls_session_cache *cache, struct tls_c
 
 /* Upgrades `c` (plain, nothing buffered: after the "220" to STARTTLS, or right after
  * connect for implicit TLS) to a TLS client; then call tls_conn_handshake(). `host` is
- * both the SNI and the name verified (copied); `cache` (borrowed, may be NULL) is
- * consulted for a session to resume and receives the new one. Returns 0 or -ENOMEM /
- * -EINVAL (already TLS). */
+ * both the SNI and the name verified (copied; no SNI for address literals, RFC 6066 3);
+ * `cache` (borrowed, may be NULL; must outlive the connection) is consulted for a session
+ * to resume and receives the new one after the handshake, at shutdown and at free (TLS
+ * 1.3 tickets arrive after the handshake: read something, or shut down and read to EOF,
+ * before freeing). Returns 0 or -ENOMEM / -EINVAL (already TLS). */
 int tls_conn_start_client(struct tls_conn *c, struct tls_client *cl, const char *host,
                           uint16_t port, enum tls_verify mode, struct tls_session_cache *cache);
 
