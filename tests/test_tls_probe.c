@@ -542,6 +542,46 @@ static void own_server_policy_seen_by_openssl_client(void **state)
     tls_server_free(srv);
 }
 
+static void plain_output_one_line_per_connection(void **state)
+{
+    (void)state;
+    struct tls_server *srv = two_pair_store();
+    int port;
+    struct tt_smtpd *d = tt_smtpd_start(srv, TT_STARTTLS, &port);
+    assert_non_null(d);
+    char connect[64];
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", port);
+    const char *argv[] = {tu_salvo_bin(),
+                          "tls",
+                          "probe",
+                          "--connect",
+                          connect,
+                          "--servername",
+                          "example.test",
+                          "--starttls",
+                          "--ca",
+                          tt_path(dir, "ca.pem"),
+                          "--repeat",
+                          "2",
+                          NULL};
+    struct tu_result r;
+    assert_int_equal(tu_run(argv, NULL, 30, &r), 0);
+    assert_int_equal(r.status, 0);
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "#1 127.0.0.1:%d starttls TLSv1.3 TLS_AES_128_GCM_SHA256 verified=yes resumed=no "
+             "names=*.example.test,example.test\n"
+             "#2 127.0.0.1:%d starttls TLSv1.3 TLS_AES_128_GCM_SHA256 verified=yes resumed=yes "
+             "names=*.example.test,example.test\n"
+             "handshakes: 1 full, 1 resumed\n",
+             port, port);
+    assert_string_equal(r.out, want);
+    assert_string_equal(r.err, "");
+    tu_result_free(&r);
+    tt_smtpd_stop(d);
+    tls_server_free(srv);
+}
+
 /* ---- arguments --------------------------------------------------------------------- */
 
 static void expect_usage_error(const char *const *argv_tail, const char *want)
@@ -622,6 +662,7 @@ int main(void)
         cmocka_unit_test(own_server_starttls_sni_and_resumption),
         cmocka_unit_test(own_server_implicit_tls_resumes),
         cmocka_unit_test(own_server_no_starttls),
+        cmocka_unit_test(plain_output_one_line_per_connection),
         cmocka_unit_test(cbc_only_server_refused),
         cmocka_unit_test(own_server_policy_seen_by_openssl_client),
     };
