@@ -106,8 +106,8 @@ static void bench_pair(int argc, char **argv)
     struct tls_cert_pair pp = {opt(argc, argv, "--cert", NULL), opt(argc, argv, "--key", NULL)};
     struct tls_client_opts co = {.ca_file = opt(argc, argv, "--ca", NULL)};
     char err[512];
-    struct tls_server *srv;
-    struct tls_client *cl;
+    struct tls_server *srv = NULL;
+    struct tls_client *cl = NULL;
     if (!pp.cert_file || !pp.key_file || !co.ca_file)
         die("pair needs --cert, --key and --ca");
     if (tls_server_new(&pp, 1, &srv, err, sizeof(err)) != 0 ||
@@ -205,7 +205,7 @@ static void bench_connect(int argc, char **argv)
     if (getaddrinfo(host, port, &hints, &ai) != 0)
         die("cannot resolve");
     char err[512];
-    struct tls_client *cl;
+    struct tls_client *cl = NULL;
     if (tls_client_new(&co, &cl, err, sizeof(err)) != 0)
         die(err);
     struct tls_session_cache *cache = NULL;
