@@ -36,18 +36,24 @@ static int teardown(void **state)
 }
 
 /* openssl s_server on a free port with one cert/key (and extra args); returns pid. */
-static pid_t s_server(int *port, const char *cert, const char *key, const char *extra)
+static pid_t s_server2(int *port, const char *cert, const char *key, const char *extra,
+                       const char *extra2)
 {
     *port = tu_free_port();
     char portbuf[16];
     snprintf(portbuf, sizeof(portbuf), "%d", *port);
-    const char *argv[] = {"openssl", "s_server",         "-quiet", "-accept",         portbuf,
-                          "-cert",   tt_path(dir, cert), "-key",   tt_path(dir, key), extra,
-                          NULL};
+    const char *argv[] = {
+        "openssl",          "s_server", "-quiet",          "-accept", portbuf, "-cert",
+        tt_path(dir, cert), "-key",     tt_path(dir, key), extra,     extra2,  NULL};
     pid_t pid = tt_spawn(argv);
     assert_true(pid > 0);
     assert_int_equal(tt_wait_port(*port, 5000), 0);
     return pid;
+}
+
+static pid_t s_server(int *port, const char *cert, const char *key, const char *extra)
+{
+    return s_server2(port, cert, key, extra, NULL);
 }
 
 struct probe {
@@ -131,6 +137,26 @@ static void s_server_verified_and_resumed_tls12(void **state)
         has(p.lines[i], "\"version\":\"TLSv1.2\"");
         has(p.lines[i], "\"cipher\":\"TLS_ECDHE_ECDSA_WITH_AES_");
         has(p.lines[i], "_GCM_");
+        has(p.lines[i], "\"verified\":true");
+        has(p.lines[i], i == 0 ? "\"resumed\":false" : "\"resumed\":true");
+    }
+    probe_free(&p);
+}
+
+static void s_server_tls12_session_ids_resume(void **state)
+{
+    (void)state;
+    int port;
+    /* No tickets: resumption through the TLS 1.2 session id alone. */
+    pid_t pid = s_server2(&port, "wild.pem", "wild.key", "-tls1_2", "-no_ticket");
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), "--repeat", "3", NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 0);
+    assert_int_equal(p.n, 3);
+    for (int i = 0; i < 3; i++) {
+        has(p.lines[i], "\"version\":\"TLSv1.2\"");
         has(p.lines[i], "\"verified\":true");
         has(p.lines[i], i == 0 ? "\"resumed\":false" : "\"resumed\":true");
     }
@@ -538,6 +564,23 @@ static void own_server_policy_seen_by_openssl_client(void **state)
         }
         tu_result_free(&r);
     }
+    /* TLS 1.2 session tickets from our server, resumed by OpenSSL's client. */
+    char sess[600];
+    snprintf(sess, sizeof(sess), "%s/s_client.sess", dir);
+    for (int i = 0; i < 2; i++) {
+        const char *argv[] = {"openssl",     "s_client",
+                              "-connect",    connect,
+                              "-servername", "mail.example.test",
+                              "-CAfile",     tt_path(dir, "ca.pem"),
+                              "-tls1_2",     i == 0 ? "-sess_out" : "-sess_in",
+                              sess,          NULL};
+        struct tu_result r;
+        assert_int_equal(tu_run(argv, "", 20, &r), 0);
+        assert_int_equal(r.status, 0);
+        assert_non_null(strstr(r.out, i == 0 ? "New, TLSv1.2" : "Reused, TLSv1.2"));
+        assert_non_null(strstr(r.out, "TLS session ticket:"));
+        tu_result_free(&r);
+    }
     tt_smtpd_stop(d);
     tls_server_free(srv);
 }
@@ -651,6 +694,7 @@ int main(void)
         cmocka_unit_test(connection_refused_is_reported),
         cmocka_unit_test(s_server_verified_and_resumed_tls13),
         cmocka_unit_test(s_server_verified_and_resumed_tls12),
+        cmocka_unit_test(s_server_tls12_session_ids_resume),
         cmocka_unit_test(s_server_host_name_mismatch),
         cmocka_unit_test(s_server_expired),
         cmocka_unit_test(s_server_not_yet_valid),
