@@ -22,6 +22,7 @@
 struct probe_opts {
     char host[256];
     char port[16];
+    char disp[300]; /* "host:port", "[v6]:port" */
     const char *servername;
     const char *ca;
     bool starttls, insecure, json;
@@ -99,7 +100,7 @@ static int tcp_connect(const struct probe_opts *o, int64_t deadline, struct prob
     }
     freeaddrinfo(res);
     if (fd < 0)
-        return fail(r, "connect", "connect to %s:%s: %s", o->host, o->port, strerror(err));
+        return fail(r, "connect", "connect to %s: %s", o->disp, strerror(err));
     return fd;
 }
 
@@ -140,7 +141,8 @@ static int read_reply(struct tls_conn *c, char *buf, size_t cap, int64_t deadlin
             return fail(r, tls_err_name(tls_conn_error_kind(c)), "%s", tls_conn_error(c));
         int w = wait_io(tls_conn_fd(c), (int)n, deadline);
         if (w != 0)
-            return fail(r, "timeout", "no SMTP reply within the timeout: %s", strerror(-w));
+            return w == -ETIMEDOUT ? fail(r, "timeout", "timed out waiting for an SMTP reply")
+                                   : fail(r, "io", "poll: %s", strerror(-w));
     }
 }
 
@@ -253,8 +255,7 @@ static int probe_once(const struct probe_opts *o, struct tls_client *cl,
             return -1;
         if (!ehlo_has(buf, "STARTTLS")) {
             (void)write_all(c, "QUIT\r\n", deadline, r);
-            return fail(r, "no-starttls", "no STARTTLS offered by %s:%s in its EHLO reply", o->host,
-                        o->port);
+            return fail(r, "no-starttls", "no STARTTLS offered by %s in its EHLO reply", o->disp);
         }
         if (smtp_cmd(c, "STARTTLS\r\n", 220, buf, deadline, r, &extra) != 0)
             return -1;
@@ -331,10 +332,10 @@ static void print_result(const struct probe_opts *o, long i, const struct probe_
         json_str(stdout, r->error[0] ? r->error_kind : NULL);
         printf("}\n");
     } else if (r->error[0]) {
-        printf("#%ld %s:%s %s error: %s\n", i, o->host, o->port,
+        printf("#%ld %s %s error: %s\n", i, o->disp,
                r->tls ? "tls" : (r->connected ? "connected" : "not-connected"), r->error);
     } else {
-        printf("#%ld %s:%s %s %s %s verified=%s resumed=%s names=", i, o->host, o->port,
+        printf("#%ld %s %s %s %s verified=%s resumed=%s names=", i, o->disp,
                o->starttls ? "starttls" : "tls", in->version, in->cipher,
                r->verified ? "yes" : "no", r->resumed ? "yes" : "no");
         for (size_t k = 0; k < in->n_peer_names; k++)
@@ -371,6 +372,8 @@ static int split_hostport(const char *s, struct probe_opts *o)
     if (!colon[1] || *end || port < 1 || port > 65535)
         return -1;
     snprintf(o->port, sizeof(o->port), "%ld", port);
+    snprintf(o->disp, sizeof(o->disp), strchr(o->host, ':') ? "[%s]:%s" : "%s:%s", o->host,
+             o->port);
     return 0;
 }
 

@@ -625,6 +625,46 @@ static void plain_output_one_line_per_connection(void **state)
     tls_server_free(srv);
 }
 
+/* A server that reads the ClientHello and hangs up: a precise "closed" error, and with
+ * --starttls (it never greets) a timeout. */
+static const char py_closer[] = "import socket, sys\n"
+                                "s = socket.socket()\n"
+                                "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                                "s.bind(('127.0.0.1', int(sys.argv[1])))\n"
+                                "s.listen(8)\n"
+                                "while True:\n"
+                                "    c, _ = s.accept()\n"
+                                "    c.recv(65536)\n"
+                                "    c.close()\n";
+
+static void peer_closing_mid_handshake_and_silent_server(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/python3", X_OK) != 0)
+        skip();
+    char *script = tu_write_file(dir, "closer.py", py_closer);
+    int port = tu_free_port();
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", port);
+    const char *argv[] = {"python3", script, portbuf, NULL};
+    pid_t pid = tt_spawn(argv);
+    free(script);
+    assert_int_equal(tt_wait_port(port, 10000), 0);
+    struct probe p;
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    run_probe(&p, port, "mail.example.test", args);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"handshake failed: connection closed by peer\"");
+    has(p.lines[0], "\"error_kind\":\"closed\"");
+    probe_free(&p);
+    const char *st[] = {"--starttls", "--timeout", "1", NULL};
+    run_probe(&p, port, "mail.example.test", st);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"timed out waiting for an SMTP reply\"");
+    probe_free(&p);
+}
+
 /* ---- arguments --------------------------------------------------------------------- */
 
 static void expect_usage_error(const char *const *argv_tail, const char *want)
@@ -708,6 +748,7 @@ int main(void)
         cmocka_unit_test(own_server_no_starttls),
         cmocka_unit_test(plain_output_one_line_per_connection),
         cmocka_unit_test(cbc_only_server_refused),
+        cmocka_unit_test(peer_closing_mid_handshake_and_silent_server),
         cmocka_unit_test(own_server_policy_seen_by_openssl_client),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -46,8 +46,10 @@ int tls_io_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
         ssize_t r = recv(c->fd, buf, (size_t)sz, 0);
         if (r > 0)
             return (int)r;
-        if (r == 0)
+        if (r == 0) {
+            c->peer_closed = true;
             return WOLFSSL_CBIO_ERR_CONN_CLOSE;
+        }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -187,7 +189,7 @@ static int tls_fail_from_ssl(struct tls_conn *c, int ret, const char *what)
     if (h.last_rx.level == 2 /* fatal */)
         return tls_conn_fail(c, TLS_ERR_ALERT, "%s failed: peer sent alert %s (%d)", what,
                              alert_name(h.last_rx.code), h.last_rx.code);
-    if (err == SOCKET_PEER_CLOSED_E || err == WOLFSSL_ERROR_ZERO_RETURN)
+    if (err == SOCKET_PEER_CLOSED_E || err == WOLFSSL_ERROR_ZERO_RETURN || c->peer_closed)
         return tls_conn_fail(c, TLS_ERR_CLOSED, "%s failed: connection closed by peer", what);
     if (err == SOCKET_ERROR_E && c->last_errno)
         return tls_conn_fail(c, TLS_ERR_IO, "%s failed: %s", what, strerror(c->last_errno));
@@ -257,7 +259,7 @@ static ssize_t tls_read(struct tls_conn *c, void *buf, size_t len)
     int err = wolfSSL_get_error(c->ssl, r);
     /* close_notify, or a TCP close without one: either way the peer is gone; SMTP
      * decides from its own state whether that was clean. */
-    if (err == WOLFSSL_ERROR_ZERO_RETURN || err == SOCKET_PEER_CLOSED_E)
+    if (err == WOLFSSL_ERROR_ZERO_RETURN || err == SOCKET_PEER_CLOSED_E || c->peer_closed)
         return 0;
     return tls_fail_from_ssl(c, r, "read");
 }

@@ -82,6 +82,7 @@ struct tls_conn {
     /* facts */
     const char *names_ptr[TLS_MAX_NAMES];
     int last_errno;
+    bool peer_closed; /* recv saw EOF: wolfSSL reports that as a generic socket error */
 
     enum tls_err err_kind;
     char err[TLS_REASON_MAX];
