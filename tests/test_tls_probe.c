@@ -564,6 +564,23 @@ static void own_server_policy_seen_by_openssl_client(void **state)
         }
         tu_result_free(&r);
     }
+    /* SNI seen from OpenSSL's client: no SNI gets the default (first) pair, other.test
+     * the second (the seeds/000 situation, done right). */
+    struct {
+        const char *sni_opt, *sni, *want;
+    } sn[] = {{"-noservername", NULL, "subject=CN = wild"},
+              {"-servername", "other.test", "subject=CN = other"},
+              {"-servername", "mail.example.test", "subject=CN = wild"}};
+    for (size_t i = 0; i < sizeof(sn) / sizeof(sn[0]); i++) {
+        const char *argv[] = {"openssl",     "s_client", "-connect",
+                              connect,       "-CAfile",  tt_path(dir, "ca.pem"),
+                              sn[i].sni_opt, sn[i].sni,  NULL};
+        struct tu_result r;
+        assert_int_equal(tu_run(argv, "", 20, &r), 0);
+        assert_int_equal(r.status, 0);
+        assert_non_null(strstr(r.out, sn[i].want));
+        tu_result_free(&r);
+    }
     /* TLS 1.2 session tickets from our server, resumed by OpenSSL's client. */
     char sess[600];
     snprintf(sess, sizeof(sess), "%s/s_client.sess", dir);
