@@ -308,7 +308,7 @@ int rq_reply_error(struct rq *q, const redisReply *r, const char *what)
         return rq_fail(q, -EROFS, "read-only replica: writes must go to the master");
     if (strncmp(s, "LOADING", 7) == 0)
         return rq_fail(q, -EAGAIN, "still loading its dataset");
-    if (strncmp(s, "BUSY", 4) == 0)
+    if (strncmp(s, "BUSY ", 5) == 0)
         return rq_fail(q, -EBUSY, "busy running a script");
     if (strncmp(s, "MISCONF", 7) == 0)
         return rq_fail(q, -EIO, "cannot persist (MISCONF): %s", s);
