@@ -1,3 +1,6 @@
 # tests of redisq/ (see tests/CMakeLists.txt for salvo_test())
 # Each starts its own redis-server (tests/util/redis_server.c) on a free port.
 salvo_test(NAME test_redisq_roundtrip SOURCES test_redisq_roundtrip.c LIBS salvo_redisq TIMEOUT 120)
+salvo_test(NAME test_redisq_retry SOURCES test_redisq_retry.c LIBS salvo_redisq TIMEOUT 60)
+salvo_test(NAME test_redisq_reclaim SOURCES test_redisq_reclaim.c LIBS salvo_redisq TIMEOUT 60)
+salvo_test(NAME test_redisq_crash SOURCES test_redisq_crash.c LIBS salvo_redisq TIMEOUT 120)
