@@ -28,8 +28,10 @@ static bool answers_ping(int port)
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && write(fd, "PING\r\n", 6) == 6) {
         char buf[64] = {0};
         ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        /* "-LOADING" while the AOF is replayed: not ready yet. */
-        ok = n >= 5 && strncmp(buf, "+PONG", 5) == 0;
+        /* "-LOADING" while the AOF is replayed: not ready yet. "-NOAUTH": up, with
+         * a password. */
+        ok = (n >= 5 && strncmp(buf, "+PONG", 5) == 0) ||
+             (n >= 7 && strncmp(buf, "-NOAUTH", 7) == 0);
     }
     close(fd);
     return ok;
