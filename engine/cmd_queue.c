@@ -55,7 +55,7 @@ static int open_queue(const char *conf_path, struct rq **out)
     /* SALVO_REDIS_URL overrides redis.url (tests, one-off commands). */
     const char *env = getenv("SALVO_REDIS_URL");
     const char *url = env && *env ? env : conf.redis_url;
-    struct rq_opts o = {.url = url, .queue = conf.queue_name};
+    struct rq_opts o = {.url = url, .queue = conf.queue_name, .password = conf.redis_password};
     struct rq *q;
     rc = rq_new(&o, &q);
     if (rc) {

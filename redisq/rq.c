@@ -213,6 +213,8 @@ int rq_new(const struct rq_opts *o, struct rq **out)
     q->unix_path = u.unix_path;
     q->user = u.user;
     q->pass = u.pass;
+    if (!q->pass && o->password && *o->password && !(q->pass = strdup(o->password)))
+        return -ENOMEM;
     q->port = u.port;
     q->db = u.db;
     if (q->unix_path)

@@ -36,6 +36,7 @@ struct rq;
 struct rq_opts {
     const char *url;   /* borrowed: redis://[[user]:pass@]host[:port][/db], unix:///path[?db=N] */
     const char *queue; /* borrowed: queue name; keys are salvo:{queue}:... */
+    const char *password;   /* borrowed: used when the URL carries none (redis.password) */
     const char *consumer;   /* borrowed: consumer name in the group; NULL = "host:pid" */
     int connect_timeout_ms; /* 0 = 2000 */
     int command_timeout_ms; /* 0 = 10000 */

@@ -235,6 +235,26 @@ static void enqueue_stats_show_cancel(void **state)
     tu_result_free(&r);
 }
 
+static void config_file_names_server_and_queue(void **state)
+{
+    (void)state;
+    char toml[200];
+    snprintf(toml, sizeof(toml), "[redis]\nurl = \"%s\"\nqueue = \"fromconf\"\n", srv.url);
+    free(tu_write_file(".", "salvo.toml", toml));
+    unsetenv("SALVO_REDIS_URL");
+    struct tu_result r = RUN("Subject: x\n\nbody\n", "enqueue", "-c", "salvo.toml", "--from",
+                             "a@b.example", "--to", "c@d.example");
+    assert_int_equal(r.status, 0);
+    tu_result_free(&r);
+    assert_int_equal(tq_cli_int(&srv, "XLEN", "salvo:{fromconf}:ready", NULL), 1);
+    r = RUN(NULL, "queue", "stats", "--json", "-c", "salvo.toml");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "{\"ready\": 1, "));
+    tu_result_free(&r);
+    unlink("salvo.toml");
+    setenv("SALVO_REDIS_URL", srv.url, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +262,7 @@ int main(void)
         cmocka_unit_test(bad_csv_reports_every_line_and_writes_nothing),
         cmocka_unit_test(redis_down_exits_2_naming_the_address),
         cmocka_unit_test(enqueue_stats_show_cancel),
+        cmocka_unit_test(config_file_names_server_and_queue),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
