@@ -6,3 +6,4 @@ salvo_test(NAME test_redisq_reclaim SOURCES test_redisq_reclaim.c LIBS salvo_red
 salvo_test(NAME test_redisq_crash SOURCES test_redisq_crash.c LIBS salvo_redisq TIMEOUT 120)
 salvo_test(NAME test_redisq_cli SOURCES test_redisq_cli.c LIBS salvo_redisq salvo_common TIMEOUT 120)
 salvo_test(NAME test_redisq_errors SOURCES test_redisq_errors.c LIBS salvo_redisq TIMEOUT 60)
+salvo_test(NAME test_redisq_memory SOURCES test_redisq_memory.c LIBS salvo_redisq TIMEOUT 120)
