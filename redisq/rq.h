@@ -132,6 +132,10 @@ int rq_claim(struct rq *q, size_t max_jobs, struct rq_batch **out);
 /* Takes over jobs claimed by any consumer that has not reported for `min_idle_ms`
  * (XAUTOCLAIM, a dead process's lease), up to `max_jobs`. Same returns as rq_claim. */
 int rq_reclaim(struct rq *q, int64_t min_idle_ms, size_t max_jobs, struct rq_batch **out);
+/* Renews the lease of jobs still being worked on (XCLAIM ... JUSTID resets their
+ * idle time; they become this consumer's), so rq_reclaim() elsewhere leaves them.
+ * `sids` borrowed. One round trip; returns the number of jobs still pending. */
+int rq_touch(struct rq *q, const char *const *sids, size_t n);
 void rq_batch_free(struct rq_batch *b); /* NULL-safe */
 
 enum rq_outcome { RQ_DELIVERED, RQ_DEFERRED, RQ_BOUNCED, RQ_DEAD };

@@ -403,6 +403,39 @@ int rq_reclaim(struct rq *q, int64_t min_idle_ms, size_t max_jobs, struct rq_bat
     return rc;
 }
 
+int rq_touch(struct rq *q, const char *const *sids, size_t n)
+{
+    if (n == 0)
+        return 0;
+    char stream[200];
+    snprintf(stream, sizeof(stream), "%sready", q->prefix);
+    size_t argc = n + 6;
+    const char **av = calloc(argc, sizeof(*av));
+    size_t *lv = calloc(argc, sizeof(*lv));
+    if (!av || !lv) {
+        free(av);
+        free(lv);
+        return rq_fail(q, -ENOMEM, "out of memory");
+    }
+    const char *head[5] = {"XCLAIM", stream, RQ_GROUP, q->consumer, "0"};
+    for (size_t i = 0; i < 5; i++)
+        av[i] = head[i];
+    for (size_t i = 0; i < n; i++)
+        av[5 + i] = sids[i];
+    av[argc - 1] = "JUSTID";
+    for (size_t i = 0; i < argc; i++)
+        lv[i] = strlen(av[i]);
+    redisReply *r;
+    int rc = rq_cmd(q, &r, "touch", (int)argc, av, lv);
+    free(av);
+    free(lv);
+    if (rc)
+        return rc;
+    rc = r->type == REDIS_REPLY_ARRAY ? (int)r->elements : 0;
+    freeReplyObject(r);
+    return rc;
+}
+
 /* --- reports -------------------------------------------------------------------- */
 
 static const char *outcome_name(enum rq_outcome o)

@@ -189,11 +189,39 @@ static void concurrent_promoters_do_not_duplicate(void **state)
     rq_free(q);
 }
 
+static void touched_jobs_are_not_reclaimed(void **state)
+{
+    (void)state;
+    struct rq *slow = tq_open(&srv, "touch", "slow");
+    struct rq *other = tq_open(&srv, "touch", "other");
+    tq_enqueue(slow, 100, 2); /* 2 jobs */
+    struct rq_batch *b;
+    assert_int_equal(rq_claim(slow, 10, &b), 2);
+    tq_sleep_ms(400);
+    const char *sids[] = {b->jobs[0].sid};
+    assert_int_equal(rq_touch(slow, sids, 1), 1);
+    tq_sleep_ms(200);
+    /* Only the job that was not touched has been idle for 300 ms. */
+    struct rq_batch *rb;
+    assert_int_equal(rq_reclaim(other, 300, 10, &rb), 1);
+    assert_string_equal(rb->jobs[0].sid, b->jobs[1].sid);
+    tq_report_all(slow, &b->jobs[0], RQ_DELIVERED, 0, NULL);
+    assert_int_equal(rq_flush(slow), 0);
+    tq_report_all(other, &rb->jobs[0], RQ_DELIVERED, 0, NULL);
+    assert_int_equal(rq_flush(other), 0);
+    tq_stats(other, 0, 0, 0, 0, 100, 0, 0);
+    rq_batch_free(rb);
+    rq_batch_free(b);
+    rq_free(other);
+    rq_free(slow);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(killed_consumer_jobs_reclaimed_after_lease),
         cmocka_unit_test(concurrent_promoters_do_not_duplicate),
+        cmocka_unit_test(touched_jobs_are_not_reclaimed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
