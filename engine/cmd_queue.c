@@ -121,152 +121,16 @@ static void errs_finish(const struct errs *e)
         fprintf(stderr, "... and %zu more\n", e->count - MAX_SHOWN_ERRORS);
 }
 
-/* --- CSV (RFC 4180, streaming) ------------------------------------------------- */
-
-struct csv {
-    FILE *f;
-    const char *name;
-    size_t line;        /* current physical line (1-based) */
-    size_t rec_line;    /* first line of the record just read */
-    struct sv_buf raw;  /* the record's bytes as read, for UTF-8 checks */
-    struct sv_buf text; /* fields, each NUL-terminated */
-    size_t *off;
-    size_t nfields, cap;
-    const char *error; /* set with a record-level syntax error */
-};
-
-static int csv_push_field(struct csv *c, size_t start)
+/* Strips spaces around `s` in place (the string keeps its start); returns s. */
+static char *trim(char *s)
 {
-    if (c->nfields == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 16;
-        size_t *o = realloc(c->off, cap * sizeof(*o));
-        if (!o)
-            return -1;
-        c->off = o;
-        c->cap = cap;
-    }
-    c->off[c->nfields++] = start;
-    return sv_buf_putc(&c->text, 0);
-}
-
-static const char *csv_field(const struct csv *c, size_t i)
-{
-    return c->text.ptr + c->off[i];
-}
-
-/* Reads one record: 1 when read, 0 at end of file, -1 on out of memory. A
- * syntax error still returns 1, with c->error set (the record is skipped). */
-static int csv_next(struct csv *c)
-{
-    sv_buf_reset(&c->raw);
-    sv_buf_reset(&c->text);
-    c->nfields = 0;
-    c->error = NULL;
-    c->rec_line = c->line;
-    int ch = getc(c->f);
-    if (ch == EOF)
-        return 0;
-    bool quoted = false, after_quote = false;
-    size_t start = 0;
-    for (;; ch = getc(c->f)) {
-        if (ch != EOF && sv_buf_putc(&c->raw, (char)ch))
-            return -1;
-        if (c->raw.len > MAX_RECORD && !c->error)
-            c->error = "record longer than 64 KiB";
-        if (quoted) {
-            if (ch == EOF) {
-                c->error = "unterminated quoted field";
-                return csv_push_field(c, start) ? -1 : 1;
-            }
-            if (ch == '"') {
-                int nx = getc(c->f);
-                if (nx == '"') {
-                    sv_buf_putc(&c->raw, '"');
-                    if (sv_buf_putc(&c->text, '"'))
-                        return -1;
-                    continue;
-                }
-                ungetc(nx, c->f);
-                quoted = false;
-                after_quote = true;
-                continue;
-            }
-            if (ch == '\n')
-                c->line++;
-            if (sv_buf_putc(&c->text, (char)ch))
-                return -1;
-            continue;
-        }
-        if (ch == ',' || ch == '\n' || ch == EOF) {
-            /* A CR before LF ends the line too (CRLF files). */
-            if (ch != ',' && c->text.len > start && c->text.ptr[c->text.len - 1] == '\r' &&
-                !after_quote)
-                c->text.len--;
-            if (csv_push_field(c, start))
-                return -1;
-            start = c->text.len;
-            after_quote = false;
-            if (ch == '\n')
-                c->line++;
-            if (ch != ',')
-                return 1;
-            continue;
-        }
-        if (after_quote) {
-            if (ch == '\r')
-                continue;
-            if (!c->error)
-                c->error = "unexpected character after a closing quote";
-            continue;
-        }
-        if (ch == '"' && c->text.len == start) {
-            quoted = true;
-            continue;
-        }
-        if (sv_buf_putc(&c->text, (char)ch))
-            return -1;
-    }
-}
-
-static bool csv_blank(const struct csv *c)
-{
-    return c->nfields == 1 && csv_field(c, 0)[0] == 0 && !c->error;
-}
-
-/* Returns the byte offset of the first invalid UTF-8 sequence, or -1. Strict:
- * no overlong forms, no surrogates, nothing above U+10FFFF. */
-static long utf8_invalid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t len;
-        unsigned min;
-        unsigned cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2, min = 0x80, cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, min = 0x800, cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, min = 0x10000, cp = c & 0x07;
-        } else {
-            return (long)i;
-        }
-        if (i + len > n)
-            return (long)i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return (long)i;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return (long)i;
-        i += len;
-    }
-    return -1;
+    size_t lead = strspn(s, " ");
+    if (lead)
+        memmove(s, s + lead, strlen(s + lead) + 1);
+    size_t l = strlen(s);
+    while (l && s[l - 1] == ' ')
+        s[--l] = 0;
+    return s;
 }
 
 /* --- templates ------------------------------------------------------------------ */
@@ -441,84 +305,67 @@ static int enqueue_single(const struct enq_args *a)
 }
 
 /* Pass 1: checks the header, the template's placeholders and every line. */
-static int campaign_validate(const struct enq_args *a, struct csv *c, const struct sv_buf *tpl,
-                             struct tpl_check *tc, size_t *ncols, size_t *nrcpt)
+static int campaign_validate(const struct enq_args *a, FILE *f, struct rq_csv *c,
+                             const struct sv_buf *tpl, struct tpl_check *tc, size_t *ncols,
+                             size_t *nrcpt)
 {
     struct errs errs = {0};
     tc->errs = &errs;
     *nrcpt = 0;
-    int got;
-    do {
-        got = csv_next(c);
-    } while (got == 1 && csv_blank(c));
+    int got = rq_csv_next(c);
     if (got < 0)
         return eng_fail(EXIT_RUNTIME, "out of memory");
     if (got == 0)
         return eng_fail(EXIT_USER, "%s: empty file (expected a header line with an 'email' column)",
                         a->csv);
     /* The header: names trimmed, unique, one of them `email`. */
-    long bad_utf = utf8_invalid((const unsigned char *)c->raw.ptr, c->raw.len);
-    if (c->error || bad_utf >= 0)
-        return eng_fail(EXIT_USER, "%s:%zu: bad header: %s", a->csv, c->rec_line,
-                        c->error ? c->error : "not valid UTF-8");
+    size_t hline = rq_csv_line(c), bl, bc;
+    unsigned char bb;
+    if (rq_csv_error(c) || rq_csv_utf8_error(c, &bl, &bc, &bb))
+        return eng_fail(EXIT_USER, "%s:%zu: bad header: %s", a->csv, hline,
+                        rq_csv_error(c) ? rq_csv_error(c) : "not valid UTF-8");
+    size_t nf = rq_csv_nfields(c);
     tc->email_col = SIZE_MAX;
-    for (size_t i = 0; i < c->nfields; i++) {
-        char *col = c->text.ptr + c->off[i];
-        while (*col == ' ')
-            memmove(col, col + 1, strlen(col));
-        size_t l = strlen(col);
-        while (l && col[l - 1] == ' ')
-            col[--l] = 0;
+    for (size_t i = 0; i < nf; i++) {
+        char *col = trim(rq_csv_field(c, i));
         if (!*col)
-            err_at(&errs, a->csv, c->rec_line, "empty column name (column %zu)", i + 1);
+            err_at(&errs, a->csv, hline, "empty column name (column %zu)", i + 1);
         for (size_t k = 0; k < i; k++)
-            if (strcmp(csv_field(c, k), col) == 0)
-                err_at(&errs, a->csv, c->rec_line, "duplicate column '%s'", col);
+            if (strcmp(rq_csv_field(c, k), col) == 0)
+                err_at(&errs, a->csv, hline, "duplicate column '%s'", col);
         if (strcasecmp(col, "email") == 0)
             tc->email_col = i;
     }
     if (tc->email_col == SIZE_MAX)
-        err_at(&errs, a->csv, c->rec_line, "no 'email' column in the header");
-    *ncols = c->nfields;
-    tc->cols = calloc(c->nfields, sizeof(*tc->cols));
-    tc->used = calloc(c->nfields + 1, sizeof(*tc->used));
+        err_at(&errs, a->csv, hline, "no 'email' column in the header");
+    *ncols = nf;
+    tc->cols = calloc(nf, sizeof(*tc->cols));
+    tc->used = calloc(nf + 1, sizeof(*tc->used));
     if (!tc->cols || !tc->used)
         return eng_fail(EXIT_RUNTIME, "out of memory");
-    for (size_t i = 0; i < c->nfields; i++)
-        if (!(tc->cols[tc->ncols++] = strdup(csv_field(c, i))))
+    for (size_t i = 0; i < nf; i++)
+        if (!(tc->cols[tc->ncols++] = strdup(rq_csv_field(c, i))))
             return eng_fail(EXIT_RUNTIME, "out of memory");
     /* The template may use only the columns ({{email}} is always there). */
     rq_placeholders(tpl->ptr, tpl->len, tpl_visit, tc);
     /* Records. */
-    while ((got = csv_next(c)) == 1) {
-        if (csv_blank(c))
-            continue;
-        size_t line = c->rec_line;
-        if (c->error) {
-            err_at(&errs, a->csv, line, "%s", c->error);
+    while ((got = rq_csv_next(c)) == 1) {
+        size_t line = rq_csv_line(c);
+        if (rq_csv_error(c)) {
+            err_at(&errs, a->csv, line, "%s", rq_csv_error(c));
             continue;
         }
-        long off = utf8_invalid((const unsigned char *)c->raw.ptr, c->raw.len);
-        if (off >= 0) {
-            size_t col = 1, l = line;
-            for (long i = 0; i < off; i++) {
-                if (c->raw.ptr[i] == '\n') {
-                    l++;
-                    col = 1;
-                } else {
-                    col++;
-                }
-            }
-            err_at(&errs, a->csv, l, "not valid UTF-8 (byte 0x%02X at column %zu)",
-                   (unsigned char)c->raw.ptr[off], col);
+        if (rq_csv_utf8_error(c, &bl, &bc, &bb)) {
+            err_at(&errs, a->csv, bl, "not valid UTF-8 (byte 0x%02X at column %zu)", bb, bc);
             continue;
         }
-        if (c->nfields != *ncols) {
-            err_at(&errs, a->csv, line, "expected %zu fields, found %zu", *ncols, c->nfields);
+        if (rq_csv_nfields(c) != *ncols) {
+            err_at(&errs, a->csv, line, "expected %zu fields, found %zu", *ncols,
+                   rq_csv_nfields(c));
             continue;
         }
         if (tc->email_col != SIZE_MAX) {
-            const char *why, *addr = csv_field(c, tc->email_col);
+            const char *why, *addr = trim(rq_csv_field(c, tc->email_col));
             if (!*addr) {
                 err_at(&errs, a->csv, line, "empty email");
                 continue;
@@ -531,7 +378,7 @@ static int campaign_validate(const struct enq_args *a, struct csv *c, const stru
         bool bad = false;
         for (size_t k = 0; k < tc->nused && !bad; k++) {
             /* A line break would let a value add headers to the message. */
-            if ((bad = strpbrk(csv_field(c, tc->used[k]), "\r\n") != NULL))
+            if ((bad = strpbrk(rq_csv_field(c, tc->used[k]), "\r\n") != NULL))
                 err_at(&errs, a->csv, line, "value of '%s' contains a line break",
                        tc->cols[tc->used[k]]);
         }
@@ -541,7 +388,7 @@ static int campaign_validate(const struct enq_args *a, struct csv *c, const stru
     }
     if (got < 0)
         return eng_fail(EXIT_RUNTIME, "out of memory");
-    if (ferror(c->f))
+    if (ferror(f))
         return eng_fail(EXIT_USER, "%s: read error: %s", a->csv, strerror(errno));
     if (errs.count) {
         errs_finish(&errs);
@@ -574,28 +421,27 @@ static int enqueue_campaign(const struct enq_args *a)
         sv_buf_free(&tpl);
         return eng_fail(EXIT_USER, "%s: empty template", a->tpl);
     }
-    struct csv c = {.name = a->csv, .line = 1};
-    c.f = fopen(a->csv, "rb");
-    if (!c.f) {
+    FILE *f = fopen(a->csv, "rb");
+    struct rq_csv *c = NULL;
+    if (!f || rq_csv_new(f, &c)) {
+        rc = f ? eng_fail(EXIT_RUNTIME, "out of memory")
+               : eng_fail(EXIT_USER, "%s: %s", a->csv, strerror(errno));
+        if (f)
+            fclose(f);
         sv_buf_free(&tpl);
-        return eng_fail(EXIT_USER, "%s: %s", a->csv, strerror(errno));
+        return rc;
     }
     struct tpl_check tc = {.file = a->tpl};
     size_t ncols = 0, nrcpt = 0;
     struct rq *q = NULL;
     struct rq_enq *e = NULL;
     const char **names = NULL, **values = NULL;
-    rc = campaign_validate(a, &c, &tpl, &tc, &ncols, &nrcpt);
+    rc = campaign_validate(a, f, c, &tpl, &tc, &ncols, &nrcpt);
     if (rc)
         goto out;
 
     /* Pass 2: the header again (for the column names), then the recipients. */
-    rewind(c.f);
-    c.line = 1;
-    int got;
-    do {
-        got = csv_next(&c);
-    } while (got == 1 && csv_blank(&c));
+    int got = rq_csv_rewind(c) ? -1 : rq_csv_next(c);
     names = calloc(tc.nused + 1, sizeof(*names));
     values = calloc(tc.nused + 1, sizeof(*values));
     if (got != 1 || !names || !values) {
@@ -620,19 +466,17 @@ static int enqueue_campaign(const struct enq_args *a)
     }
     bool tty = isatty(2);
     size_t done = 0;
-    while ((got = csv_next(&c)) == 1) {
-        if (csv_blank(&c))
-            continue;
-        if (c.error || c.nfields != ncols) {
+    while ((got = rq_csv_next(c)) == 1) {
+        if (rq_csv_error(c) || rq_csv_nfields(c) != ncols) {
             rc = eng_fail(EXIT_RUNTIME,
                           "%s:%zu: changed while being read; message %llu is "
                           "incomplete (cancel it with: salvo queue cancel %llu)",
-                          a->csv, c.rec_line, (unsigned long long)id, (unsigned long long)id);
+                          a->csv, rq_csv_line(c), (unsigned long long)id, (unsigned long long)id);
             goto out;
         }
         for (size_t k = 0; k < tc.nused; k++)
-            values[k] = csv_field(&c, tc.used[k]);
-        if (rq_enq_add(e, csv_field(&c, tc.email_col), values)) {
+            values[k] = rq_csv_field(c, tc.used[k]);
+        if (rq_enq_add(e, trim(rq_csv_field(c, tc.email_col)), values)) {
             rc = eng_fail(EXIT_RUNTIME, "%s", rq_error(q));
             goto out;
         }
@@ -658,10 +502,8 @@ out:
     free(names);
     free(values);
     free(tc.used);
-    fclose(c.f);
-    sv_buf_free(&c.raw);
-    sv_buf_free(&c.text);
-    free(c.off);
+    rq_csv_free(c);
+    fclose(f);
     sv_buf_free(&tpl);
     return rc;
 }

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common.h"
 
@@ -207,11 +208,35 @@ int rq_msg_retry_now(struct rq *q, uint64_t id, int64_t *n);
 /* Renders a personalised body for one recipient: {{name}} is replaced by the field
  * `name` ({{email}} by the address); appends to `out`. Returns 0 or -ENOMEM. */
 int rq_render(const struct rq_body *b, const struct rq_rcpt *r, struct sv_buf *out);
+/* The same for any template text with `fields` (borrowed) naming r->values. */
+int rq_render_text(const char *text, size_t len, const char *const *fields, size_t nfields,
+                   const struct rq_rcpt *r, struct sv_buf *out);
 
 /* Calls `fn` for every {{placeholder}} in `text` (name without spaces, its line).
  * Stops and returns fn's value when non-zero. */
 int rq_placeholders(const char *text, size_t len,
                     int (*fn)(void *arg, const char *name, size_t name_len, size_t line),
                     void *arg);
+
+/* --- CSV (RFC 4180) for campaign recipient lists --------------------------- */
+
+struct rq_csv;
+
+/* A streaming reader of `f` (borrowed; not closed). Returns 0 or -ENOMEM. */
+int rq_csv_new(FILE *f, struct rq_csv **out);
+void rq_csv_free(struct rq_csv *c); /* NULL-safe */
+/* Reads the next record, skipping blank lines: 1, 0 at end of file, -ENOMEM. A
+ * record with a syntax error still returns 1, with rq_csv_error() set. */
+int rq_csv_next(struct rq_csv *c);
+/* Back to the first line (for a second pass); 0 or negative errno. */
+int rq_csv_rewind(struct rq_csv *c);
+size_t rq_csv_nfields(const struct rq_csv *c);
+/* Field i of the record; borrowed until the next record (may be edited in place). */
+char *rq_csv_field(struct rq_csv *c, size_t i);
+size_t rq_csv_line(const struct rq_csv *c);       /* line where the record starts */
+const char *rq_csv_error(const struct rq_csv *c); /* this record's syntax error, or NULL */
+/* The record's first byte that is not valid UTF-8 (strict: no overlong forms,
+ * surrogates or values above U+10FFFF): true with its line, column and value. */
+bool rq_csv_utf8_error(const struct rq_csv *c, size_t *line, size_t *col, unsigned char *byte);
 
 #endif

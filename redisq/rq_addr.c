@@ -155,8 +155,13 @@ int rq_placeholders(const char *text, size_t len,
 
 int rq_render(const struct rq_body *b, const struct rq_rcpt *r, struct sv_buf *out)
 {
-    const char *t = b->data;
-    size_t len = b->len, start = 0;
+    return rq_render_text(b->data, b->len, (const char *const *)b->fields, b->nfields, r, out);
+}
+
+int rq_render_text(const char *t, size_t len, const char *const *fields, size_t nfields,
+                   const struct rq_rcpt *r, struct sv_buf *out)
+{
+    size_t start = 0;
     for (size_t i = 0; i + 1 < len; i++) {
         if (t[i] != '{' || t[i + 1] != '{')
             continue;
@@ -173,8 +178,8 @@ int rq_render(const struct rq_body *b, const struct rq_rcpt *r, struct sv_buf *o
         const char *val = NULL;
         if (e - a == 5 && memcmp(t + a, "email", 5) == 0)
             val = r->addr;
-        for (size_t f = 0; !val && f < b->nfields; f++)
-            if (strlen(b->fields[f]) == e - a && memcmp(b->fields[f], t + a, e - a) == 0)
+        for (size_t f = 0; !val && f < nfields; f++)
+            if (strlen(fields[f]) == e - a && memcmp(fields[f], t + a, e - a) == 0)
                 val = r->values[f];
         if (!val)
             continue; /* unknown names were refused at enqueue; keep the text */

@@ -167,9 +167,9 @@ static void enqueue_stats_show_cancel(void **state)
     tu_result_free(&r);
 
     struct sv_buf csv = {0};
-    sv_buf_puts(&csv, "Email,first\n");
+    sv_buf_puts(&csv, " Email , first\n"); /* spaces around names and addresses are trimmed */
     for (int i = 0; i < 120; i++)
-        sv_buf_printf(&csv, "u%d@d%d.example,\"Name, %d\"\n", i, i % 2, i);
+        sv_buf_printf(&csv, " u%d@d%d.example ,\"Name, %d\"\n", i, i % 2, i);
     free(tu_write_file(".", "ok.csv", csv.ptr));
     sv_buf_free(&csv);
     free(tu_write_file(".", "ok.eml", "To: {{email}}\nSubject: Hi {{first}}\n\nHello\n"));
