@@ -81,6 +81,13 @@ static int redis_fail(struct rq *q)
     return rc;
 }
 
+/* A Redis failure after the message was created: say how to clean up. */
+static int incomplete(struct rq *q, uint64_t id)
+{
+    return eng_fail(EXIT_RUNTIME, "%s (message %llu is incomplete: salvo queue cancel %llu)",
+                    rq_error(q), (unsigned long long)id, (unsigned long long)id);
+}
+
 static int read_all(FILE *f, const char *name, struct sv_buf *out)
 {
     char buf[65536];
@@ -293,12 +300,13 @@ static int enqueue_single(const struct enq_args *a)
         rc = rq_enq_add(e, t, NULL);
     }
     free(list);
-    if (rc) {
-        rq_enq_free(e);
-        return redis_fail(q);
+    if (rc || rq_enq_end(e)) {
+        if (rc)
+            rq_enq_free(e);
+        rc = incomplete(q, id);
+        rq_free(q);
+        return rc;
     }
-    if (rq_enq_end(e))
-        return redis_fail(q);
     printf("%llu\n", (unsigned long long)id);
     rq_free(q);
     return EXIT_OK;
@@ -477,7 +485,7 @@ static int enqueue_campaign(const struct enq_args *a)
         for (size_t k = 0; k < tc.nused; k++)
             values[k] = rq_csv_field(c, tc.used[k]);
         if (rq_enq_add(e, trim(rq_csv_field(c, tc.email_col)), values)) {
-            rc = eng_fail(EXIT_RUNTIME, "%s", rq_error(q));
+            rc = incomplete(q, id);
             goto out;
         }
         if (tty && (++done & 1023) == 0)
@@ -486,7 +494,7 @@ static int enqueue_campaign(const struct enq_args *a)
     rc = rq_enq_end(e);
     e = NULL;
     if (rc) {
-        rc = eng_fail(EXIT_RUNTIME, "%s", rq_error(q));
+        rc = incomplete(q, id);
         goto out;
     }
     if (tty)
