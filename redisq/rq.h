@@ -44,6 +44,7 @@ struct rq_opts {
     long events_max;        /* approximate cap of the events stream; 0 = 100000 */
     long dead_max;          /* approximate cap of the dead-letter stream; 0 = 100000 */
     size_t body_cache_max;  /* bytes of bodies kept cached when unused; 0 = 64 MiB */
+    int max_deliveries;     /* a job claimed more often without an outcome is dead; 0 = 5 */
 };
 
 /* Creates a handle (not yet connected); copies everything from `o`. Returns 0 and an
@@ -131,7 +132,8 @@ struct rq_batch {
  * owned batch in *out (NULL when 0), or a negative errno. */
 int rq_claim(struct rq *q, size_t max_jobs, struct rq_batch **out);
 /* Takes over jobs claimed by any consumer that has not reported for `min_idle_ms`
- * (XAUTOCLAIM, a dead process's lease), up to `max_jobs`. Same returns as rq_claim. */
+ * (XAUTOCLAIM, a dead process's lease), up to `max_jobs`. A job claimed more than
+ * max_deliveries times becomes a dead letter instead. Same returns as rq_claim. */
 int rq_reclaim(struct rq *q, int64_t min_idle_ms, size_t max_jobs, struct rq_batch **out);
 /* Renews the lease of jobs still being worked on (XCLAIM ... JUSTID resets their
  * idle time; they become this consumer's), so rq_reclaim() elsewhere leaves them.

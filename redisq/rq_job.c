@@ -384,7 +384,9 @@ int rq_reclaim(struct rq *q, int64_t min_idle_ms, size_t max_jobs, struct rq_bat
     struct rq_args a = {0};
     redisReply *r;
     if (rq_args_str(&a, q->consumer) || rq_args_i64(&a, min_idle_ms) ||
-        rq_args_str(&a, q->reclaim_cursor) || rq_args_i64(&a, (int64_t)(max_jobs ? max_jobs : 1))) {
+        rq_args_str(&a, q->reclaim_cursor) || rq_args_i64(&a, (int64_t)(max_jobs ? max_jobs : 1)) ||
+        rq_args_i64(&a, q->max_deliveries) || rq_args_i64(&a, rq_now_ms()) ||
+        rq_args_i64(&a, q->dead_max)) {
         rq_args_free(&a);
         return rq_fail(q, -ENOMEM, "out of memory");
     }

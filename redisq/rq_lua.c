@@ -112,17 +112,34 @@ static const char claim[] =
                 "shift(per, 'ready', 'inflight')\n"
                 "return out\n";
 
-/* ARGV: consumer, min_idle_ms, cursor, count -> {next_cursor, sid, payload, ...} */
+/* ARGV: consumer, min_idle_ms, cursor, count, max_deliveries, now, dead_max
+ *   -> {next_cursor, sid, payload, ...}
+ * A job delivered more than max_deliveries times without a report has taken down
+ * every consumer that claimed it (or cannot be delivered for another reason that
+ * kills the process): it becomes a dead letter instead of looping forever. */
 static const char reclaim[] = LUA_PRELUDE
     "local r = redis.call('XAUTOCLAIM', S, 'salvo', ARGV[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])\n"
+    "local maxd, now = tonumber(ARGV[5]), ARGV[6]\n"
     "local out = {r[1]}\n"
     "for _, e in ipairs(r[2]) do\n"
     "  if e[2] then\n"
     "    local pay = e[2][2]\n"
-    "    local mid = hdr(pay)\n"
+    "    local mid, n = hdr(pay)\n"
+    "    local p = redis.call('XPENDING', S, 'salvo', e[1], e[1], 1)\n"
+    "    local dlv = p[1] and tonumber(p[1][4]) or 0\n"
     "    if cancelled(mid) then\n"
     "      redis.call('XACK', S, 'salvo', e[1])\n"
     "      redis.call('XDEL', S, e[1])\n"
+    "    elseif dlv > maxd then\n"
+    "      redis.call('XACK', S, 'salvo', e[1])\n"
+    "      redis.call('XDEL', S, e[1])\n"
+    "      local m = P .. 'msg:' .. mid\n"
+    "      redis.call('XADD', P .. 'dead', 'MAXLEN', '~', ARGV[7], '*', 'm', mid, 'why',\n"
+    "        'claimed ' .. dlv .. ' times without an outcome (poison job?)', 'n', n, 'j', pay,\n"
+    "        't', now)\n"
+    "      cnt(m, 'inflight', -n)\n"
+    "      cnt(m, 'dead', n)\n"
+    "      fin(m, now)\n"
     "    else\n"
     "      out[#out + 1] = e[1]\n"
     "      out[#out + 1] = pay\n"

@@ -216,12 +216,43 @@ static void touched_jobs_are_not_reclaimed(void **state)
     rq_free(slow);
 }
 
+static void poison_job_becomes_dead_letter(void **state)
+{
+    (void)state;
+    struct rq *q = tq_open(&srv, "poison", "first");
+    struct rq *other = tq_open(&srv, "poison", "second");
+    uint64_t id = tq_enqueue(q, 3, 1);
+    struct rq_batch *b;
+    assert_int_equal(rq_claim(q, 10, &b), 1); /* delivery 1 */
+    rq_batch_free(b);
+    /* Every consumer that takes it "dies": deliveries 2..5 are still handed out. */
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(rq_reclaim(other, 0, 10, &b), 1);
+        rq_batch_free(b);
+    }
+    tq_stats(q, id, 0, 3, 0, 0, 0, 0);
+    /* The 6th would exceed max_deliveries (5): a dead letter with the reason. */
+    assert_int_equal(rq_reclaim(other, 0, 10, &b), 0);
+    tq_stats(q, id, 0, 0, 0, 0, 0, 3);
+    const char *dl[] = {"XREVRANGE", "salvo:{poison}:dead", "+", "-", "COUNT", "1", NULL};
+    char *letter = tu_redis_cli(&srv, dl);
+    assert_non_null(strstr(letter, "claimed 6 times without an outcome (poison job?)"));
+    free(letter);
+    const char *pend[] = {"XPENDING", "salvo:{poison}:ready", "salvo", NULL};
+    char *p = tu_redis_cli(&srv, pend);
+    assert_int_equal(atoi(p), 0);
+    free(p);
+    rq_free(other);
+    rq_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(killed_consumer_jobs_reclaimed_after_lease),
         cmocka_unit_test(concurrent_promoters_do_not_duplicate),
         cmocka_unit_test(touched_jobs_are_not_reclaimed),
+        cmocka_unit_test(poison_job_becomes_dead_letter),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
