@@ -384,6 +384,25 @@ static int load_scripts(struct rq *q)
     return rc;
 }
 
+/* Creates the consumer group (and the stream) unless it exists. Start at 0, not $:
+ * entries written before the group existed must be delivered. */
+static int ensure_group(struct rq *q)
+{
+    char stream[160];
+    snprintf(stream, sizeof(stream), "%sready", q->prefix);
+    const char *av[6] = {"XGROUP", "CREATE", stream, RQ_GROUP, "0", "MKSTREAM"};
+    size_t lv[6] = {6, 6, strlen(stream), strlen(RQ_GROUP), 1, 8};
+    redisReply *r;
+    int rc = rq_cmd(q, &r, "XGROUP CREATE", 6, av, lv);
+    if (rc == -EPROTO && strstr(q->err, "BUSYGROUP")) {
+        q->err[0] = 0;
+        return 0;
+    }
+    if (rc == 0)
+        freeReplyObject(r);
+    return rc;
+}
+
 int rq_eval(struct rq *q, enum rq_script s, const struct rq_args *a, redisReply **out)
 {
     *out = NULL;
@@ -424,6 +443,14 @@ int rq_eval(struct rq *q, enum rq_script s, const struct rq_args *a, redisReply 
         if (attempt == 0 && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
             freeReplyObject(r);
             rc = load_scripts(q);
+            if (rc)
+                break;
+            continue;
+        }
+        /* The stream was deleted under us (FLUSHDB, DEL): recreate it, once. */
+        if (attempt == 0 && r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOGROUP")) {
+            freeReplyObject(r);
+            rc = ensure_group(q);
             if (rc)
                 break;
             continue;
@@ -488,18 +515,7 @@ int rq_connect(struct rq *q)
     rc = load_scripts(q);
     if (rc)
         goto fail;
-    /* Start at 0, not $: entries written before the group existed must be delivered. */
-    char stream[160];
-    snprintf(stream, sizeof(stream), "%sready", q->prefix);
-    const char *av[6] = {"XGROUP", "CREATE", stream, RQ_GROUP, "0", "MKSTREAM"};
-    size_t lv[6] = {6, 6, strlen(stream), strlen(RQ_GROUP), 1, 8};
-    rc = rq_cmd(q, &r, "XGROUP CREATE", 6, av, lv);
-    if (rc == -EPROTO && strstr(q->err, "BUSYGROUP")) {
-        rc = 0;
-        q->err[0] = 0;
-    } else if (rc == 0) {
-        freeReplyObject(r);
-    }
+    rc = ensure_group(q);
     if (rc)
         goto fail;
     return 0;

@@ -285,12 +285,28 @@ static void round_trips_per_recipient(void **state)
     rq_free(q);
 }
 
+/* Someone flushed the database under a connected consumer: claim recreates the
+ * stream and group instead of failing forever. */
+static void stream_deleted_under_consumer(void **state)
+{
+    (void)state;
+    struct rq *q = open_q("gone", NULL);
+    const char *args[] = {"DEL", "salvo:{gone}:ready", NULL};
+    char *out = tu_redis_cli(&srv, args);
+    free(out);
+    struct rq_batch *b;
+    assert_int_equal(rq_claim(q, 10, &b), 0);
+    assert_int_equal(cli_int("EXISTS", "salvo:{gone}:ready", NULL), 1);
+    rq_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(jobs_grouped_by_domain_and_acked),
         cmocka_unit_test(personalised_fields_render),
         cmocka_unit_test(round_trips_per_recipient),
+        cmocka_unit_test(stream_deleted_under_consumer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
