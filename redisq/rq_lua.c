@@ -2,57 +2,77 @@
  * (no other client sees half of it) and costs one round trip however many keys it
  * touches. KEYS[1] is the queue's prefix "salvo:{name}:": every key a script
  * touches starts with it, so all of them hash to the same Redis Cluster slot.
- * Counters live twice: in the queue's `stats` hash and in the message's hash. */
+ * Counters live twice: in the queue's `stats` hash and in the message's hash.
+ *
+ * The prelude's helpers:
+ *   hdr(pay)       job header "<msg>\t<domain>\t<retry>\t<nrcpt>\t<last_error>\n"
+ *                  -> msg id, recipient count (nil for a payload we cannot read)
+ *   cnt(m, f, d)   adds d to counter f of the message and of the queue
+ *   fin(m, now)    drops the body once the last recipient is final and no enqueue
+ *                  is open
+ *   shift(per, from, to)  moves per-message recipient counts between counters
+ *   malformed(sid, pay)   a payload the scripts cannot read (written by hand?)
+ *                  must not block the queue: it goes to the dead letters as it is
+ *   move(pay, per) retry job -> ready stream. ZREM first: only the caller whose
+ *                  ZREM removed the member moves it, so concurrent promoters never
+ *                  duplicate a job. */
 #include "rq_int.h"
 
-/* Shared helpers, prepended to every script. */
-#define LUA_PRELUDE                                                                                            \
-    "local P = KEYS[1]\n"                                                                                      \
-    "local S = P .. 'ready'\n"                                                                                 \
-    "local function num(x) return tonumber(x) or 0 end\n" /* job header:                                       \
-                                                             <msg>\t<domain>\t<retry>\t<nrcpt>\t<last_error>\n \
-                                                           */                                                  \
-    "local function hdr(pay)\n"                                                                                \
-    "  local mid, n = string.match(pay, '^(%d+)\\t[^\\t]*\\t%d+\\t(%d+)\\t')\n"                                \
-    "  return mid, tonumber(n)\n"                                                                              \
-    "end\n"                                                                                                    \
-    "local function cnt(m, field, d)\n"                                                                        \
-    "  if d ~= 0 then\n"                                                                                       \
-    "    redis.call('HINCRBY', m, field, d)\n"                                                                 \
-    "    redis.call('HINCRBY', P .. 'stats', field, d)\n"                                                      \
-    "  end\n"                                                                                                  \
-    "end\n" /* The body goes when the last recipient is final and no enqueue is open. */                       \
-    "local function fin(m, now)\n"                                                                             \
-    "  local c = redis.call('HMGET', m, 'ready', 'inflight', 'scheduled', 'open', 'done')\n"                   \
-    "  if num(c[1]) + num(c[2]) + num(c[3]) == 0 and c[4] == '0' and not c[5] then\n"                          \
-    "    redis.call('HDEL', m, 'body')\n"                                                                      \
-    "    redis.call('HSET', m, 'done', now)\n"                                                                 \
-    "  end\n"                                                                                                  \
-    "end\n"                                                                                                    \
-    "local function cancelled(mid)\n"                                                                          \
-    "  return redis.call('HGET', P .. 'msg:' .. mid, 'cancelled') == '1'\n"                                    \
-    "end\n" /* Moves recipients between two counters, summed per message first. */                             \
-    "local function shift(per, from, to)\n"                                                                    \
-    "  local tot = 0\n"                                                                                        \
-    "  for mid, n in pairs(per) do\n"                                                                          \
-    "    local m = P .. 'msg:' .. mid\n"                                                                       \
-    "    redis.call('HINCRBY', m, from, -n)\n"                                                                 \
-    "    redis.call('HINCRBY', m, to, n)\n"                                                                    \
-    "    tot = tot + n\n"                                                                                      \
-    "  end\n"                                                                                                  \
-    "  if tot ~= 0 then\n"                                                                                     \
-    "    redis.call('HINCRBY', P .. 'stats', from, -tot)\n"                                                    \
-    "    redis.call('HINCRBY', P .. 'stats', to, tot)\n"                                                       \
-    "  end\n"                                                                                                  \
-    "  return tot\n"                                                                                           \
-    "end\n" /* ZREM first: only the caller whose ZREM removed the member moves it. */                          \
-    "local function move(pay, per)\n"                                                                          \
-    "  if redis.call('ZREM', P .. 'retry', pay) == 0 then return 0 end\n"                                      \
-    "  local mid, n = hdr(pay)\n"                                                                              \
-    "  if cancelled(mid) then return 0 end\n"                                                                  \
-    "  redis.call('XADD', S, '*', 'j', pay)\n"                                                                 \
-    "  per[mid] = (per[mid] or 0) + n\n"                                                                       \
-    "  return 1\n"                                                                                             \
+/* clang-format off */
+#define LUA_PRELUDE \
+    "local P = KEYS[1]\n" \
+    "local S = P .. 'ready'\n" \
+    "local function num(x) return tonumber(x) or 0 end\n" \
+    "local function hdr(pay)\n" \
+    "  local mid, n = string.match(pay, '^(%d+)\\t[^\\t]*\\t%d+\\t(%d+)\\t')\n" \
+    "  return mid, tonumber(n)\n" \
+    "end\n" \
+    "local function cnt(m, field, d)\n" \
+    "  if d ~= 0 then\n" \
+    "    redis.call('HINCRBY', m, field, d)\n" \
+    "    redis.call('HINCRBY', P .. 'stats', field, d)\n" \
+    "  end\n" \
+    "end\n" \
+    "local function fin(m, now)\n" \
+    "  local c = redis.call('HMGET', m, 'ready', 'inflight', 'scheduled', 'open', 'done')\n" \
+    "  if num(c[1]) + num(c[2]) + num(c[3]) == 0 and c[4] == '0' and not c[5] then\n" \
+    "    redis.call('HDEL', m, 'body')\n" \
+    "    redis.call('HSET', m, 'done', now)\n" \
+    "  end\n" \
+    "end\n" \
+    "local function cancelled(mid)\n" \
+    "  return redis.call('HGET', P .. 'msg:' .. mid, 'cancelled') == '1'\n" \
+    "end\n" \
+    "local function shift(per, from, to)\n" \
+    "  local tot = 0\n" \
+    "  for mid, n in pairs(per) do\n" \
+    "    local m = P .. 'msg:' .. mid\n" \
+    "    redis.call('HINCRBY', m, from, -n)\n" \
+    "    redis.call('HINCRBY', m, to, n)\n" \
+    "    tot = tot + n\n" \
+    "  end\n" \
+    "  if tot ~= 0 then\n" \
+    "    redis.call('HINCRBY', P .. 'stats', from, -tot)\n" \
+    "    redis.call('HINCRBY', P .. 'stats', to, tot)\n" \
+    "  end\n" \
+    "  return tot\n" \
+    "end\n" \
+    "local function malformed(sid, pay)\n" \
+    "  if sid then\n" \
+    "    redis.call('XACK', S, 'salvo', sid)\n" \
+    "    redis.call('XDEL', S, sid)\n" \
+    "  end\n" \
+    "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', 100000, '*', 'm', '', 'why',\n" \
+    "    'malformed job payload', 'n', 0, 'j', pay or '')\n" \
+    "end\n" \
+    "local function move(pay, per)\n" \
+    "  if redis.call('ZREM', P .. 'retry', pay) == 0 then return 0 end\n" \
+    "  local mid, n = hdr(pay)\n" \
+    "  if not mid then malformed(nil, pay) return 0 end\n" \
+    "  if cancelled(mid) then return 0 end\n" \
+    "  redis.call('XADD', S, '*', 'j', pay)\n" \
+    "  per[mid] = (per[mid] or 0) + n\n" \
+    "  return 1\n" \
     "end\n"
 
 /* ARGV: from, body, tpl, fields, name, now -> message id */
@@ -83,34 +103,37 @@ static const char enq_add[] = LUA_PRELUDE
     "return t\n";
 
 /* ARGV: msg, now */
-static const char enq_end[] = LUA_PRELUDE "local m = P .. 'msg:' .. ARGV[1]\n"
-                                          "if redis.call('EXISTS', m) == 0 then return 0 end\n"
-                                          "redis.call('HSET', m, 'open', '0')\n"
-                                          "fin(m, ARGV[2])\n"
-                                          "return 1\n";
+static const char enq_end[] = LUA_PRELUDE
+    "local m = P .. 'msg:' .. ARGV[1]\n"
+    "if redis.call('EXISTS', m) == 0 then return 0 end\n"
+    "redis.call('HSET', m, 'open', '0')\n"
+    "fin(m, ARGV[2])\n"
+    "return 1\n";
 
 /* ARGV: consumer, count -> {sid, payload, ...}. Jobs of cancelled messages are
  * dropped here (cancel already counted their recipients as dead). */
-static const char claim[] =
-    LUA_PRELUDE "local r = redis.call('XREADGROUP', 'GROUP', 'salvo', ARGV[1], 'COUNT', ARGV[2],\n"
-                "  'STREAMS', S, '>')\n"
-                "local out = {}\n"
-                "if not r then return out end\n"
-                "local per = {}\n"
-                "for _, e in ipairs(r[1][2]) do\n"
-                "  local pay = e[2][2]\n"
-                "  local mid, n = hdr(pay)\n"
-                "  if cancelled(mid) then\n"
-                "    redis.call('XACK', S, 'salvo', e[1])\n"
-                "    redis.call('XDEL', S, e[1])\n"
-                "  else\n"
-                "    per[mid] = (per[mid] or 0) + n\n"
-                "    out[#out + 1] = e[1]\n"
-                "    out[#out + 1] = pay\n"
-                "  end\n"
-                "end\n"
-                "shift(per, 'ready', 'inflight')\n"
-                "return out\n";
+static const char claim[] = LUA_PRELUDE
+    "local r = redis.call('XREADGROUP', 'GROUP', 'salvo', ARGV[1], 'COUNT', ARGV[2],\n"
+    "  'STREAMS', S, '>')\n"
+    "local out = {}\n"
+    "if not r then return out end\n"
+    "local per = {}\n"
+    "for _, e in ipairs(r[1][2]) do\n"
+    "  local pay = e[2][2]\n"
+    "  local mid, n = hdr(pay)\n"
+    "  if not mid then\n"
+    "    malformed(e[1], pay)\n"
+    "  elseif cancelled(mid) then\n"
+    "    redis.call('XACK', S, 'salvo', e[1])\n"
+    "    redis.call('XDEL', S, e[1])\n"
+    "  else\n"
+    "    per[mid] = (per[mid] or 0) + n\n"
+    "    out[#out + 1] = e[1]\n"
+    "    out[#out + 1] = pay\n"
+    "  end\n"
+    "end\n"
+    "shift(per, 'ready', 'inflight')\n"
+    "return out\n";
 
 /* ARGV: consumer, min_idle_ms, cursor, count, max_deliveries, now, dead_max
  *   -> {next_cursor, sid, payload, ...}
@@ -127,7 +150,9 @@ static const char reclaim[] = LUA_PRELUDE
     "    local mid, n = hdr(pay)\n"
     "    local p = redis.call('XPENDING', S, 'salvo', e[1], e[1], 1)\n"
     "    local dlv = p[1] and tonumber(p[1][4]) or 0\n"
-    "    if cancelled(mid) then\n"
+    "    if not mid then\n"
+    "      malformed(e[1], pay)\n"
+    "    elseif cancelled(mid) then\n"
     "      redis.call('XACK', S, 'salvo', e[1])\n"
     "      redis.call('XDEL', S, e[1])\n"
     "    elseif dlv > maxd then\n"
@@ -152,7 +177,8 @@ static const char reclaim[] = LUA_PRELUDE
 /* ARGV: now, events_max, dead_max, then per job:
  *   sid, msg, ndelivered, nbounced, ndead, ngroups, {due, n, payload} x ngroups,
  *   nletters, {reason, n, payload} x nletters, nevents, {type, rcpt, reply, tls} x nevents
- * -> number of duplicate reports (jobs someone had already acknowledged). */
+ * -> number of duplicate reports (jobs someone had already acknowledged).
+ * Events are kept even for duplicates: the delivery did happen again. */
 static const char report[] = LUA_PRELUDE
     "local now, emax, dmax = ARGV[1], ARGV[2], ARGV[3]\n"
     "local i = 4\n"
@@ -186,7 +212,6 @@ static const char report[] = LUA_PRELUDE
     "  end\n"
     "  local ne = tonumber(ARGV[i])\n"
     "  i = i + 1\n"
-    /* Events are kept even for duplicates: the delivery did happen again. */
     "  for _ = 1, ne do\n"
     "    local t = ARGV[i]\n"
     "    if not acked then t = 'duplicate-' .. t end\n"
@@ -216,28 +241,31 @@ static const char promote[] = LUA_PRELUDE
     "return {jobs, nx[2] or '-1'}\n";
 
 /* ARGV: payload... (members of the retry set) -> recipients moved */
-static const char move_now[] = LUA_PRELUDE "local per = {}\n"
-                                           "for i = 1, #ARGV do move(ARGV[i], per) end\n"
-                                           "return shift(per, 'scheduled', 'ready')\n";
+static const char move_now[] = LUA_PRELUDE
+    "local per = {}\n"
+    "for i = 1, #ARGV do move(ARGV[i], per) end\n"
+    "return shift(per, 'scheduled', 'ready')\n";
 
 /* ARGV: msg, now, dead_max -> recipients cancelled, -1 if no such message */
-static const char cancel[] =
-    LUA_PRELUDE "local m = P .. 'msg:' .. ARGV[1]\n"
-                "if redis.call('EXISTS', m) == 0 then return -1 end\n"
-                "if cancelled(ARGV[1]) then return 0 end\n"
-                "local c = redis.call('HMGET', m, 'ready', 'inflight', 'scheduled')\n"
-                "local r, f, s = num(c[1]), num(c[2]), num(c[3])\n"
-                "cnt(m, 'ready', -r)\n"
-                "cnt(m, 'inflight', -f)\n"
-                "cnt(m, 'scheduled', -s)\n"
-                "cnt(m, 'dead', r + f + s)\n"
-                "redis.call('HSET', m, 'cancelled', '1', 'open', '0')\n"
-                "if r + f + s > 0 then\n"
-                "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1],\n"
-                "    'why', 'cancelled', 'n', r + f + s, 'j', '', 't', ARGV[2])\n"
-                "end\n"
-                "fin(m, ARGV[2])\n"
-                "return r + f + s\n";
+static const char cancel[] = LUA_PRELUDE
+    "local m = P .. 'msg:' .. ARGV[1]\n"
+    "if redis.call('EXISTS', m) == 0 then return -1 end\n"
+    "if cancelled(ARGV[1]) then return 0 end\n"
+    "local c = redis.call('HMGET', m, 'ready', 'inflight', 'scheduled')\n"
+    "local r, f, s = num(c[1]), num(c[2]), num(c[3])\n"
+    "cnt(m, 'ready', -r)\n"
+    "cnt(m, 'inflight', -f)\n"
+    "cnt(m, 'scheduled', -s)\n"
+    "cnt(m, 'dead', r + f + s)\n"
+    "redis.call('HSET', m, 'cancelled', '1', 'open', '0')\n"
+    "if r + f + s > 0 then\n"
+    "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1],\n"
+    "    'why', 'cancelled', 'n', r + f + s, 'j', '', 't', ARGV[2])\n"
+    "end\n"
+    "fin(m, ARGV[2])\n"
+    "return r + f + s\n";
+
+/* clang-format on */
 
 const char *const rq_script_src[RQS__COUNT] = {
     [RQS_ENQ_BEGIN] = enq_begin, [RQS_ENQ_ADD] = enq_add, [RQS_ENQ_END] = enq_end,

@@ -285,6 +285,17 @@ static void round_trips_per_recipient(void **state)
     rq_free(q);
 }
 
+static void enqueue_one(struct rq *q)
+{
+    const char body[] = "Subject: x\r\n\r\nbody\r\n";
+    struct rq_msg_spec spec = {.from = "a@b.example", .body = body, .body_len = strlen(body)};
+    struct rq_enq *e;
+    uint64_t id;
+    assert_int_equal(rq_enq_begin(q, &spec, &e, &id), 0);
+    assert_int_equal(rq_enq_add(e, "one@x.example", NULL), 0);
+    assert_int_equal(rq_enq_end(e), 0);
+}
+
 /* Someone flushed the database under a connected consumer: claim recreates the
  * stream and group instead of failing forever. */
 static void stream_deleted_under_consumer(void **state)
@@ -297,6 +308,16 @@ static void stream_deleted_under_consumer(void **state)
     struct rq_batch *b;
     assert_int_equal(rq_claim(q, 10, &b), 0);
     assert_int_equal(cli_int("EXISTS", "salvo:{gone}:ready", NULL), 1);
+    /* A hand-written entry the scripts cannot read goes to the dead letters
+     * instead of blocking every claim. */
+    const char *junk[] = {"XADD", "salvo:{gone}:ready", "*", "j", "garbage", NULL};
+    out = tu_redis_cli(&srv, junk);
+    free(out);
+    enqueue_one(q);
+    assert_int_equal(rq_claim(q, 10, &b), 1);
+    assert_string_equal(b->jobs[0].rcpt[0].addr, "one@x.example");
+    rq_batch_free(b);
+    assert_int_equal(cli_int("XLEN", "salvo:{gone}:dead", NULL), 1);
     rq_free(q);
 }
 
