@@ -11,14 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "rq.h"
 
 #define MAX_SHOWN_ERRORS 20
-#define MAX_RECORD       (64 * 1024)
 #define MAX_BODY         ((size_t)64 << 20)
 
 /* --- shared ---------------------------------------------------------------- */
