@@ -189,13 +189,29 @@ static void out_of_memory(void **state)
     }
     free(body);
     assert_int_equal(rc, -ENOMEM);
-    char want[96];
+    char want[160];
     snprintf(want, sizeof(want), "redis 127.0.0.1:%d: out of memory (maxmemory reached): OOM",
              srv.port);
     assert_memory_equal(rq_error(q), want, strlen(want));
     /* Reading still works. */
     struct rq_stats st;
     assert_int_equal(rq_stats_get(q, 0, &st), 0);
+    /* The CLI: exit 2, the address and the reason on one line. */
+    setenv("SALVO_REDIS_URL", srv.url, 1);
+    unsetenv("SALVO_CONFIG");
+    const char *argv[] = {tu_salvo_bin(), "enqueue",     "--from", "a@b.example",
+                          "--to",         "c@d.example", NULL};
+    struct tu_result r;
+    char big[300 * 1024];
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    assert_int_equal(tu_run(argv, big, 30, &r), 0);
+    assert_int_equal(r.status, 2);
+    snprintf(want, sizeof(want),
+             "salvo: redis 127.0.0.1:%d: out of memory (maxmemory reached): OOM", srv.port);
+    assert_memory_equal(r.err, want, strlen(want));
+    assert_int_equal(strchr(r.err, '\n') - r.err + 1, (long)r.err_len);
+    tu_result_free(&r);
     rq_free(q);
     tu_redis_stop(&srv);
 }
