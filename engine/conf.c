@@ -42,9 +42,15 @@ struct schema_key {
     store_fn store; /* validates beyond the type and stores into the conf */
 };
 
+/* Paths come in two spellings: for people ("remote.\"mx.example\".port", segments
+ * quoted when they are not bare keys) and for matching (segments joined by SEP, so
+ * a quoted key holding a dot can never pass for two segments). */
+#define SEP "\x1f"
+
 struct loader {
     struct eng_conf *conf;
     struct cfg_diag *diag;
+    const char *match; /* the SEP-joined path of the key being stored */
     bool oom;
 };
 
@@ -65,6 +71,48 @@ static bool plain_string(struct loader *L, const char *path, const struct cfg_va
         return false;
     }
     return true;
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return n > 0;
+}
+
+/* Checks "[:PASSWORD@]HOST[:PORT][/DB]" (what follows redis://); NULL when fine. */
+static const char *redis_url_problem(const char *rest)
+{
+    const char *at = strrchr(rest, '@');
+    const char *host = at ? at + 1 : rest;
+    const char *end;
+    if (*host == '[') {
+        end = strchr(host, ']');
+        if (!end)
+            return "unclosed '[' in the host";
+        end++;
+    } else {
+        end = host + strcspn(host, ":/?# ");
+    }
+    if (end == host || (*host == '[' && end - host <= 2))
+        return "no host";
+    if (*end == ':') {
+        const char *port = end + 1;
+        size_t n = strcspn(port, "/");
+        long p = all_digits(port, n) && n <= 5 ? strtol(port, NULL, 10) : 0;
+        if (p < 1 || p > 65535)
+            return "bad port";
+        end = port + n;
+    }
+    if (*end == '/') {
+        const char *db = end + 1;
+        size_t n = strlen(db);
+        if (n > 0 && (!all_digits(db, n) || n > 5))
+            return "the database must be a number";
+        end = db + n;
+    }
+    return *end ? "unexpected text after the host" : NULL;
 }
 
 static void store_redis_url(struct loader *L, const char *path, const struct cfg_value *v)
@@ -89,8 +137,10 @@ static void store_redis_url(struct loader *L, const char *path, const struct cfg
         return;
     }
     bool is_unix = rest == s + 7;
-    if (!is_unix && (*rest == '\0' || *rest == '/' || *rest == ':')) {
-        cfg_error(L->diag, v->pos, "%s: '%s' names no host (redis://HOST[:PORT][/DB])", path, s);
+    const char *why = is_unix ? NULL : redis_url_problem(rest);
+    if (why) {
+        cfg_error(L->diag, v->pos, "%s: '%s': %s (expected redis://[:PASSWORD@]HOST[:PORT][/DB])",
+                  path, s, why);
         return;
     }
     if (is_unix && (rest[0] != '/' || rest[1] == '\0')) {
@@ -230,11 +280,11 @@ static void store_nameservers(struct loader *L, const char *path, const struct c
     L->conf->n_nameservers = ok;
 }
 
-/* The remote named by segment 1 of "remote.<name>.…", created on first use. */
-static struct eng_remote *remote_for(struct loader *L, const char *path)
+/* The remote named by segment 1 of remote.<name>.…, created on first use. */
+static struct eng_remote *remote_for(struct loader *L)
 {
-    const char *name = path + strlen("remote.");
-    size_t len = strcspn(name, ".");
+    const char *name = L->match + strlen("remote" SEP);
+    size_t len = strcspn(name, SEP);
     struct eng_conf *c = L->conf;
     for (size_t i = 0; i < c->n_remotes; i++)
         if (strlen(c->remotes[i].name) == len && memcmp(c->remotes[i].name, name, len) == 0)
@@ -263,7 +313,7 @@ static void store_remote_address(struct loader *L, const char *path, const struc
         cfg_error(L->diag, v->pos, "%s: '%s' is not a host name or IP address", path, v->u.str.ptr);
         return;
     }
-    struct eng_remote *r = remote_for(L, path);
+    struct eng_remote *r = remote_for(L);
     if (r) {
         free(r->address);
         r->address = dup_str(L, v);
@@ -277,7 +327,7 @@ static void store_remote_port(struct loader *L, const char *path, const struct c
                   (long long)v->u.integer);
         return;
     }
-    struct eng_remote *r = remote_for(L, path);
+    struct eng_remote *r = remote_for(L);
     if (r)
         r->port = (int)v->u.integer;
 }
@@ -289,12 +339,13 @@ static void store_remote_protocol(struct loader *L, const char *path, const stru
                   v->u.str.ptr);
         return;
     }
-    remote_for(L, path);
+    remote_for(L);
 }
 
 static void store_remote_tls_implicit(struct loader *L, const char *path, const struct cfg_value *v)
 {
-    struct eng_remote *r = remote_for(L, path);
+    (void)path;
+    struct eng_remote *r = remote_for(L);
     if (r)
         r->tls_implicit = v->u.boolean;
 }
@@ -315,13 +366,13 @@ static const struct schema_key schema[] = {
 
 /* --- matching paths against the schema ---------------------------------------- */
 
-/* Does `pattern` (with '*' segments) match the first `nseg` segments of `path`
- * exactly (prefix=false) or as a strict prefix of the pattern (prefix=true)? */
+/* Does `pattern` (dotted, with '*' segments) match the SEP-joined `path` exactly
+ * (prefix=false), or is `path` a strict prefix of it (prefix=true)? */
 static bool pattern_match(const char *pattern, const char *path, bool prefix)
 {
     const char *p = pattern, *s = path;
     for (;;) {
-        size_t pl = strcspn(p, "."), sl = strcspn(s, ".");
+        size_t pl = strcspn(p, "."), sl = strcspn(s, SEP);
         if (!(pl == 1 && *p == '*') && (pl != sl || memcmp(p, s, pl) != 0))
             return false;
         p += pl;
@@ -357,13 +408,27 @@ static bool known_table(const char *path)
     return false;
 }
 
+static bool is_bare(const char *k, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = k[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
 /* Candidate names for "did you mean": every known key cut to as many segments as
  * `path` has, with '*' replaced by the segment written at that place. */
-static void suggest_unknown(struct loader *L, const struct cfg_entry *e, const char *path)
+static void suggest_unknown(struct loader *L, const struct cfg_entry *e, const char *path,
+                            const char *match)
 {
     size_t nseg = 1;
-    for (const char *c = path; *c; c++)
-        nseg += *c == '.';
+    for (const char *c = match; *c; c++)
+        nseg += *c == SEP[0];
     size_t n_rules = 0;
     const char *const *rule_names = rule_setting_names(&n_rules);
     size_t total = SV_ARRAY_LEN(schema) + n_rules;
@@ -374,25 +439,31 @@ static void suggest_unknown(struct loader *L, const struct cfg_entry *e, const c
             i < SV_ARRAY_LEN(schema) ? schema[i].path : rule_names[i - SV_ARRAY_LEN(schema)];
         char buf[512];
         size_t o = 0, seg = 0;
-        const char *p = name, *s = path;
+        const char *p = name, *s = match;
         while (seg < nseg && *p) {
-            size_t pl = strcspn(p, "."), sl = strcspn(s, ".");
-            const char *src = (pl == 1 && *p == '*') ? s : p;
-            size_t len = (pl == 1 && *p == '*') ? sl : pl;
-            if (o + len + 2 >= sizeof(buf))
+            size_t pl = strcspn(p, "."), sl = strcspn(s, SEP);
+            bool star = pl == 1 && *p == '*';
+            const char *src = star ? s : p;
+            size_t len = star ? sl : pl;
+            bool quote = star && !is_bare(s, sl);
+            if (o + len + 4 >= sizeof(buf))
                 break;
             if (seg)
                 buf[o++] = '.';
+            if (quote)
+                buf[o++] = '"';
             memcpy(buf + o, src, len);
             o += len;
+            if (quote)
+                buf[o++] = '"';
             seg++;
             p += pl + (p[pl] == '.');
-            s += sl + (s[sl] == '.');
+            s += sl + (s[sl] == SEP[0]);
         }
         buf[o] = '\0';
         if (seg != nseg)
-            continue; /* a shorter known name cannot be what was meant */
-        bool dup = false;
+            continue;                      /* a shorter known name cannot be what was meant */
+        bool dup = strcmp(buf, path) == 0; /* the key itself: not a suggestion */
         for (size_t j = 0; j < nc && !dup; j++)
             dup = strcmp(cands[j], buf) == 0;
         if (!dup && (cands[nc] = strdup(buf)) != NULL)
@@ -429,14 +500,39 @@ static void add_rule(struct loader *L, const char *path, const struct rule_setti
     c->rules[c->n_rules++] = (struct eng_rule){key, s, prog};
 }
 
-static void walk(struct loader *L, const struct cfg_value *table, const char *prefix)
+static const char *expected(enum cfg_type t)
+{
+    switch (t) {
+    case CFG_INTEGER: return "an integer";
+    case CFG_ARRAY: return "an array";
+    case CFG_BOOL: return "a boolean (true or false)";
+    case CFG_TABLE: return "a table";
+    case CFG_STRING:
+    case CFG_FLOAT:
+    case CFG_DATETIME:
+    case CFG_DATETIME_LOCAL:
+    case CFG_DATE_LOCAL:
+    case CFG_TIME_LOCAL: break;
+    }
+    return "a string";
+}
+
+static void walk(struct loader *L, const struct cfg_value *table, const char *prefix,
+                 const char *mprefix)
 {
     for (size_t i = 0; i < table->u.table.len; i++) {
         const struct cfg_entry *e = &table->u.table.items[i];
-        char path[512];
-        int w = snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", e->key);
-        if (w < 0 || (size_t)w >= sizeof(path)) {
+        char path[512], match[512];
+        bool bare = is_bare(e->key, e->key_len);
+        int w = snprintf(path, sizeof(path), bare ? "%s%s%s" : "%s%s\"%s\"", prefix,
+                         *prefix ? "." : "", e->key);
+        int wm = snprintf(match, sizeof(match), "%s%s%s", mprefix, *mprefix ? SEP : "", e->key);
+        if (w < 0 || (size_t)w >= sizeof(path) || wm < 0 || (size_t)wm >= sizeof(match)) {
             cfg_error(L->diag, e->key_pos, "unknown key '%.60s...' (name too long)", path);
+            continue;
+        }
+        if (strlen(e->key) != e->key_len) {
+            cfg_error(L->diag, e->key_pos, "unknown key %s (keys here cannot contain NUL)", path);
             continue;
         }
         const struct rule_setting *rs = rule_setting_find(path);
@@ -444,24 +540,25 @@ static void walk(struct loader *L, const struct cfg_value *table, const char *pr
             add_rule(L, path, rs, e->value);
             continue;
         }
-        const struct schema_key *sk = schema_find(path);
+        const struct schema_key *sk = schema_find(match);
         if (sk) {
+            L->match = match;
             if (e->value->type != sk->type)
                 cfg_error(L->diag, e->value->pos, "%s: expected %s, found %s", path,
-                          sk->type == CFG_INTEGER ? "an integer"
-                          : sk->type == CFG_ARRAY ? "an array"
-                          : sk->type == CFG_BOOL  ? "a boolean (true or false)"
-                                                  : "a string",
-                          cfg_type_name(e->value->type));
+                          expected(sk->type), cfg_type_name(e->value->type));
             else
                 sk->store(L, path, e->value);
             continue;
         }
-        if (e->value->type == CFG_TABLE && known_table(path)) {
-            walk(L, e->value, path);
+        if (known_table(match)) {
+            if (e->value->type == CFG_TABLE)
+                walk(L, e->value, path, match);
+            else
+                cfg_error(L->diag, e->value->pos, "%s: expected a table, found %s", path,
+                          cfg_type_name(e->value->type));
             continue;
         }
-        suggest_unknown(L, e, path);
+        suggest_unknown(L, e, path, match);
     }
 }
 
@@ -476,7 +573,10 @@ static void check_remotes(struct loader *L, const struct cfg_value *root)
         if (e->value->type != CFG_TABLE)
             continue; /* already reported as an unknown key */
         if (!cfg_table_find(e->value, "address")) {
-            cfg_error(L->diag, e->value->pos, "remote.%s: missing 'address'", e->key);
+            cfg_error(L->diag, e->value->pos,
+                      is_bare(e->key, e->key_len) ? "remote.%s: missing 'address'"
+                                                  : "remote.\"%s\": missing 'address'",
+                      e->key);
             continue;
         }
         for (size_t j = 0; j < L->conf->n_remotes; j++)
@@ -515,7 +615,7 @@ int eng_conf_load(const char *path, struct eng_conf *conf, struct cfg_diag *diag
         return -1;
     conf->source = conf->doc->file;
 
-    struct loader L = {conf, diag, false};
+    struct loader L = {conf, diag, NULL, false};
     conf->redis_url = strdup("redis://127.0.0.1:6379/0");
     conf->queue_name = strdup("default");
     conf->worker_threads = 0;
@@ -523,7 +623,7 @@ int eng_conf_load(const char *path, struct eng_conf *conf, struct cfg_diag *diag
     conf->log_level = SV_LOG_INFO;
     if (!conf->redis_url || !conf->queue_name)
         L.oom = true;
-    walk(&L, conf->doc->root, "");
+    walk(&L, conf->doc->root, "", "");
     check_remotes(&L, conf->doc->root);
     sort_diag(diag, entries_before);
     if (L.oom)

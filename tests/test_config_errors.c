@@ -134,12 +134,36 @@ static void every_error_is_reported_in_file_order(void **state)
           "%F:12:1: unknown key 'server.worker' (did you mean 'server.workers'?)\n");
 }
 
+/* Quoted keys are one segment: a dot inside quotes never makes a schema path, and
+ * remote names may hold dots or spaces. */
+static void quoted_keys_are_single_segments(void **state)
+{
+    (void)state;
+    check("quoted.toml",
+          "\"redis.url\" = \"redis://elsewhere\"\n"
+          "redis = \"localhost\"\n"
+          "[remote.\"mx.example.com\"]\n"
+          "address = \"192.0.2.1\"\n"
+          "adress = 1\n"
+          "[remote.\"a b\".tls]\n"
+          "implicit = false\n",
+          1,
+          "%F:1:1: unknown key '\"redis.url\"'\n"
+          "%F:2:9: redis: expected a table, found string\n"
+          "%F:5:1: unknown key 'remote.\"mx.example.com\".adress' (did you mean "
+          "'remote.\"mx.example.com\".address'?)\n"
+          "%F:6:9: remote.\"a b\": missing 'address'\n");
+}
+
 static void rediss_is_a_clear_error(void **state)
 {
     (void)state;
     check("tls.toml", "redis.url = \"rediss://redis.example:6380\"\n", 1,
           "%F:1:13: redis.url: TLS to Redis is not supported by this hiredis (rediss://); use "
           "redis:// on a trusted network or unix://\n");
+    check("port.toml", "redis.url = \"redis://127.0.0.1:70000/0\"\n", 1,
+          "%F:1:13: redis.url: 'redis://127.0.0.1:70000/0': bad port (expected "
+          "redis://[:PASSWORD@]HOST[:PORT][/DB])\n");
     check("unix.toml", "redis.url = \"unix://relative.sock\"\n", 1,
           "%F:1:13: redis.url: 'unix://relative.sock' needs an absolute socket path "
           "(unix:///PATH)\n");
@@ -201,6 +225,7 @@ int main(void)
         cmocka_unit_test(wrong_type_is_reported_at_the_value),
         cmocka_unit_test(unknown_key_gets_a_suggestion),
         cmocka_unit_test(every_error_is_reported_in_file_order),
+        cmocka_unit_test(quoted_keys_are_single_segments),
         cmocka_unit_test(rediss_is_a_clear_error),
         cmocka_unit_test(a_full_valid_config_loads),
         cmocka_unit_test(warnings_print_but_do_not_fail),

@@ -119,6 +119,14 @@ static void crlf_lines_count_once(void **state)
     assert_int_equal(b->key_pos.col, 1);
     cfg_doc_free(doc);
     cfg_diag_free(&d);
+    /* Multi-line strings hold LF whatever the file used. */
+    doc = parse("s = \"\"\"\r\none\r\ntwo\"\"\"\r\nt = '''x\r\ny'''\r\n", &d);
+    assert_non_null(doc);
+    assert_string_equal(cfg_get(doc->root, "s")->u.str.ptr, "one\ntwo");
+    assert_string_equal(cfg_get(doc->root, "t")->u.str.ptr, "x\ny");
+    assert_int_equal(cfg_table_find(doc->root, "t")->key_pos.line, 4);
+    cfg_doc_free(doc);
+    cfg_diag_free(&d);
     assert_error("a = 1\r\nb = 2\rc = 3\n",
                  "t.toml:2:6: unexpected carriage return after the value, expected a newline\n");
 }
