@@ -1,0 +1,192 @@
+/* Envelope address checks (RFC 5321 section 4.1.2 and 4.5.3.1) and templates. */
+#include "rq_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+
+static bool atext(unsigned char c)
+{
+    /* RFC 5322 atext: letters, digits and !#$%&'*+-/=?^_`{|}~ */
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
+}
+
+static int bad(const char **why, const char *reason)
+{
+    *why = reason;
+    return -EINVAL;
+}
+
+static int check_domain(const char *d, size_t n, const char **why)
+{
+    if (n == 0)
+        return bad(why, "empty domain");
+    if (n > 255)
+        return bad(why, "domain longer than 255 octets");
+    if (d[0] == '[') {
+        /* Address literal: [1.2.3.4] or [IPv6:...] (RFC 5321 4.1.3). */
+        char lit[64];
+        if (d[n - 1] != ']' || n - 2 >= sizeof(lit))
+            return bad(why, "bad address literal");
+        memcpy(lit, d + 1, n - 2);
+        lit[n - 2] = 0;
+        unsigned char tmp[16];
+        if (strncmp(lit, "IPv6:", 5) == 0 ? inet_pton(AF_INET6, lit + 5, tmp) == 1
+                                          : inet_pton(AF_INET, lit, tmp) == 1)
+            return 0;
+        return bad(why, "bad address literal");
+    }
+    size_t label = 0, labels = 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)d[i];
+        if (c == '.') {
+            if (label == 0)
+                return bad(why, "empty label in domain (leading, trailing or double dot)");
+            if (d[i - 1] == '-')
+                return bad(why, "domain label ends with '-'");
+            label = 0;
+            labels++;
+            continue;
+        }
+        if (c >= 0x80)
+            return bad(why, "non-ASCII domain (use its punycode A-label form)");
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-'))
+            return bad(why, "invalid character in domain");
+        if (c == '-' && label == 0)
+            return bad(why, "domain label starts with '-'");
+        if (++label > 63)
+            return bad(why, "domain label longer than 63 octets");
+    }
+    if (label == 0)
+        return bad(why, "empty label in domain (leading, trailing or double dot)");
+    if (d[n - 1] == '-')
+        return bad(why, "domain label ends with '-'");
+    if (labels < 2)
+        return bad(why, "domain has no dot");
+    return 0;
+}
+
+int rq_addr_check(const char *addr, const char **why)
+{
+    size_t n = strlen(addr);
+    if (n == 0)
+        return bad(why, "empty address");
+    if (n > 254)
+        return bad(why, "address longer than 254 octets");
+    const char *at;
+    if (addr[0] == '"') {
+        /* Quoted-string: qtextSMTP or quoted-pairSMTP (backslash + printable). */
+        size_t i = 1;
+        for (; i < n && addr[i] != '"'; i++) {
+            unsigned char c = (unsigned char)addr[i];
+            if (c == '\\') {
+                if (i + 1 >= n || (unsigned char)addr[i + 1] < 32 ||
+                    (unsigned char)addr[i + 1] > 126)
+                    return bad(why, "bad escape in quoted local part");
+                i++;
+            } else if (c < 32 || c > 126) {
+                return bad(why, c >= 0x80 ? "non-ASCII local part (SMTPUTF8 is not supported)"
+                                          : "control character in local part");
+            }
+        }
+        if (i >= n)
+            return bad(why, "unterminated quoted local part");
+        if (addr[i + 1] != '@')
+            return bad(why, "missing '@' after the quoted local part");
+        at = addr + i + 1;
+    } else {
+        at = strchr(addr, '@');
+        if (!at)
+            return bad(why, "missing '@'");
+        if (at == addr)
+            return bad(why, "empty local part");
+        for (const char *p = addr; p < at; p++) {
+            unsigned char c = (unsigned char)*p;
+            if (c == '.') {
+                if (p == addr || p + 1 == at || p[1] == '.')
+                    return bad(why, "misplaced dot in local part (leading, trailing or double)");
+            } else if (c >= 0x80) {
+                return bad(why, "non-ASCII local part (SMTPUTF8 is not supported)");
+            } else if (!atext(c)) {
+                return bad(why, "invalid character in local part (quote it)");
+            }
+        }
+    }
+    if (at - addr > 64)
+        return bad(why, "local part longer than 64 octets");
+    const char *d = at + 1;
+    if (strchr(d, '@'))
+        return bad(why, "more than one '@'");
+    return check_domain(d, strlen(d), why);
+}
+
+/* --- templates ----------------------------------------------------------------- */
+
+int rq_placeholders(const char *text, size_t len,
+                    int (*fn)(void *arg, const char *name, size_t name_len, size_t line), void *arg)
+{
+    size_t line = 1;
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (text[i] == '\n') {
+            line++;
+            continue;
+        }
+        if (text[i] != '{' || text[i + 1] != '{')
+            continue;
+        size_t j = i + 2;
+        while (j + 1 < len && !(text[j] == '}' && text[j + 1] == '}') && text[j] != '\n')
+            j++;
+        if (j + 1 >= len || text[j] == '\n')
+            continue; /* not closed on this line: plain text */
+        size_t a = i + 2, b = j;
+        while (a < b && text[a] == ' ')
+            a++;
+        while (b > a && text[b - 1] == ' ')
+            b--;
+        int rc = fn(arg, text + a, b - a, line);
+        if (rc)
+            return rc;
+        i = j + 1;
+    }
+    return 0;
+}
+
+int rq_render(const struct rq_body *b, const struct rq_rcpt *r, struct sv_buf *out)
+{
+    return rq_render_text(b->data, b->len, (const char *const *)b->fields, b->nfields, r, out);
+}
+
+int rq_render_text(const char *t, size_t len, const char *const *fields, size_t nfields,
+                   const struct rq_rcpt *r, struct sv_buf *out)
+{
+    size_t start = 0;
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (t[i] != '{' || t[i + 1] != '{')
+            continue;
+        size_t j = i + 2;
+        while (j + 1 < len && !(t[j] == '}' && t[j + 1] == '}') && t[j] != '\n')
+            j++;
+        if (j + 1 >= len || t[j] == '\n')
+            continue;
+        size_t a = i + 2, e = j;
+        while (a < e && t[a] == ' ')
+            a++;
+        while (e > a && t[e - 1] == ' ')
+            e--;
+        const char *val = NULL;
+        if (e - a == 5 && memcmp(t + a, "email", 5) == 0)
+            val = r->addr;
+        for (size_t f = 0; !val && f < nfields; f++)
+            if (strlen(fields[f]) == e - a && memcmp(fields[f], t + a, e - a) == 0)
+                val = r->values[f];
+        if (!val)
+            continue; /* unknown names were refused at enqueue; keep the text */
+        if (sv_buf_append(out, t + start, i - start) || sv_buf_puts(out, val))
+            return -ENOMEM;
+        start = j + 2;
+        i = j + 1;
+    }
+    return sv_buf_append(out, t + start, len - start) ? -ENOMEM : 0;
+}

@@ -1,0 +1,257 @@
+/* Redis errors an operator meets, each a clear code and one line naming the
+ * address: wrong/missing password, OOM, READONLY replica; URL forms (TCP, unix
+ * socket with db, rediss refused); envelope address rules. */
+#include "test_redisq_util.h"
+
+#include "testutil.h"
+
+static void url_forms(void **state)
+{
+    (void)state;
+    const char *why;
+    const char *good[] = {"redis://127.0.0.1:6379/0",   "redis://localhost",
+                          "redis://:pw@h:1/15",         "redis://user:p%40ss@h:6380",
+                          "redis://[::1]:6379/2",       "unix:///run/redis.sock",
+                          "unix:///run/redis.sock?db=3"};
+    for (size_t i = 0; i < SV_ARRAY_LEN(good); i++)
+        if (rq_url_check(good[i], &why))
+            fail_msg("%s: %s", good[i], why);
+    struct {
+        const char *url, *why;
+    } bad[] = {
+        {"rediss://h:6379", "TLS to Redis is not supported by this hiredis (0.14)"},
+        {"http://h", "expected redis://[:password@]host:port/db or unix:///path"},
+        {"redis://h:0/0", "bad port (expected 1..65535)"},
+        {"redis://h:99999", "bad port (expected 1..65535)"},
+        {"redis://h:6379/x", "bad database number after '/'"},
+        {"redis://:pw@/0", "missing host"},
+        {"unix://relative.sock", "expected unix:///absolute/path[?db=N]"},
+        {"unix:///s?db=x", "expected unix:///absolute/path[?db=N]"},
+    };
+    for (size_t i = 0; i < SV_ARRAY_LEN(bad); i++) {
+        assert_int_equal(rq_url_check(bad[i].url, &why), -1);
+        assert_string_equal(why, bad[i].why);
+    }
+}
+
+static void address_rules(void **state)
+{
+    (void)state;
+    const char *why;
+    const char *good[] = {"a@b.example",
+                          "first.last+tag@sub.example.org",
+                          "\"john doe\"@x.example",
+                          "\"a\\\"b\"@x.example",
+                          "x@[192.0.2.1]",
+                          "x@[IPv6:2001:db8::1]",
+                          "o'neil@x-y.example"};
+    for (size_t i = 0; i < SV_ARRAY_LEN(good); i++)
+        if (rq_addr_check(good[i], &why))
+            fail_msg("%s: %s", good[i], why);
+    char longlocal[80], longlabel[100];
+    memset(longlocal, 'a', 65);
+    strcpy(longlocal + 65, "@x.example");
+    memset(longlabel, 'b', 64);
+    strcpy(longlabel, "a@");
+    memset(longlabel + 2, 'b', 64);
+    strcpy(longlabel + 66, ".example");
+    struct {
+        const char *a, *why;
+    } bad[] = {
+        {"", "empty address"},
+        {"plain", "missing '@'"},
+        {"@x.example", "empty local part"},
+        {"a@", "empty domain"},
+        {"a@localhost", "domain has no dot"},
+        {"a..b@x.example", "misplaced dot in local part (leading, trailing or double)"},
+        {".a@x.example", "misplaced dot in local part (leading, trailing or double)"},
+        {"a b@x.example", "invalid character in local part (quote it)"},
+        {"a@b@x.example", "more than one '@'"},
+        {"a@x..example", "empty label in domain (leading, trailing or double dot)"},
+        {"a@-x.example", "domain label starts with '-'"},
+        {"a@x-.example", "domain label ends with '-'"},
+        {"a@x_y.example", "invalid character in domain"},
+        {"a@x.example.", "empty label in domain (leading, trailing or double dot)"},
+        {"j\xc3\xb6rg@x.example", "non-ASCII local part (SMTPUTF8 is not supported)"},
+        {"a@b\xc3\xbc.example", "non-ASCII domain (use its punycode A-label form)"},
+        {"\"open@x.example", "unterminated quoted local part"},
+        {"a@[300.1.1.1]", "bad address literal"},
+        {longlocal, "local part longer than 64 octets"},
+        {longlabel, "domain label longer than 63 octets"},
+    };
+    for (size_t i = 0; i < SV_ARRAY_LEN(bad); i++) {
+        if (rq_addr_check(bad[i].a, &why) != -EINVAL)
+            fail_msg("accepted: %s", bad[i].a);
+        assert_string_equal(why, bad[i].why);
+    }
+}
+
+static struct rq *new_q(const char *url)
+{
+    struct rq *q;
+    struct rq_opts o = {.url = url, .queue = "err"};
+    assert_int_equal(rq_new(&o, &q), 0);
+    return q;
+}
+
+static void password_errors(void **state)
+{
+    (void)state;
+    struct tu_redis srv;
+    const char *extra[] = {"--requirepass", "s3cret", NULL};
+    assert_int_equal(tu_redis_start(&srv, false, extra), 0);
+    char url[128], want[160];
+
+    struct rq *q = new_q(srv.url);
+    assert_int_equal(rq_connect(q), -EACCES);
+    snprintf(want, sizeof(want),
+             "redis 127.0.0.1:%d: authentication required (put the password in redis.url)",
+             srv.port);
+    assert_string_equal(rq_error(q), want);
+    rq_free(q);
+
+    snprintf(url, sizeof(url), "redis://:wrong@127.0.0.1:%d/0", srv.port);
+    q = new_q(url);
+    assert_int_equal(rq_connect(q), -EACCES);
+    snprintf(want, sizeof(want), "redis 127.0.0.1:%d: authentication failed: WRONGPASS", srv.port);
+    assert_memory_equal(rq_error(q), want, strlen(want));
+    rq_free(q);
+
+    /* The CLI: exit 2, one line. */
+    setenv("SALVO_REDIS_URL", url, 1);
+    unsetenv("SALVO_CONFIG");
+    const char *argv[] = {tu_salvo_bin(), "queue", "stats", NULL};
+    struct tu_result r;
+    assert_int_equal(tu_run(argv, NULL, 30, &r), 0);
+    assert_int_equal(r.status, 2);
+    snprintf(want, sizeof(want), "salvo: redis 127.0.0.1:%d: authentication failed: WRONGPASS",
+             srv.port);
+    assert_memory_equal(r.err, want, strlen(want));
+    assert_non_null(strchr(r.err, '\n'));
+    assert_null(strchr(r.err, '\n') + 1 < r.err + r.err_len ? r.err : NULL);
+    tu_result_free(&r);
+
+    snprintf(url, sizeof(url), "redis://:s3cret@127.0.0.1:%d/4", srv.port);
+    q = new_q(url);
+    assert_int_equal(rq_connect(q), 0);
+    tq_enqueue(q, 3, 1);
+    rq_free(q);
+    /* db 4 was selected: the keys are there, not in db 0. */
+    const char *args[] = {"-a", "s3cret", "--no-auth-warning", "-n", "4", "DBSIZE", NULL};
+    assert_true(tu_redis_int(&srv, args) >= 5);
+    tu_redis_stop(&srv);
+}
+
+static void unix_socket_and_db(void **state)
+{
+    (void)state;
+    struct tu_redis srv;
+    char *sockdir = tu_mkdtemp();
+    char sock[300], url[320];
+    snprintf(sock, sizeof(sock), "%s/r.sock", sockdir);
+    const char *extra[] = {"--unixsocket", sock, NULL};
+    assert_int_equal(tu_redis_start(&srv, false, extra), 0);
+    snprintf(url, sizeof(url), "unix://%s?db=2", sock);
+    struct rq *q = new_q(url);
+    assert_string_equal(rq_address(q), sock);
+    assert_int_equal(rq_connect(q), 0);
+    tq_enqueue(q, 2, 1);
+    tq_stats(q, 0, 2, 0, 0, 0, 0, 0);
+    rq_free(q);
+    const char *args[] = {"-n", "2", "EXISTS", "salvo:{err}:ready", NULL};
+    assert_int_equal(tu_redis_int(&srv, args), 1);
+    tu_redis_stop(&srv);
+    tu_rmtree(sockdir);
+    free(sockdir);
+}
+
+static void out_of_memory(void **state)
+{
+    (void)state;
+    struct tu_redis srv;
+    const char *extra[] = {"--maxmemory", "3mb", "--maxmemory-policy", "noeviction", NULL};
+    assert_int_equal(tu_redis_start(&srv, false, extra), 0);
+    struct rq *q = new_q(srv.url);
+    assert_int_equal(rq_connect(q), 0);
+    size_t len = 512 * 1024;
+    char *body = malloc(len);
+    memset(body, 'x', len);
+    struct rq_msg_spec spec = {.from = "a@b.example", .body = body, .body_len = len};
+    int rc = 0;
+    for (int i = 0; i < 40 && rc == 0; i++) {
+        struct rq_enq *e;
+        uint64_t id;
+        rc = rq_enq_begin(q, &spec, &e, &id);
+        if (rc == 0 && (rc = rq_enq_add(e, "x@y.example", NULL)) != 0)
+            rq_enq_free(e);
+        else if (rc == 0)
+            rc = rq_enq_end(e);
+    }
+    free(body);
+    assert_int_equal(rc, -ENOMEM);
+    char want[160];
+    snprintf(want, sizeof(want), "redis 127.0.0.1:%d: out of memory (maxmemory reached): OOM",
+             srv.port);
+    assert_memory_equal(rq_error(q), want, strlen(want));
+    /* Reading still works. */
+    struct rq_stats st;
+    assert_int_equal(rq_stats_get(q, 0, &st), 0);
+    /* The CLI: exit 2, the address and the reason on one line. */
+    setenv("SALVO_REDIS_URL", srv.url, 1);
+    unsetenv("SALVO_CONFIG");
+    const char *argv[] = {tu_salvo_bin(), "enqueue",     "--from", "a@b.example",
+                          "--to",         "c@d.example", NULL};
+    struct tu_result r;
+    char big[300 * 1024];
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    assert_int_equal(tu_run(argv, big, 30, &r), 0);
+    assert_int_equal(r.status, 2);
+    snprintf(want, sizeof(want),
+             "salvo: redis 127.0.0.1:%d: out of memory (maxmemory reached): OOM", srv.port);
+    assert_memory_equal(r.err, want, strlen(want));
+    assert_int_equal(strchr(r.err, '\n') - r.err + 1, (long)r.err_len);
+    tu_result_free(&r);
+    rq_free(q);
+    tu_redis_stop(&srv);
+}
+
+static void readonly_replica(void **state)
+{
+    (void)state;
+    struct tu_redis master, replica;
+    assert_int_equal(tu_redis_start(&master, false, NULL), 0);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", master.port);
+    const char *extra[] = {"--replicaof", "127.0.0.1", port, NULL};
+    assert_int_equal(tu_redis_start(&replica, false, extra), 0);
+    struct rq *q = new_q(replica.url);
+    assert_int_equal(rq_connect(q), -EROFS);
+    char want[128];
+    snprintf(want, sizeof(want),
+             "redis 127.0.0.1:%d: read-only replica: writes must go to the master", replica.port);
+    assert_string_equal(rq_error(q), want);
+    rq_free(q);
+
+    setenv("SALVO_REDIS_URL", replica.url, 1);
+    const char *argv[] = {tu_salvo_bin(), "queue", "stats", NULL};
+    struct tu_result r;
+    assert_int_equal(tu_run(argv, NULL, 30, &r), 0);
+    assert_int_equal(r.status, 2);
+    char line[160];
+    snprintf(line, sizeof(line), "salvo: %s\n", want);
+    assert_string_equal(r.err, line);
+    tu_result_free(&r);
+    tu_redis_stop(&replica);
+    tu_redis_stop(&master);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(url_forms),       cmocka_unit_test(address_rules),
+        cmocka_unit_test(password_errors), cmocka_unit_test(unix_socket_and_db),
+        cmocka_unit_test(out_of_memory),   cmocka_unit_test(readonly_replica),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
