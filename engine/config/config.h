@@ -25,7 +25,7 @@ enum cfg_severity { CFG_ERROR, CFG_WARNING };
 
 struct cfg_diag_entry {
     enum cfg_severity severity;
-    struct cfg_pos pos;
+    struct cfg_pos pos; /* pos.file is the entry's own copy (outlives the document) */
     char *msg;
 };
 
@@ -65,8 +65,8 @@ struct cfg_value;
 
 /* One key of a table, in document order. */
 struct cfg_entry {
-    char *key;       /* one key segment, unescaped, NUL-terminated */
-    size_t key_len;  /* keys may contain NUL bytes ("\u0000") */
+    char *key;      /* one key segment, unescaped, NUL-terminated */
+    size_t key_len; /* keys may contain NUL bytes ("\u0000") */
     struct cfg_pos key_pos;
     struct cfg_value *value;
 };
@@ -78,10 +78,10 @@ struct cfg_value {
         struct {
             char *ptr; /* NUL-terminated; may also contain NUL bytes, see len */
             size_t len;
-        } str;             /* CFG_STRING; the datetime kinds keep their text here too */
-        int64_t integer;   /* CFG_INTEGER */
-        double flt;        /* CFG_FLOAT */
-        bool boolean;      /* CFG_BOOL */
+        } str;           /* CFG_STRING; the datetime kinds keep their text here too */
+        int64_t integer; /* CFG_INTEGER */
+        double flt;      /* CFG_FLOAT */
+        bool boolean;    /* CFG_BOOL */
         struct {
             struct cfg_value **items;
             size_t len, cap;
@@ -101,8 +101,7 @@ struct cfg_doc {
 
 /* Parses TOML 1.0 from memory. `file` names the source in positions and errors.
  * Returns owned document, or NULL with one error (file:line:col) added to `diag`. */
-struct cfg_doc *cfg_doc_parse(const char *file, const char *src, size_t len,
-                              struct cfg_diag *diag);
+struct cfg_doc *cfg_doc_parse(const char *file, const char *src, size_t len, struct cfg_diag *diag);
 /* Reads and parses a file ("-" is stdin). I/O errors go to `diag` as "file: reason". */
 struct cfg_doc *cfg_doc_load_file(const char *path, struct cfg_diag *diag);
 void cfg_doc_free(struct cfg_doc *doc); /* NULL-safe */

@@ -15,8 +15,10 @@ void cfg_diag_free(struct cfg_diag *d)
 {
     if (!d)
         return;
-    for (size_t i = 0; i < d->len; i++)
+    for (size_t i = 0; i < d->len; i++) {
         free(d->items[i].msg);
+        free((char *)d->items[i].pos.file);
+    }
     free(d->items);
     memset(d, 0, sizeof(*d));
 }
@@ -40,8 +42,15 @@ void cfg_diag_add(struct cfg_diag *d, enum cfg_severity sev, struct cfg_pos pos,
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     char *msg = strdup(buf);
-    if (!msg)
+    /* The entry keeps its own copy of the file name: a failed parse frees the
+     * document whose name the position borrowed. */
+    char *file = pos.file ? strdup(pos.file) : NULL;
+    if (!msg || (pos.file && !file)) {
+        free(msg);
+        free(file);
         return;
+    }
+    pos.file = file;
     d->items[d->len++] = (struct cfg_diag_entry){.severity = sev, .pos = pos, .msg = msg};
 }
 

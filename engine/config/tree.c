@@ -1,0 +1,261 @@
+/* config: the TOML value tree — allocation, lookup, and the toml-test JSON encoding. */
+#include "toml_int.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cfg_value *cfg_value_new(enum cfg_type t, struct cfg_pos pos)
+{
+    struct cfg_node *n = calloc(1, sizeof(*n));
+    if (!n)
+        return NULL;
+    n->v.type = t;
+    n->v.pos = pos;
+    return &n->v;
+}
+
+void cfg_value_free(struct cfg_value *v)
+{
+    if (!v)
+        return;
+    switch (v->type) {
+    case CFG_STRING:
+    case CFG_DATETIME:
+    case CFG_DATETIME_LOCAL:
+    case CFG_DATE_LOCAL:
+    case CFG_TIME_LOCAL: free(v->u.str.ptr); break;
+    case CFG_ARRAY:
+        for (size_t i = 0; i < v->u.array.len; i++)
+            cfg_value_free(v->u.array.items[i]);
+        free(v->u.array.items);
+        break;
+    case CFG_TABLE:
+        for (size_t i = 0; i < v->u.table.len; i++) {
+            free(v->u.table.items[i].key);
+            cfg_value_free(v->u.table.items[i].value);
+        }
+        free(v->u.table.items);
+        break;
+    case CFG_INTEGER:
+    case CFG_FLOAT:
+    case CFG_BOOL: break;
+    }
+    free(CFG_NODE(v));
+}
+
+int cfg_table_add(struct cfg_value *table, const char *key, size_t key_len, struct cfg_pos key_pos,
+                  struct cfg_value *value)
+{
+    if (table->u.table.len == table->u.table.cap) {
+        size_t cap = table->u.table.cap ? table->u.table.cap * 2 : 4;
+        struct cfg_entry *p = realloc(table->u.table.items, cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        table->u.table.items = p;
+        table->u.table.cap = cap;
+    }
+    char *k = malloc(key_len + 1);
+    if (!k)
+        return -ENOMEM;
+    memcpy(k, key, key_len);
+    k[key_len] = '\0';
+    table->u.table.items[table->u.table.len++] =
+        (struct cfg_entry){.key = k, .key_len = key_len, .key_pos = key_pos, .value = value};
+    return 0;
+}
+
+struct cfg_entry *cfg_table_find_n(const struct cfg_value *table, const char *key, size_t len)
+{
+    if (!table || table->type != CFG_TABLE)
+        return NULL;
+    for (size_t i = 0; i < table->u.table.len; i++) {
+        struct cfg_entry *e = &table->u.table.items[i];
+        if (e->key_len == len && memcmp(e->key, key, len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+int cfg_array_push(struct cfg_value *array, struct cfg_value *item)
+{
+    if (array->u.array.len == array->u.array.cap) {
+        size_t cap = array->u.array.cap ? array->u.array.cap * 2 : 4;
+        struct cfg_value **p = realloc(array->u.array.items, cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        array->u.array.items = p;
+        array->u.array.cap = cap;
+    }
+    array->u.array.items[array->u.array.len++] = item;
+    return 0;
+}
+
+void cfg_doc_free(struct cfg_doc *doc)
+{
+    if (!doc)
+        return;
+    cfg_value_free(doc->root);
+    free(doc->file);
+    free(doc);
+}
+
+const struct cfg_entry *cfg_table_find(const struct cfg_value *table, const char *key)
+{
+    return cfg_table_find_n(table, key, strlen(key));
+}
+
+const struct cfg_value *cfg_get(const struct cfg_value *table, const char *dotted)
+{
+    const struct cfg_value *cur = table;
+    const char *s = dotted;
+    for (;;) {
+        const char *dot = strchr(s, '.');
+        size_t len = dot ? (size_t)(dot - s) : strlen(s);
+        const struct cfg_entry *e = cfg_table_find_n(cur, s, len);
+        if (!e)
+            return NULL;
+        if (!dot)
+            return e->value;
+        cur = e->value;
+        s = dot + 1;
+    }
+}
+
+const char *cfg_type_name(enum cfg_type t)
+{
+    switch (t) {
+    case CFG_STRING: return "string";
+    case CFG_INTEGER: return "integer";
+    case CFG_FLOAT: return "float";
+    case CFG_BOOL: return "bool";
+    case CFG_DATETIME: return "datetime";
+    case CFG_DATETIME_LOCAL: return "datetime-local";
+    case CFG_DATE_LOCAL: return "date-local";
+    case CFG_TIME_LOCAL: return "time-local";
+    case CFG_ARRAY: return "array";
+    case CFG_TABLE: return "table";
+    }
+    return "?";
+}
+
+/* --- JSON ------------------------------------------------------------------ */
+
+static int json_string(struct sv_buf *out, const char *s, size_t len)
+{
+    int rc = sv_buf_putc(out, '"');
+    for (size_t i = 0; i < len && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': rc = sv_buf_puts(out, "\\\""); break;
+        case '\\': rc = sv_buf_puts(out, "\\\\"); break;
+        case '\b': rc = sv_buf_puts(out, "\\b"); break;
+        case '\f': rc = sv_buf_puts(out, "\\f"); break;
+        case '\n': rc = sv_buf_puts(out, "\\n"); break;
+        case '\r': rc = sv_buf_puts(out, "\\r"); break;
+        case '\t': rc = sv_buf_puts(out, "\\t"); break;
+        default:
+            if (c < 0x20 || c == 0x7f)
+                rc = sv_buf_printf(out, "\\u%04x", c);
+            else
+                rc = sv_buf_putc(out, (char)c);
+        }
+    }
+    return rc ? rc : sv_buf_putc(out, '"');
+}
+
+/* Shortest text that reads back as the same double. */
+static void format_float(double d, char *buf, size_t size)
+{
+    if (isnan(d)) {
+        snprintf(buf, size, "nan");
+        return;
+    }
+    if (isinf(d)) {
+        snprintf(buf, size, d < 0 ? "-inf" : "inf");
+        return;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, size, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            return;
+    }
+}
+
+static int indent(struct sv_buf *out, int depth)
+{
+    int rc = sv_buf_putc(out, '\n');
+    for (int i = 0; i < depth && rc == 0; i++)
+        rc = sv_buf_puts(out, "  ");
+    return rc;
+}
+
+static int json_value(const struct cfg_value *v, struct sv_buf *out, int depth)
+{
+    char num[64];
+    const char *text = NULL;
+    size_t text_len = 0;
+    int rc = 0;
+    switch (v->type) {
+    case CFG_TABLE:
+        if (v->u.table.len == 0)
+            return sv_buf_puts(out, "{}");
+        rc = sv_buf_putc(out, '{');
+        for (size_t i = 0; i < v->u.table.len && rc == 0; i++) {
+            const struct cfg_entry *e = &v->u.table.items[i];
+            rc = indent(out, depth + 1);
+            if (rc == 0)
+                rc = json_string(out, e->key, e->key_len);
+            if (rc == 0)
+                rc = sv_buf_puts(out, ": ");
+            if (rc == 0)
+                rc = json_value(e->value, out, depth + 1);
+            if (rc == 0 && i + 1 < v->u.table.len)
+                rc = sv_buf_putc(out, ',');
+        }
+        if (rc == 0)
+            rc = indent(out, depth);
+        return rc ? rc : sv_buf_putc(out, '}');
+    case CFG_ARRAY:
+        if (v->u.array.len == 0)
+            return sv_buf_puts(out, "[]");
+        rc = sv_buf_putc(out, '[');
+        for (size_t i = 0; i < v->u.array.len && rc == 0; i++) {
+            rc = indent(out, depth + 1);
+            if (rc == 0)
+                rc = json_value(v->u.array.items[i], out, depth + 1);
+            if (rc == 0 && i + 1 < v->u.array.len)
+                rc = sv_buf_putc(out, ',');
+        }
+        if (rc == 0)
+            rc = indent(out, depth);
+        return rc ? rc : sv_buf_putc(out, ']');
+    case CFG_STRING:
+    case CFG_DATETIME:
+    case CFG_DATETIME_LOCAL:
+    case CFG_DATE_LOCAL:
+    case CFG_TIME_LOCAL:
+        text = v->u.str.ptr;
+        text_len = v->u.str.len;
+        break;
+    case CFG_INTEGER: snprintf(num, sizeof(num), "%lld", (long long)v->u.integer); break;
+    case CFG_FLOAT: format_float(v->u.flt, num, sizeof(num)); break;
+    case CFG_BOOL: snprintf(num, sizeof(num), "%s", v->u.boolean ? "true" : "false"); break;
+    }
+    if (!text) {
+        text = num;
+        text_len = strlen(num);
+    }
+    rc = sv_buf_printf(out, "{\"type\": \"%s\", \"value\": ", cfg_type_name(v->type));
+    if (rc == 0)
+        rc = json_string(out, text, text_len);
+    return rc ? rc : sv_buf_putc(out, '}');
+}
+
+int cfg_to_json(const struct cfg_value *v, struct sv_buf *out)
+{
+    int rc = json_value(v, out, 0);
+    return rc ? rc : sv_buf_putc(out, '\n');
+}
