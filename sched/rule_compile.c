@@ -71,6 +71,8 @@ struct rule_unit {
     size_t nre, capre;
     uint32_t depth, max_depth;
     bool oom;
+    size_t *fjumps; /* JMPF instructions of the current condition, to patch */
+    size_t nfj, capfj;
     /* per expression */
     const char *src;
     size_t len, pos;
@@ -839,6 +841,8 @@ size_t rule_unit_emit(struct rule_unit *u, int op, int a, int b)
     case OP_GTK:
     case OP_EQK:
     case OP_COUNT_: break;
+    case OP_VGTK:
+    case OP_VEQK: u->depth++; break;
     }
     if (u->depth > u->max_depth)
         u->max_depth = u->depth;
@@ -912,8 +916,19 @@ static void gen(struct rule_unit *u, const struct node *n)
             [BIN_ADD] = OP_ADD, [BIN_SUB] = OP_SUB, [BIN_MUL] = OP_MUL, [BIN_DIV] = OP_DIV,
             [BIN_EQ] = OP_EQ,   [BIN_NE] = OP_NE,   [BIN_LT] = OP_LT,   [BIN_LE] = OP_LE,
             [BIN_GT] = OP_GT,   [BIN_GE] = OP_GE,   [BIN_XOR] = OP_XOR};
-        gen(u, n->kid[0]);
         const struct node *r = n->kid[1];
+        if ((n->id == BIN_GT || n->id == BIN_EQ) && r->kind == N_CONST &&
+            n->kid[0]->kind == N_VAR) {
+            /* variable vs constant in one instruction */
+            k = add_const(u, &r->k);
+            if (k < 0) {
+                fail(u, r->off, "too many constants in one setting");
+                return;
+            }
+            rule_unit_emit(u, n->id == BIN_GT ? OP_VGTK : OP_VEQK, n->kid[0]->id, k);
+            return;
+        }
+        gen(u, n->kid[0]);
         if ((n->id == BIN_GT || n->id == BIN_EQ) && r->kind == N_CONST) {
             /* fused compare-with-constant: the common shape of queue rules */
             k = add_const(u, &r->k);
@@ -975,6 +990,39 @@ static void gen(struct rule_unit *u, const struct node *n)
     }
 }
 
+/* Emits a condition as jumps-if-false: `a && b` needs no 0/1 value at all. */
+static void gen_cond(struct rule_unit *u, const struct node *n)
+{
+    if (u->failed)
+        return;
+    if (n->kind == N_AND) {
+        gen_cond(u, n->kid[0]);
+        gen_cond(u, n->kid[1]);
+        return;
+    }
+    gen(u, n);
+    size_t j = rule_unit_emit(u, OP_JMPF, 0, 0);
+    if (u->nfj == u->capfj) {
+        size_t cap = u->capfj ? u->capfj * 2 : 8;
+        size_t *p = realloc(u->fjumps, cap * sizeof(*p));
+        if (!p) {
+            u->oom = true;
+            fail(u, n->off, "out of memory");
+            return;
+        }
+        u->fjumps = p;
+        u->capfj = cap;
+    }
+    u->fjumps[u->nfj++] = j;
+}
+
+void rule_unit_patch_false(struct rule_unit *u, size_t target)
+{
+    for (size_t i = 0; i < u->nfj; i++)
+        rule_unit_patch(u, u->fjumps[i], target);
+    u->nfj = 0;
+}
+
 /* --- unit lifecycle ------------------------------------------------------------ */
 
 struct rule_unit *rule_unit_new(uint32_t var_mask, const char *const *consts,
@@ -998,8 +1046,24 @@ static void free_nodes(struct rule_unit *u)
     }
 }
 
+static int unit_compile(struct rule_unit *u, const char *src, size_t len, struct rule_error *err,
+                        bool *constant, struct rule_val *kval, bool cond);
+
 int rule_unit_expr(struct rule_unit *u, const char *src, size_t len, struct rule_error *err,
                    bool *constant, struct rule_val *kval)
+{
+    return unit_compile(u, src, len, err, constant, kval, false);
+}
+
+int rule_unit_cond(struct rule_unit *u, const char *src, size_t len, struct rule_error *err,
+                   bool *constant, struct rule_val *kval)
+{
+    u->nfj = 0;
+    return unit_compile(u, src, len, err, constant, kval, true);
+}
+
+static int unit_compile(struct rule_unit *u, const char *src, size_t len, struct rule_error *err,
+                        bool *constant, struct rule_val *kval, bool cond)
 {
     u->src = src;
     u->len = len;
@@ -1025,7 +1089,10 @@ int rule_unit_expr(struct rule_unit *u, const char *src, size_t len, struct rule
     if (!u->failed && root) {
         size_t start = u->ncode;
         uint32_t depth0 = u->depth;
-        gen(u, root);
+        if (cond)
+            gen_cond(u, root);
+        else
+            gen(u, root);
         if (u->oom)
             fail(u, 0, "out of memory");
         if (!u->failed && u->max_depth > RULE_STACK_MAX)
@@ -1059,6 +1126,7 @@ void rule_unit_free(struct rule_unit *u)
     if (!u)
         return;
     free_nodes(u);
+    free(u->fjumps);
     free(u->code);
     free(u->k);
     for (size_t i = 0; i < u->nkmem; i++)
@@ -1095,6 +1163,7 @@ struct rule_program *rule_unit_finish(struct rule_unit *u, const struct rule_set
     p->budget = RULE_BUDGET;
     p->arena = (struct rule_arena){.base = arena, .used = 0, .cap = RULE_ARENA_SIZE};
     p->arena_cap = RULE_ARENA_SIZE;
+    free(u->fjumps);
     free(u);
     return p;
 }
@@ -1186,6 +1255,13 @@ int rule_disasm(const struct rule_program *p, struct sv_buf *out)
         case OP_GTK:
         case OP_EQK:
             rc = sv_buf_printf(out, "K%-5u ; ", b);
+            if (!rc)
+                rc = const_text(&p->k[b], out);
+            break;
+        case OP_VGTK:
+        case OP_VEQK:
+            rc = sv_buf_printf(out, "%-6u K%-5u ; %s %s ", a, b, rule_var_name((int)a),
+                               op == OP_VGTK ? ">" : "==");
             if (!rc)
                 rc = const_text(&p->k[b], out);
             break;

@@ -48,8 +48,10 @@
     X(JMPF)   /* B     if !truthy(pop) pc = B                                        */            \
     X(ANDJ)   /* B     if !truthy(top) { top = 0; pc = B } else pop                  */            \
     X(ORJ)    /* B     if truthy(top) { top = 1; pc = B } else pop                   */            \
-    X(GTK)    /* A B   top = top > K[B]   (fused compare with a constant)            */            \
-    X(EQK)    /* A B   top = top == K[B]                                             */            \
+    X(GTK)    /* B     top = top > K[B]   (fused compare with a constant)            */            \
+    X(EQK)    /* B     top = top == K[B]                                             */            \
+    X(VGTK)   /* A B   push vars[A] > K[B]  (the shape of "retry_num > 1")           */            \
+    X(VEQK)   /* A B   push vars[A] == K[B] (the shape of "last_error == 'tls'")      */           \
     X(RET)    /* -     return top                                                    */
 
 enum rule_op {
@@ -161,6 +163,11 @@ struct rule_unit *rule_unit_new(uint32_t var_mask, const char *const *consts,
  * constant, and `kval` that constant (borrowed from the unit). */
 int rule_unit_expr(struct rule_unit *u, const char *src, size_t len, struct rule_error *err,
                    bool *constant, struct rule_val *kval);
+/* Like rule_unit_expr, for a condition: emits jumps taken when it is false, to be
+ * patched with rule_unit_patch_false() to the start of the next entry. */
+int rule_unit_cond(struct rule_unit *u, const char *src, size_t len, struct rule_error *err,
+                   bool *constant, struct rule_val *kval);
+void rule_unit_patch_false(struct rule_unit *u, size_t target);
 /* Emitters for the list form. */
 size_t rule_unit_emit(struct rule_unit *u, int op, int a, int b); /* returns index */
 void rule_unit_patch(struct rule_unit *u, size_t at, size_t target);

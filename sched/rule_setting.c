@@ -448,12 +448,12 @@ static bool hostname_like(const char *s, size_t len)
     return true;
 }
 
-/* Compiles one TOML value as an expression leaving its value on the stack; when
- * `typed`, a constant result must convert to the setting's type. Returns 0 or -1
- * (error reported). */
+/* Compiles one TOML value as an expression leaving its value on the stack (or, as
+ * a condition, as jumps taken when false); when `typed`, a constant result must
+ * convert to the setting's type. Returns 0 or -1 (error reported). */
 static int compile_value(struct rule_unit *u, const struct rule_setting *s,
                          const struct cfg_value *v, bool typed, struct cfg_diag *diag,
-                         bool *constant, struct rule_val *kval)
+                         bool *constant, struct rule_val *kval, bool cond)
 {
     struct rule_error err;
     bool is_const = false;
@@ -495,10 +495,11 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
                   s->key, cfg_type_name(v->type));
         return -1;
     }
-    size_t mark = rule_unit_here(u);
-    if (rule_unit_expr(u, src, len, &err, &is_const, &k)) {
+    int (*comp)(struct rule_unit *, const char *, size_t, struct rule_error *, bool *,
+                struct rule_val *) = cond ? rule_unit_cond : rule_unit_expr;
+    if (comp(u, src, len, &err, &is_const, &k)) {
         /* "mta.example.com" or "relay1" for a text setting is the text itself */
-        bool literal = v->type == CFG_STRING && hostname_like(src, len) &&
+        bool literal = !cond && v->type == CFG_STRING && hostname_like(src, len) &&
                        (s->kind == RULE_K_STRING || s->kind == RULE_K_RELAY) &&
                        strstr(err.msg, "not available") == NULL;
         if (!literal) {
@@ -508,13 +509,12 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
                 cfg_error(diag, v->pos, "%s: %s", s->key, err.msg);
             return -1;
         }
-        (void)mark;
         /* compile the text as a quoted string constant */
         struct sv_buf q = {0};
         sv_buf_putc(&q, '\'');
         sv_buf_append(&q, src, len);
         sv_buf_putc(&q, '\'');
-        int rc = q.ptr ? rule_unit_expr(u, q.ptr, q.len, &err, &is_const, &k) : -1;
+        int rc = q.ptr ? comp(u, q.ptr, q.len, &err, &is_const, &k) : -1;
         sv_buf_free(&q);
         if (rc) {
             cfg_error(diag, v->pos, "%s: %s", s->key, err.msg);
@@ -647,7 +647,7 @@ static void compile_list(struct rule_unit *u, const struct rule_setting *s,
                          s->key, always_true);
             if (i > 0 && rule_unit_uses_regex(u))
                 rule_unit_emit(u, OP_CLRCAP, 0, 0);
-            if (compile_value(u, s, e_else->value, true, diag, NULL, NULL) == 0)
+            if (compile_value(u, s, e_else->value, true, diag, NULL, NULL, false) == 0)
                 rule_unit_emit(u, OP_RET, 0, 0);
             continue;
         }
@@ -683,14 +683,13 @@ static void compile_list(struct rule_unit *u, const struct rule_setting *s,
             rule_unit_emit(u, OP_CLRCAP, 0, 0);
         bool kc = false;
         struct rule_val kv;
-        if (compile_value(u, s, cv, false, diag, &kc, &kv))
+        if (compile_value(u, s, cv, false, diag, &kc, &kv, true))
             continue;
         if (kc && rule_truthy(&kv) && !always_true)
             always_true = i + 1;
-        size_t jf = rule_unit_emit(u, OP_JMPF, 0, 0);
-        if (compile_value(u, s, e_then->value, true, diag, NULL, NULL) == 0)
+        if (compile_value(u, s, e_then->value, true, diag, NULL, NULL, false) == 0)
             rule_unit_emit(u, OP_RET, 0, 0);
-        rule_unit_patch(u, jf, rule_unit_here(u));
+        rule_unit_patch_false(u, rule_unit_here(u));
     }
     if (have_if && !else_seen)
         cfg_error(diag, v->pos, "%s: missing 'else' entry: end the list with { else = ... }",
@@ -716,7 +715,7 @@ struct rule_program *rule_compile_setting(const struct rule_setting *s, const st
         struct rule_setting one = *s;
         one.kind = RULE_K_DURATION;
         for (size_t i = 0; i < v->u.array.len; i++)
-            compile_value(u, &one, v->u.array.items[i], true, diag, NULL, NULL);
+            compile_value(u, &one, v->u.array.items[i], true, diag, NULL, NULL, false);
         if (v->u.array.len == 0)
             cfg_error(diag, v->pos, "%s: %s, got an empty list", s->key, expected(s));
         rule_unit_emit(u, OP_ARRAY, 0, (int)v->u.array.len);
@@ -726,7 +725,7 @@ struct rule_program *rule_compile_setting(const struct rule_setting *s, const st
                   "%s: expected a value or a list of { if = \"...\", then = ... } entries ending "
                   "with { else = ... }",
                   s->key);
-    } else if (compile_value(u, s, v, true, diag, NULL, NULL) == 0) {
+    } else if (compile_value(u, s, v, true, diag, NULL, NULL, false) == 0) {
         rule_unit_emit(u, OP_RET, 0, 0);
     }
     if (diag->errors != errors0) {

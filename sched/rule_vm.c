@@ -223,6 +223,27 @@ int rule_eval(struct rule_program *p, const struct rule_vars *vars, struct rule_
         }
         NEXT();
     }
+    CASE(VGTK)
+    {
+        const struct rule_val *a = &vars->v[INS_A(ins)], *b = &k[INS_B(ins)];
+        ++sp;
+        if (a->type == RULE_INT && b->type == RULE_INT)
+            *sp = (struct rule_val){.type = RULE_INT, .u.i = a->u.i > b->u.i};
+        else if ((rc = rule_binary(BIN_GT, a, b, &p->arena, sp)))
+            return rc;
+        NEXT();
+    }
+    CASE(VEQK)
+    {
+        const struct rule_val *a = &vars->v[INS_A(ins)], *b = &k[INS_B(ins)];
+        ++sp;
+        if (a->type == RULE_STR && b->type == RULE_STR)
+            *sp = (struct rule_val){.type = RULE_INT,
+                                    .u.i = a->len == b->len && memcmp(a->u.s, b->u.s, b->len) == 0};
+        else if ((rc = rule_binary(BIN_EQ, a, b, &p->arena, sp)))
+            return rc;
+        NEXT();
+    }
     CASE(RET)
     {
         *out = *sp;
