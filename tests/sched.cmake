@@ -1,1 +1,2 @@
 # tests of sched/ (see tests/CMakeLists.txt for salvo_test())
+salvo_test(NAME test_sched_expr SOURCES test_sched_expr.c LIBS salvo_sched TIMEOUT 60)
