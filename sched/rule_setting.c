@@ -476,7 +476,7 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
         break;
     case CFG_FLOAT:
         if (v->u.flt < 0 || v->u.flt != v->u.flt || v->u.flt > 1e15) {
-            cfg_error(diag, v->pos, "%s: %s, got %g", s->key, expected(s), v->u.flt);
+            cfg_error(diag, v->pos, "%s: expected %s, got %g", s->key, expected(s), v->u.flt);
             return -1;
         }
         len = (size_t)snprintf(num, sizeof(num), "%.6f", v->u.flt);
@@ -502,6 +502,13 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
         bool literal = !cond && v->type == CFG_STRING && hostname_like(src, len) &&
                        (s->kind == RULE_K_STRING || s->kind == RULE_K_RELAY) &&
                        strstr(err.msg, "not available") == NULL;
+        if (!literal && !cond && v->type == CFG_STRING && setting_consts(s) &&
+            hostname_like(src, len) && strncmp(err.msg, "unknown variable", 16) == 0) {
+            /* starttls = "maybe": a wrong value, not a typo'd variable */
+            cfg_error(diag, expr_pos(v, 0), "%s: expected %s, got '%.*s'", s->key, expected(s),
+                      (int)len, src);
+            return -1;
+        }
         if (!literal) {
             if (v->type == CFG_STRING)
                 cfg_error(diag, expr_pos(v, err.offset), "%s: %s", s->key, err.msg);
@@ -528,8 +535,8 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
         if (convert(s, &k, &ar, &r)) {
             char got[96];
             describe(&k, got, sizeof(got));
-            cfg_error(diag, v->type == CFG_STRING ? expr_pos(v, 0) : v->pos, "%s: %s, got %s",
-                      s->key, expected(s), got);
+            cfg_error(diag, v->type == CFG_STRING ? expr_pos(v, 0) : v->pos,
+                      "%s: expected %s, got %s", s->key, expected(s), got);
             return -1;
         }
     }
@@ -717,7 +724,7 @@ struct rule_program *rule_compile_setting(const struct rule_setting *s, const st
         for (size_t i = 0; i < v->u.array.len; i++)
             compile_value(u, &one, v->u.array.items[i], true, diag, NULL, NULL, false);
         if (v->u.array.len == 0)
-            cfg_error(diag, v->pos, "%s: %s, got an empty list", s->key, expected(s));
+            cfg_error(diag, v->pos, "%s: expected %s, got an empty list", s->key, expected(s));
         rule_unit_emit(u, OP_ARRAY, 0, (int)v->u.array.len);
         rule_unit_emit(u, OP_RET, 0, 0);
     } else if (v->type == CFG_ARRAY || v->type == CFG_TABLE) {
