@@ -1188,6 +1188,11 @@ void rule_program_set_limits(struct rule_program *p, uint32_t budget, size_t are
     p->arena.cap = arena_bytes < p->arena_cap ? arena_bytes : p->arena_cap;
 }
 
+size_t rule_program_size(const struct rule_program *p)
+{
+    return p->ncode;
+}
+
 const struct rule_setting *rule_program_setting(const struct rule_program *p)
 {
     return p->setting;

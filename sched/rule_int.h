@@ -118,7 +118,7 @@ struct rule_program {
     uint32_t stack_need;
     uint32_t budget;
     /* evaluation scratch, preallocated at compile time */
-    struct rule_val stack[RULE_STACK_MAX];
+    struct rule_val stack[RULE_STACK_MAX + 1]; /* [0] is never used: sp starts there */
     struct rule_val caps[RULE_MAX_CAPS];
     uint32_t ncaps;
     struct rule_arena arena;

@@ -7,6 +7,7 @@
  * budget is a second, explicit bound. */
 #include "rule_int.h"
 
+#include <assert.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(RULE_VM_SWITCH)
@@ -51,7 +52,7 @@ int rule_eval(struct rule_program *p, const struct rule_vars *vars, struct rule_
     static const struct rule_val empty = {.type = RULE_STR, .len = 0, .u.s = ""};
     const uint32_t *code = p->code;
     const struct rule_val *k = p->k;
-    struct rule_val *sp = p->stack - 1; /* points at the top value */
+    struct rule_val *sp = p->stack; /* points at the top value; stack[0] is a sentinel */
     uint32_t budget = p->budget;
     uint32_t pc = 0, ins;
     int rc;
@@ -83,19 +84,24 @@ int rule_eval(struct rule_program *p, const struct rule_vars *vars, struct rule_
         ins = code[pc++];
         switch ((enum rule_op)INS_OP(ins)) {
 #endif
+    /* The compiler proved the depth bound; debug and fuzz builds check it. */
+#define PUSH_ROOM() assert(sp + 1 <= p->stack + RULE_STACK_MAX)
     CASE(CONST)
     {
+        PUSH_ROOM();
         *++sp = k[INS_B(ins)];
         NEXT();
     }
     CASE(VAR)
     {
+        PUSH_ROOM();
         *++sp = vars->v[INS_B(ins)];
         NEXT();
     }
     CASE(CAP)
     {
         unsigned n = INS_B(ins);
+        PUSH_ROOM();
         *++sp = n < p->ncaps ? p->caps[n] : empty;
         NEXT();
     }
@@ -226,6 +232,7 @@ int rule_eval(struct rule_program *p, const struct rule_vars *vars, struct rule_
     CASE(VGTK)
     {
         const struct rule_val *a = &vars->v[INS_A(ins)], *b = &k[INS_B(ins)];
+        PUSH_ROOM();
         ++sp;
         if (a->type == RULE_INT && b->type == RULE_INT)
             *sp = (struct rule_val){.type = RULE_INT, .u.i = a->u.i > b->u.i};
@@ -236,6 +243,7 @@ int rule_eval(struct rule_program *p, const struct rule_vars *vars, struct rule_
     CASE(VEQK)
     {
         const struct rule_val *a = &vars->v[INS_A(ins)], *b = &k[INS_B(ins)];
+        PUSH_ROOM();
         ++sp;
         if (a->type == RULE_STR && b->type == RULE_STR)
             *sp = (struct rule_val){.type = RULE_INT,

@@ -120,6 +120,10 @@ struct rule_program *rule_compile_expr(const char *src, size_t len, uint32_t var
  * Returns 0 or a negative RULE_E_* code. */
 int rule_eval(struct rule_program *p, const struct rule_vars *vars, struct rule_val *out);
 
+/* Number of instructions in `p`. Every jump goes forward, so no evaluation runs
+ * more instructions than this. */
+size_t rule_program_size(const struct rule_program *p);
+
 /* Disassembles `p`, one instruction per line. Returns 0 or -ENOMEM. */
 int rule_disasm(const struct rule_program *p, struct sv_buf *out);
 
