@@ -81,7 +81,7 @@ struct rule_unit {
     int nest;
     struct rule_error *err;
     bool failed;
-    char fold_buf[RULE_ARENA_SIZE];
+    _Alignas(16) char fold_buf[RULE_ARENA_SIZE];
 };
 
 static void fail(struct rule_unit *u, size_t off, const char *fmt, ...) SV_PRINTF(3, 4);

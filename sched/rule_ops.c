@@ -17,7 +17,9 @@
 
 void *rule_arena_alloc(struct rule_arena *a, size_t n)
 {
-    size_t at = (a->used + 7u) & ~(size_t)7u;
+    /* align the address, not the offset: a base inside a struct may be unaligned */
+    size_t pad = (size_t)(-(uintptr_t)(a->base + a->used) & 7u);
+    size_t at = a->used + pad;
     if (at > a->cap || a->cap - at < n)
         return NULL;
     a->used = at + n;

@@ -530,7 +530,7 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
     }
     if (typed && is_const) {
         struct rule_result r;
-        char buf[RULE_ARENA_SIZE / 4];
+        _Alignas(16) char buf[RULE_ARENA_SIZE / 4];
         struct rule_arena ar = {.base = buf, .used = 0, .cap = sizeof(buf)};
         if (convert(s, &k, &ar, &r)) {
             char got[96];
