@@ -17,11 +17,44 @@ struct eng_conf {
     const char *source;  /* borrowed: the file name, or "(embedded default)" */
 
     /* [redis] */
-    char *redis_url;   /* owned; "redis://127.0.0.1:6379/0" by default */
-    char *queue_name;  /* owned; redis.queue, "default" by default */
+    char *redis_url;  /* owned; "redis://127.0.0.1:6379/0" by default */
+    char *queue_name; /* owned; redis.queue, "default" by default */
 
     /* [server.workers] */
     int worker_threads; /* 0 = one per online core */
+
+    char *redis_password; /* owned; redis.password, NULL when not set */
+    bool worker_pin;      /* server.workers.pin; true by default */
+    int log_level;        /* log.level as an enum sv_log_level; info by default */
+
+    /* resolver.nameservers: "ip" or "ip:port" ("[v6]:port") as written; owned */
+    char **nameservers;
+    size_t n_nameservers;
+
+    /* [remote.<name>]: relay hosts that rules can route to */
+    struct eng_remote *remotes; /* owned array */
+    size_t n_remotes;
+
+    /* Expression settings (sched's rule_setting_find() knows the key), compiled
+     * at load time; the engine evaluates them per attempt. */
+    struct eng_rule *rules; /* owned array */
+    size_t n_rules;
+};
+
+struct eng_remote {
+    char *name;         /* owned; the <name> of [remote.<name>] */
+    char *address;      /* owned; host name or IP */
+    int port;           /* 25 by default */
+    bool tls_implicit;  /* tls.implicit: TLS from the first byte (port 465 style) */
+    struct cfg_pos pos; /* where [remote.<name>] was written */
+};
+
+struct rule_setting;
+struct rule_program;
+struct eng_rule {
+    char *key;                          /* owned; dotted key, e.g. "queue.outbound.tls.starttls" */
+    const struct rule_setting *setting; /* borrowed from sched (static) */
+    struct rule_program *program;       /* owned */
 };
 
 /* Picks the config file: `opt` (-c), then $SALVO_CONFIG, then ./salvo.toml when it

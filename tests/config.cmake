@@ -1,2 +1,6 @@
 # tests of config/ (see tests/CMakeLists.txt for salvo_test())
 salvo_test(NAME test_config_conformance SOURCES test_config_conformance.c TIMEOUT 120)
+salvo_test(NAME test_config_parser SOURCES test_config_parser.c LIBS salvo_config)
+salvo_test(NAME test_config_errors SOURCES test_config_errors.c)
+salvo_test(NAME test_config_cli SOURCES test_config_cli.c)
+salvo_test(NAME test_config_load SOURCES test_config_load.c LIBS salvo_engine)

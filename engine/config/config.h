@@ -78,7 +78,9 @@ struct cfg_value {
         struct {
             char *ptr; /* NUL-terminated; may also contain NUL bytes, see len */
             size_t len;
-        } str;           /* CFG_STRING; the datetime kinds keep their text here too */
+        } str;           /* CFG_STRING; the datetime kinds keep their text here too, as toml-test
+                            prints it: 'T' and 'Z' upper case, a space separator becomes 'T', a
+                            fraction gets at least 3 digits */
         int64_t integer; /* CFG_INTEGER */
         double flt;      /* CFG_FLOAT */
         bool boolean;    /* CFG_BOOL */

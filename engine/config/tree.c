@@ -38,12 +38,56 @@ void cfg_value_free(struct cfg_value *v)
             cfg_value_free(v->u.table.items[i].value);
         }
         free(v->u.table.items);
+        free(CFG_NODE(v)->index);
         break;
     case CFG_INTEGER:
     case CFG_FLOAT:
     case CFG_BOOL: break;
     }
     free(CFG_NODE(v));
+}
+
+enum { INDEX_MIN_KEYS = 16 };
+
+static uint64_t hash_key(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void index_put(struct cfg_node *n, size_t entry)
+{
+    const struct cfg_entry *e = &n->v.u.table.items[entry];
+    size_t mask = n->index_cap - 1;
+    size_t slot = (size_t)hash_key(e->key, e->key_len) & mask;
+    while (n->index[slot])
+        slot = (slot + 1) & mask;
+    n->index[slot] = (uint32_t)(entry + 1);
+}
+
+/* Keeps the index in step after an append; without memory it is dropped and
+ * lookups fall back to the linear search, which is still correct. */
+static void index_update(struct cfg_node *n)
+{
+    size_t len = n->v.u.table.len;
+    if (len < INDEX_MIN_KEYS || len > UINT32_MAX - 1)
+        return;
+    if (n->index && len * 2 <= n->index_cap) {
+        index_put(n, len - 1);
+        return;
+    }
+    size_t cap = 64;
+    while (cap < len * 4)
+        cap *= 2;
+    free(n->index);
+    n->index = calloc(cap, sizeof(*n->index));
+    n->index_cap = n->index ? cap : 0;
+    for (size_t i = 0; n->index && i < len; i++)
+        index_put(n, i);
 }
 
 int cfg_table_add(struct cfg_value *table, const char *key, size_t key_len, struct cfg_pos key_pos,
@@ -64,6 +108,7 @@ int cfg_table_add(struct cfg_value *table, const char *key, size_t key_len, stru
     k[key_len] = '\0';
     table->u.table.items[table->u.table.len++] =
         (struct cfg_entry){.key = k, .key_len = key_len, .key_pos = key_pos, .value = value};
+    index_update(CFG_NODE(table));
     return 0;
 }
 
@@ -71,6 +116,17 @@ struct cfg_entry *cfg_table_find_n(const struct cfg_value *table, const char *ke
 {
     if (!table || table->type != CFG_TABLE)
         return NULL;
+    const struct cfg_node *n = CFG_NODE(table);
+    if (n->index) {
+        size_t mask = n->index_cap - 1;
+        for (size_t slot = (size_t)hash_key(key, len) & mask; n->index[slot];
+             slot = (slot + 1) & mask) {
+            struct cfg_entry *e = &table->u.table.items[n->index[slot] - 1];
+            if (e->key_len == len && memcmp(e->key, key, len) == 0)
+                return e;
+        }
+        return NULL;
+    }
     for (size_t i = 0; i < table->u.table.len; i++) {
         struct cfg_entry *e = &table->u.table.items[i];
         if (e->key_len == len && memcmp(e->key, key, len) == 0)

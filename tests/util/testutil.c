@@ -42,6 +42,12 @@ static double now_s(void)
 
 int tu_run(const char *const argv[], const char *input, int timeout_s, struct tu_result *r)
 {
+    return tu_run_env(argv, input, timeout_s, NULL, NULL, r);
+}
+
+int tu_run_env(const char *const argv[], const char *input, int timeout_s, const char *cwd,
+               const char *const env[], struct tu_result *r)
+{
     memset(r, 0, sizeof(*r));
     int in[2], out[2], err[2];
     if (pipe(in) || pipe(out) || pipe(err))
@@ -59,6 +65,16 @@ int tu_run(const char *const argv[], const char *input, int timeout_s, struct tu
         close(out[1]);
         close(err[0]);
         close(err[1]);
+        if (cwd && chdir(cwd) != 0) {
+            fprintf(stderr, "chdir %s: %s\n", cwd, strerror(errno));
+            _exit(127);
+        }
+        for (size_t i = 0; env && env[i]; i++) {
+            if (strchr(env[i], '='))
+                putenv((char *)env[i]);
+            else
+                unsetenv(env[i]);
+        }
         execvp(argv[0], (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);

@@ -16,6 +16,11 @@ struct tu_result {
  * empty), waits up to `timeout_s` seconds (then SIGKILL, status 137).
  * Returns 0 and fills `r`, or -1 if the program could not be started. */
 int tu_run(const char *const argv[], const char *input, int timeout_s, struct tu_result *r);
+/* Like tu_run, but in directory `cwd` (NULL = the test's own) and with `env`
+ * changes applied first: "NAME=value" sets, a bare "NAME" unsets (NULL-terminated;
+ * NULL = no changes). */
+int tu_run_env(const char *const argv[], const char *input, int timeout_s, const char *cwd,
+               const char *const env[], struct tu_result *r);
 void tu_result_free(struct tu_result *r);
 
 /* The salvo binary under test: $SALVO_BIN, set by CTest for every test. */
