@@ -830,6 +830,7 @@ size_t rule_unit_emit(struct rule_unit *u, int op, int a, int b)
     case OP_ANDJ:
     case OP_ORJ:
     case OP_RET: u->depth--; break;
+    case OP_RETK: break;
     case OP_ARRAY: u->depth = u->depth - (uint32_t)b + 1; break;
     case OP_CALL: u->depth = u->depth - (uint32_t)b + 1; break;
     case OP_CLRCAP:
@@ -1136,8 +1137,29 @@ void rule_unit_free(struct rule_unit *u)
     free(u);
 }
 
+/* CONST k; RET -> RETK k; RET, unless a jump lands on that RET. Indices do not
+ * move (the RET stays as dead code), so no jump needs patching. */
+static void merge_const_ret(struct rule_unit *u)
+{
+    uint8_t *target = calloc(u->ncode + 1, 1);
+    if (!target)
+        return; /* an optimisation only */
+    for (size_t i = 0; i < u->ncode; i++) {
+        unsigned op = INS_OP(u->code[i]);
+        if (op == OP_JMP || op == OP_JMPF || op == OP_ANDJ || op == OP_ORJ)
+            target[INS_B(u->code[i])] = 1;
+    }
+    for (size_t i = 0; i + 1 < u->ncode; i++) {
+        if (INS_OP(u->code[i]) == OP_CONST && INS_OP(u->code[i + 1]) == OP_RET && !target[i + 1])
+            u->code[i] = INS(OP_RETK, 0, INS_B(u->code[i]));
+    }
+    free(target);
+}
+
 struct rule_program *rule_unit_finish(struct rule_unit *u, const struct rule_setting *s)
 {
+    if (!u->oom && u->ncode <= RULE_MAX_B)
+        merge_const_ret(u);
     if (u->oom || u->ncode > RULE_MAX_B || u->max_depth > RULE_STACK_MAX) {
         rule_unit_free(u);
         return NULL;
@@ -1179,6 +1201,8 @@ void rule_program_free(struct rule_program *p)
     free(p->kmem);
     free_regexes(p->re, p->nre);
     free(p->arena.base);
+    free(p->ktyped);
+    free(p->ktyped_rc);
     free(p);
 }
 
@@ -1299,6 +1323,11 @@ int rule_disasm(const struct rule_program *p, struct sv_buf *out)
         case OP_XOR:
         case OP_BOOL:
         case OP_INDEX:
+        case OP_RETK:
+            rc = sv_buf_printf(out, "K%-5u ; ", b);
+            if (!rc)
+                rc = const_text(&p->k[b], out);
+            break;
         case OP_RET:
         case OP_COUNT_: break;
         }

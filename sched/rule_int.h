@@ -52,7 +52,8 @@
     X(EQK)    /* B     top = top == K[B]                                             */            \
     X(VGTK)   /* A B   push vars[A] > K[B]  (the shape of "retry_num > 1")           */            \
     X(VEQK)   /* A B   push vars[A] == K[B] (the shape of "last_error == 'tls'")      */           \
-    X(RET)    /* -     return top                                                    */
+    X(RET)    /* -     return top                                                    */            \
+    X(RETK)   /* B     return K[B] (CONST+RET, merged after compiling)               */
 
 enum rule_op {
 #define RULE_OP_ENUM(name) OP_##name,
@@ -115,6 +116,10 @@ struct rule_program {
     size_t nre;
     char **names; /* per-constant source text for disasm (NULL = none) */
     const struct rule_setting *setting;
+    /* K[i] already converted to the setting's type (NULL: convert at run time) */
+    struct rule_result *ktyped;
+    int *ktyped_rc;
+    uint32_t ret_k; /* constant returned by RETK in the last evaluation, else UINT32_MAX */
     uint32_t stack_need;
     uint32_t budget;
     /* evaluation scratch, preallocated at compile time */

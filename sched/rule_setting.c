@@ -740,7 +740,25 @@ struct rule_program *rule_compile_setting(const struct rule_setting *s, const st
         return NULL;
     }
     struct rule_program *p = rule_unit_finish(u, s);
-    if (!p)
+    if (!p) {
         cfg_error(diag, v->pos, "%s: out of memory (or the rules are too large)", s->key);
+        return NULL;
+    }
+    if (s->kind != RULE_K_DURATION_LIST && p->nk) {
+        /* scalar results need no memory: convert every constant once */
+        p->ktyped = calloc(p->nk, sizeof(*p->ktyped));
+        p->ktyped_rc = calloc(p->nk, sizeof(*p->ktyped_rc));
+        if (!p->ktyped || !p->ktyped_rc) {
+            free(p->ktyped);
+            free(p->ktyped_rc);
+            p->ktyped = NULL;
+            p->ktyped_rc = NULL;
+        }
+        for (size_t i = 0; p->ktyped && i < p->nk; i++) {
+            p->ktyped_rc[i] = convert(s, &p->k[i], &p->arena, &p->ktyped[i]);
+            if (p->ktyped_rc[i])
+                rule_setting_default(s, &p->ktyped[i]);
+        }
+    }
     return p;
 }

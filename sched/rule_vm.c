@@ -58,6 +58,7 @@ int rule_eval(struct rule_program *p, const struct rule_vars *vars, struct rule_
     int rc;
     p->arena.used = 0;
     p->ncaps = 0;
+    p->ret_k = UINT32_MAX;
 
 #ifdef RULE_VM_GOTO
     static const void *const labels[] = {
@@ -255,6 +256,12 @@ int rule_eval(struct rule_program *p, const struct rule_vars *vars, struct rule_
     CASE(RET)
     {
         *out = *sp;
+        return 0;
+    }
+    CASE(RETK)
+    {
+        p->ret_k = INS_B(ins);
+        *out = k[p->ret_k];
         return 0;
     }
 #ifdef RULE_VM_GOTO

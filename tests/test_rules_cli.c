@@ -164,9 +164,9 @@ static void dump_and_bench(void **state)
            "0001  JMPF   -> 0006\n"
            "0002  VEQK   13     K1     ; last_error == 'tls'\n"
            "0003  JMPF   -> 0006\n"
-           "0004  CONST  K2     ; 'disable'\n"
+           "0004  RETK   K2     ; 'disable'\n"
            "0005  RET\n"
-           "0006  CONST  K3     ; 'require'\n"
+           "0006  RETK   K3     ; 'require'\n"
            "0007  RET\n",
            "");
     struct tu_result r =

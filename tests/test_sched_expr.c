@@ -397,7 +397,7 @@ static void constants_are_folded(void **state)
     assert_non_null(p);
     struct sv_buf d = {0};
     assert_int_equal(rule_disasm(p, &d), 0);
-    assert_string_equal(d.ptr, "0000  CONST  K0     ; 1\n0001  RET\n");
+    assert_string_equal(d.ptr, "0000  RETK   K0     ; 1\n0001  RET\n");
     sv_buf_free(&d);
     rule_program_free(p);
 }
