@@ -84,7 +84,8 @@ int rule_var_find(const char *name);
 const char *rule_var_name(int var); /* borrowed; NULL for an unknown id */
 /* Sets a variable from text as an operator types it: numbers for retry_num,
  * notify_num, expires_in, priority, queue_age, size; a comma-separated list for
- * recipients; last_error must be one of its documented values. `text` is borrowed
+ * recipients (kept in one static table: for the CLI and tests, not for worker
+ * threads); last_error must be one of its documented values. `text` is borrowed
  * (must outlive the evaluations). Returns 0 or -EINVAL. */
 int rule_vars_set_text(struct rule_vars *vars, int var, const char *text);
 /* The values last_error may take ("none", "dns", ...); returns borrowed array of n. */
