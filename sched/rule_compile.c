@@ -1281,6 +1281,7 @@ int rule_disasm(const struct rule_program *p, struct sv_buf *out)
         int rc = 0;
         switch ((enum rule_op)op) {
         case OP_CONST:
+        case OP_RETK:
         case OP_GTK:
         case OP_EQK:
             rc = sv_buf_printf(out, "K%-5u ; ", b);
@@ -1323,11 +1324,6 @@ int rule_disasm(const struct rule_program *p, struct sv_buf *out)
         case OP_XOR:
         case OP_BOOL:
         case OP_INDEX:
-        case OP_RETK:
-            rc = sv_buf_printf(out, "K%-5u ; ", b);
-            if (!rc)
-                rc = const_text(&p->k[b], out);
-            break;
         case OP_RET:
         case OP_COUNT_: break;
         }

@@ -402,6 +402,41 @@ static void constants_are_folded(void **state)
     rule_program_free(p);
 }
 
+static void disassembly(void **state)
+{
+    (void)state;
+    struct rule_error err;
+    const char *src = "-size + [retry_num][0] * 2 > 3 || !matches('^a', rcpt) && $0 != 'b'";
+    struct rule_program *p = rule_compile_expr(src, strlen(src), RULE_VARS_ALL, &err);
+    assert_non_null(p);
+    struct sv_buf d = {0};
+    assert_int_equal(rule_disasm(p, &d), 0);
+    assert_string_equal(d.ptr, "0000  VAR    17     ; size\n"
+                               "0001  NEG\n"
+                               "0002  VAR    9      ; retry_num\n"
+                               "0003  ARRAY  1\n"
+                               "0004  CONST  K0     ; 0\n"
+                               "0005  INDEX\n"
+                               "0006  CONST  K1     ; 2\n"
+                               "0007  MUL\n"
+                               "0008  ADD\n"
+                               "0009  GTK    K2     ; 3\n"
+                               "0010  ORJ    -> 0020\n"
+                               "0011  VAR    2      ; rcpt\n"
+                               "0012  MATCH  R0     ; jit\n"
+                               "0013  NOT\n"
+                               "0014  ANDJ   -> 0019\n"
+                               "0015  CAP    $0\n"
+                               "0016  CONST  K3     ; 'b'\n"
+                               "0017  NE\n"
+                               "0018  BOOL\n"
+                               "0019  BOOL\n"
+                               "0020  RET\n");
+    assert_int_equal(rule_program_size(p), 21);
+    sv_buf_free(&d);
+    rule_program_free(p);
+}
+
 static void runtime_limits(void **state)
 {
     (void)state;
@@ -464,6 +499,7 @@ int main(void)
         cmocka_unit_test(load_errors),
         cmocka_unit_test(variable_not_allowed),
         cmocka_unit_test(constants_are_folded),
+        cmocka_unit_test(disassembly),
         cmocka_unit_test(runtime_limits),
         cmocka_unit_test(too_deep_is_a_load_error),
     };
