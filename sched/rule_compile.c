@@ -1190,10 +1190,46 @@ struct rule_program *rule_unit_finish(struct rule_unit *u, const struct rule_set
     return p;
 }
 
+struct rule_program *rule_program_clone(const struct rule_program *p)
+{
+    struct rule_program *c = malloc(sizeof(*c));
+    char *arena = malloc(p->arena_cap);
+    struct rule_regex *re = p->nre ? calloc(p->nre, sizeof(*re)) : NULL;
+    if (!c || !arena || (p->nre && !re))
+        goto fail;
+    *c = *p;
+    c->parent = p->parent ? p->parent : p;
+    c->arena = (struct rule_arena){.base = arena, .used = 0, .cap = p->arena.cap};
+    c->re = re;
+    for (size_t i = 0; i < p->nre; i++) {
+        re[i].code = p->re[i].code; /* compiled and JIT code is safe to share */
+        re[i].jit = p->re[i].jit;
+        re[i].md = pcre2_match_data_create(pcre2_get_ovector_count(p->re[i].md), NULL);
+        if (!re[i].md)
+            goto fail;
+    }
+    return c;
+fail:
+    for (size_t i = 0; re && i < p->nre; i++)
+        pcre2_match_data_free(re[i].md);
+    free(re);
+    free(arena);
+    free(c);
+    return NULL;
+}
+
 void rule_program_free(struct rule_program *p)
 {
     if (!p)
         return;
+    if (p->parent) {
+        for (size_t i = 0; i < p->nre; i++)
+            pcre2_match_data_free(p->re[i].md);
+        free(p->re);
+        free(p->arena.base);
+        free(p);
+        return;
+    }
     free(p->code);
     free(p->k);
     for (size_t i = 0; i < p->nkmem; i++)

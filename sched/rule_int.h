@@ -116,6 +116,7 @@ struct rule_program {
     size_t nre;
     char **names; /* per-constant source text for disasm (NULL = none) */
     const struct rule_setting *setting;
+    const struct rule_program *parent; /* a clone borrows everything but its scratch */
     /* K[i] already converted to the setting's type (NULL: convert at run time) */
     struct rule_result *ktyped;
     int *ktyped_rc;

@@ -8,8 +8,14 @@
  * allocation, a bounded stack, a bounded instruction budget, errors as codes.
  *
  * Threads: a program owns its evaluation scratch (stack, string arena, captures),
- * so one program is evaluated by one thread at a time (compile one per worker).
+ * so one program is evaluated by one thread at a time; rule_program_clone() gives
+ * each worker thread its own evaluator over the same compiled code.
  */
+/* This header's name shadows the C library's <sched.h> for every target that links
+ * salvo_sched (this folder is on their include path), and <pthread.h> includes
+ * <sched.h>: pass the system header through, outside our include guard. */
+#include_next <sched.h>
+
 #ifndef SALVO_SCHED_H
 #define SALVO_SCHED_H
 
@@ -195,6 +201,11 @@ int rule_result_format(const struct rule_result *r, struct sv_buf *out);
 /* The setting a program was compiled for (NULL for a bare expression). */
 const struct rule_setting *rule_program_setting(const struct rule_program *p);
 
-void rule_program_free(struct rule_program *p); /* NULL-safe */
+/* A second evaluator for `p` with its own scratch (stack, arena, captures, PCRE2
+ * match data) for another thread; code, constants and compiled regexes are
+ * shared. Borrows `p`, which must outlive the clone. Returns owned, NULL on ENOMEM. */
+struct rule_program *rule_program_clone(const struct rule_program *p);
+
+void rule_program_free(struct rule_program *p); /* NULL-safe; a clone frees its scratch only */
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,6 +380,56 @@ static void runtime_failure_falls_back_to_default(void **state)
     unload(&l);
 }
 
+struct worker {
+    struct rule_program *prog;
+    const char *mx, *want;
+    int bad;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct rule_vars vars;
+    rule_vars_init(&vars);
+    rule_vars_set_text(&vars, RULE_VAR_MX, w->mx);
+    for (int i = 0; i < 20000; i++) {
+        struct rule_result r;
+        if (rule_eval_setting(w->prog, &vars, &r) != 0 || r.len != strlen(w->want) ||
+            memcmp(r.s, w->want, r.len) != 0)
+            w->bad++;
+    }
+    return NULL;
+}
+
+/* Each worker thread evaluates its own clone: same code, separate scratch. */
+static void clones_evaluate_in_threads(void **state)
+{
+    (void)state;
+    struct loaded l;
+    load(&l,
+         "[queue.outbound]\n"
+         "hostname = [ { if = \"matches('^mx[0-9]*\\\\.(.+)$', mx)\", then = \"'out.' + $1\" },\n"
+         "             { else = \"'mta.example.com'\" } ]\n",
+         "queue.outbound.hostname");
+    assert_non_null(l.prog);
+    struct worker w[2] = {{rule_program_clone(l.prog), "mx1.a.example", "out.a.example", 0},
+                          {rule_program_clone(l.prog), "mx22.bb.example", "out.bb.example", 0}};
+    assert_non_null(w[0].prog);
+    assert_non_null(w[1].prog);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(w[0].bad, 0);
+    assert_int_equal(w[1].bad, 0);
+    /* the original still works on its own scratch */
+    assert_string_equal(eval_with(l.prog, "0", NULL, "mx.c.example", NULL), "out.c.example");
+    rule_program_free(w[0].prog);
+    rule_program_free(w[1].prog);
+    unload(&l);
+}
+
 static void setting_table(void **state)
 {
     (void)state;
@@ -413,6 +464,7 @@ int main(void)
         cmocka_unit_test(plain_values_and_lists),
         cmocka_unit_test(captures_reach_then),
         cmocka_unit_test(runtime_failure_falls_back_to_default),
+        cmocka_unit_test(clones_evaluate_in_threads),
         cmocka_unit_test(setting_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
