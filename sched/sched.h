@@ -14,7 +14,14 @@
 /* This header's name shadows the C library's <sched.h> for every target that links
  * salvo_sched (this folder is on their include path), and <pthread.h> includes
  * <sched.h>: pass the system header through, outside our include guard. */
+#ifdef __clang__
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Winclude-next-absolute-path"
+#endif
 #include_next <sched.h>
+#ifdef __clang__
+#pragma clang diagnostic pop
+#endif
 
 #ifndef SALVO_SCHED_H
 #define SALVO_SCHED_H
