@@ -158,6 +158,14 @@ static const struct rule_setting settings[] = {
     {"queue.schedule.notify", RULE_K_DURATION_LIST, VARS_MSG, 0, NULL, def_notify,
      SV_ARRAY_LEN(def_notify)},
     {"queue.schedule.expire", RULE_K_DURATION, VARS_MSG, 5 * MIN(1440), NULL, NULL, 0},
+    /* Stalwart 0.13+: an expression names a TLS strategy; each strategy is a table */
+    {"queue.strategy.tls", RULE_K_STRING, VARS_MX, 0, "default", NULL, 0},
+    {"queue.tls.*.starttls", RULE_K_TLS_MODE, VARS_IP, RULE_TLS_OPTIONAL, NULL, NULL, 0},
+    {"queue.tls.*.allow-invalid-certs", RULE_K_BOOL, VARS_IP, 0, NULL, NULL, 0},
+    {"queue.tls.*.dane", RULE_K_TLS_MODE, VARS_MX, RULE_TLS_OPTIONAL, NULL, NULL, 0},
+    {"queue.tls.*.mta-sts", RULE_K_TLS_MODE, VARS_MSG, RULE_TLS_OPTIONAL, NULL, NULL, 0},
+    {"queue.tls.*.timeout.tls", RULE_K_DURATION, VARS_IP, MIN(3), NULL, NULL, 0},
+    {"queue.tls.*.timeout.mta-sts", RULE_K_DURATION, VARS_MSG, MIN(10), NULL, NULL, 0},
 };
 
 static const char *const setting_names[] = {
@@ -181,13 +189,49 @@ static const char *const setting_names[] = {
     "queue.schedule.retry",
     "queue.schedule.notify",
     "queue.schedule.expire",
+    "queue.strategy.tls",
+    "queue.tls.*.starttls",
+    "queue.tls.*.allow-invalid-certs",
+    "queue.tls.*.dane",
+    "queue.tls.*.mta-sts",
+    "queue.tls.*.timeout.tls",
+    "queue.tls.*.timeout.mta-sts",
 };
 _Static_assert(SV_ARRAY_LEN(setting_names) == SV_ARRAY_LEN(settings), "one name per setting");
+
+/* Length of the dotted-key segment at `s`: up to the next '.', a quoted segment
+ * ("a.b") up to its closing quote. */
+static size_t segment_len(const char *s)
+{
+    if (*s == '"') {
+        const char *q = strchr(s + 1, '"');
+        return q ? (size_t)(q - s) + 1 : strlen(s);
+    }
+    return strcspn(s, ".");
+}
+
+/* `pattern` matches `key` segment by segment; '*' matches any one segment. */
+static bool key_match(const char *pattern, const char *key)
+{
+    for (;;) {
+        size_t pl = strcspn(pattern, "."), kl = segment_len(key);
+        if (!(pl == 1 && *pattern == '*') && (pl != kl || memcmp(pattern, key, pl) != 0))
+            return false;
+        pattern += pl;
+        key += kl;
+        if (!*pattern || !*key)
+            return !*pattern && !*key;
+        if (*pattern != '.' || *key != '.')
+            return false;
+        pattern++;
+        key++;
+    }
+}
 
 const struct rule_setting *rule_setting_find(const char *key)
 {
     for (size_t i = 0; i < SV_ARRAY_LEN(settings); i++) {
-        if (strcmp(settings[i].key, key) == 0)
+        if (key_match(settings[i].key, key))
             return &settings[i];
     }
     return NULL;

@@ -182,7 +182,9 @@ struct rule_result {
     size_t n;
 };
 
-/* Returns the expression setting for a dotted key, or NULL when `key` is not one. */
+/* Returns the expression setting for a dotted key, or NULL when `key` is not one.
+ * Names may hold '*' for one segment of any name ("queue.tls.*.starttls": the
+ * Stalwart 0.13+ TLS strategies); rule_setting_key() returns that pattern. */
 const struct rule_setting *rule_setting_find(const char *key);
 /* All expression setting keys (for "did you mean"). Returns borrowed array of n. */
 const char *const *rule_setting_names(size_t *n);

@@ -319,6 +319,13 @@ static void plain_values_and_lists(void **state)
         {"[queue.schedule]\nnotify = \"[1d, 3d]\"\n", "queue.schedule.notify",
          "[86400000, 259200000]"},
         {"[queue.schedule]\nexpire = \"5d\"\n", "queue.schedule.expire", "432000000"},
+        {"[queue.strategy]\ntls = [ { if = \"retry_num > 2 && last_error == 'tls'\", then = "
+         "\"'relaxed'\" }, { else = \"'default'\" } ]\n",
+         "queue.strategy.tls", "default"},
+        {"[queue.tls.relaxed]\nstarttls = \"optional\"\nallow-invalid-certs = true\n",
+         "queue.tls.relaxed.allow-invalid-certs", "true"},
+        {"[queue.tls.default]\nstarttls = \"require\"\ntimeout.tls = \"2m\"\n",
+         "queue.tls.default.timeout.tls", "120000"},
         {"[queue.schedule]\nretry = [ { if = \"retry_num > 2\", then = \"[1h]\" }, "
          "{ else = \"[2m, 5m]\" } ]\n",
          "queue.schedule.retry", "[3600000]"},
@@ -435,13 +442,21 @@ static void setting_table(void **state)
     (void)state;
     size_t n;
     const char *const *names = rule_setting_names(&n);
-    assert_int_equal(n, 20);
+    assert_int_equal(n, 27);
     for (size_t i = 0; i < n; i++) {
         const struct rule_setting *s = rule_setting_find(names[i]);
         assert_non_null(s);
         assert_string_equal(rule_setting_key(s), names[i]);
     }
     assert_null(rule_setting_find("queue.outbound.tls.nope"));
+    /* the 0.13+ strategy tables: any strategy name, quoted or not */
+    assert_string_equal(rule_setting_key(rule_setting_find("queue.tls.default.starttls")),
+                        "queue.tls.*.starttls");
+    assert_string_equal(rule_setting_key(rule_setting_find("queue.tls.\"eu.strict\".timeout.tls")),
+                        "queue.tls.*.timeout.tls");
+    assert_null(rule_setting_find("queue.tls.starttls"));
+    assert_null(rule_setting_find("queue.tls.a.b.starttls"));
+    assert_null(rule_setting_find("queue.tls.default.starttls.x"));
     struct rule_result r;
     struct sv_buf b = {0};
     rule_setting_default(rule_setting_find("queue.schedule.retry"), &r);
