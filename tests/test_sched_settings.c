@@ -228,6 +228,31 @@ static void load_errors_with_positions(void **state)
          "t.toml:2:7: queue.outbound.limits.mx: key_get: not supported yet\n"},
         {"[queue.outbound.limits]\nmx = \"nosuch(1)\"\n", "queue.outbound.limits.mx",
          "t.toml:2:7: queue.outbound.limits.mx: unknown function 'nosuch'\n"},
+        {"[queue.outbound.tls]\nstarttls = [ { if = \"retry_num > 1\", else = \"require\" } ]\n",
+         "queue.outbound.tls.starttls",
+         "t.toml:2:38: queue.outbound.tls.starttls: 'else' cannot be combined with 'if' in one "
+         "entry\n"},
+        {"[queue.outbound.tls]\nstarttls = [ \"require\", { else = \"require\" } ]\n",
+         "queue.outbound.tls.starttls",
+         "t.toml:2:14: queue.outbound.tls.starttls: a rule entry is a table: { if = \"...\", "
+         "then = ... } or { else = ... }\n"},
+        {"[queue.outbound.tls]\nstarttls = [ { }, { else = \"require\" } ]\n",
+         "queue.outbound.tls.starttls",
+         "t.toml:2:14: queue.outbound.tls.starttls: empty rule entry\n"},
+        {"[queue.outbound.tls]\nstarttls = []\n", "queue.outbound.tls.starttls",
+         "t.toml:2:12: queue.outbound.tls.starttls: expected a value or a list of { if = \"...\", "
+         "then = ... } entries ending with { else = ... }\n"},
+        {"[queue.outbound.tls]\nstarttls = [ { if = \"(retry_num > 1\", then = \"disable\" }, "
+         "{ else = \"'maybe'\" } ]\n",
+         "queue.outbound.tls.starttls",
+         "t.toml:2:22: queue.outbound.tls.starttls: unbalanced parentheses: '(' is never closed\n"
+         "t.toml:2:69: queue.outbound.tls.starttls: expected optional, require or disable, got "
+         "'maybe'\n"},
+        {"[queue.outbound]\nip-strategy = \"ipv5_only\"\n", "queue.outbound.ip-strategy",
+         "t.toml:2:16: queue.outbound.ip-strategy: expected ipv4_only, ipv6_only, ipv4_then_ipv6 "
+         "or ipv6_then_ipv4, got 'ipv5_only'\n"},
+        {"[queue.outbound]\nlimits.mx = -1\n", "queue.outbound.limits.mx",
+         "t.toml:2:13: queue.outbound.limits.mx: expected a non-negative integer, got -1\n"},
         {"[queue.outbound.limits]\nmx = { if = \"1\" }\n", "queue.outbound.limits.mx",
          "t.toml:2:6: queue.outbound.limits.mx: expected a value or a list of { if = \"...\", "
          "then = ... } entries ending with { else = ... }\n"},
