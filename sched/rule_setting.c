@@ -417,10 +417,19 @@ static const char *expected(const struct rule_setting *s)
 int rule_eval_setting(struct rule_program *p, const struct rule_vars *vars, struct rule_result *out)
 {
     struct rule_val v;
+    if (!p->setting) {
+        *out = (struct rule_result){.kind = RULE_K_STRING};
+        return RULE_E_TYPE; /* a bare expression has no type to convert to */
+    }
     int rc = rule_eval(p, vars, &v);
-    if (rc == 0 && p->setting)
+    if (rc == 0 && p->ktyped && p->ret_k != UINT32_MAX) {
+        /* a constant result (RETK): converted once at load */
+        *out = p->ktyped[p->ret_k];
+        rc = p->ktyped_rc[p->ret_k];
+    } else if (rc == 0) {
         rc = convert(p->setting, &v, &p->arena, out);
-    if (rc && p->setting)
+    }
+    if (rc)
         rule_setting_default(p->setting, out);
     return rc;
 }
