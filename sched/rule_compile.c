@@ -1098,8 +1098,9 @@ static int unit_compile(struct rule_unit *u, const char *src, size_t len, struct
             fail(u, 0, "out of memory");
         if (!u->failed && u->max_depth > RULE_STACK_MAX)
             fail(u, 0, "expression too complex (needs more than %d stack slots)", RULE_STACK_MAX);
-        if (!u->failed && u->ncode > RULE_MAX_B)
-            fail(u, 0, "expression too long (more than %u instructions)", RULE_MAX_B);
+        /* one below the program limit: a bare expression still needs its RET */
+        if (!u->failed && u->ncode - start > RULE_MAX_CODE - 1)
+            fail(u, 0, "expression too long (more than %d instructions)", RULE_MAX_CODE - 1);
         if (u->failed) {
             u->ncode = start;
             u->depth = depth0;
@@ -1158,9 +1159,9 @@ static void merge_const_ret(struct rule_unit *u)
 
 struct rule_program *rule_unit_finish(struct rule_unit *u, const struct rule_setting *s)
 {
-    if (!u->oom && u->ncode <= RULE_MAX_B)
+    if (!u->oom && u->ncode <= RULE_MAX_CODE)
         merge_const_ret(u);
-    if (u->oom || u->ncode > RULE_MAX_B || u->max_depth > RULE_STACK_MAX) {
+    if (u->oom || u->ncode > RULE_MAX_CODE || u->max_depth > RULE_STACK_MAX) {
         rule_unit_free(u);
         return NULL;
     }

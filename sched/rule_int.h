@@ -8,9 +8,10 @@
  *   +-------------------+-----------+-----------+
  *
  * B (16 bits) is a constant index, variable slot, capture number, jump target
- * (absolute instruction index) or item count; A (8 bits) is an argument count or
- * a function id. The machine is a stack machine; every jump goes forward, so a
- * program terminates within its own length (the budget is a second guard).
+ * (absolute instruction index) or item count; A (8 bits) is a function id or a
+ * variable slot. The machine is a stack machine; every jump goes forward, so a
+ * program terminates within its own length, and programs are never longer than
+ * the instruction budget (which stays as a second guard).
  */
 #ifndef SALVO_RULE_INT_H
 #define SALVO_RULE_INT_H
@@ -51,7 +52,7 @@
     X(GTK)    /* B     top = top > K[B]   (fused compare with a constant)            */            \
     X(EQK)    /* B     top = top == K[B]                                             */            \
     X(VGTK)   /* A B   push vars[A] > K[B]  (the shape of "retry_num > 1")           */            \
-    X(VEQK)   /* A B   push vars[A] == K[B] (the shape of "last_error == 'tls'")      */           \
+    X(VEQK)   /* A B   push vars[A] == K[B] (the shape of "last_error == 'tls'")     */            \
     X(RET)    /* -     return top                                                    */            \
     X(RETK)   /* B     return K[B] (CONST+RET, merged after compiling)               */
 
@@ -73,6 +74,7 @@ enum rule_op {
 #define RULE_BUDGET      4096 /* instructions per evaluation */
 #define RULE_MAX_DEPTH   48   /* parser nesting */
 #define RULE_MAX_FN_ARGS 3
+#define RULE_MAX_CODE    (RULE_BUDGET - 1) /* instructions per program */
 
 /* Binary operators shared by the compiler (constant folding) and the VM. */
 enum rule_binop {

@@ -788,6 +788,9 @@ struct rule_program *rule_compile_setting(const struct rule_setting *s, const st
     } else if (compile_value(u, s, v, true, diag, NULL, NULL, false) == 0) {
         rule_unit_emit(u, OP_RET, 0, 0);
     }
+    if (diag->errors == errors0 && rule_unit_here(u) > RULE_MAX_CODE)
+        cfg_error(diag, v->pos, "%s: rules too large (more than %d instructions)", s->key,
+                  RULE_MAX_CODE);
     if (diag->errors != errors0) {
         rule_unit_free(u);
         return NULL;

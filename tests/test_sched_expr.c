@@ -488,6 +488,13 @@ static void too_deep_is_a_load_error(void **state)
     struct rule_program *p = rule_compile_expr(wide, strlen(wide), RULE_VARS_ALL, &err);
     assert_non_null(p);
     rule_program_free(p);
+    /* longer than the instruction budget: refused at load, never cut short at run time */
+    static char huge[40000];
+    strcpy(huge, "retry_num");
+    for (int i = 0; i < 2100; i++)
+        strcat(huge, " + retry_num");
+    assert_null(rule_compile_expr(huge, strlen(huge), RULE_VARS_ALL, &err));
+    assert_string_equal(err.msg, "expression too long (more than 4094 instructions)");
 }
 
 int main(void)

@@ -462,6 +462,23 @@ static void clones_evaluate_in_threads(void **state)
     unload(&l);
 }
 
+static void too_many_entries_is_a_load_error(void **state)
+{
+    (void)state;
+    struct sv_buf t = {0};
+    sv_buf_puts(&t, "[queue.outbound.tls]\nstarttls = [");
+    for (int i = 0; i < 1100; i++)
+        sv_buf_printf(&t, "{ if = \"retry_num > %d\", then = \"disable\" },\n", i);
+    sv_buf_puts(&t, "{ else = \"require\" } ]\n");
+    struct loaded l;
+    load(&l, t.ptr, "queue.outbound.tls.starttls");
+    assert_null(l.prog);
+    assert_string_equal(l.diag_text, "t.toml:2:12: queue.outbound.tls.starttls: rules too large "
+                                     "(more than 4095 instructions)\n");
+    unload(&l);
+    sv_buf_free(&t);
+}
+
 static void setting_table(void **state)
 {
     (void)state;
@@ -505,6 +522,7 @@ int main(void)
         cmocka_unit_test(captures_reach_then),
         cmocka_unit_test(runtime_failure_falls_back_to_default),
         cmocka_unit_test(clones_evaluate_in_threads),
+        cmocka_unit_test(too_many_entries_is_a_load_error),
         cmocka_unit_test(setting_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
