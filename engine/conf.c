@@ -73,6 +73,48 @@ static bool plain_string(struct loader *L, const char *path, const struct cfg_va
     return true;
 }
 
+static bool all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return n > 0;
+}
+
+/* Checks "[:PASSWORD@]HOST[:PORT][/DB]" (what follows redis://); NULL when fine. */
+static const char *redis_url_problem(const char *rest)
+{
+    const char *at = strrchr(rest, '@');
+    const char *host = at ? at + 1 : rest;
+    const char *end;
+    if (*host == '[') {
+        end = strchr(host, ']');
+        if (!end)
+            return "unclosed '[' in the host";
+        end++;
+    } else {
+        end = host + strcspn(host, ":/?# ");
+    }
+    if (end == host || (*host == '[' && end - host <= 2))
+        return "no host";
+    if (*end == ':') {
+        const char *port = end + 1;
+        size_t n = strcspn(port, "/");
+        long p = all_digits(port, n) && n <= 5 ? strtol(port, NULL, 10) : 0;
+        if (p < 1 || p > 65535)
+            return "bad port";
+        end = port + n;
+    }
+    if (*end == '/') {
+        const char *db = end + 1;
+        size_t n = strlen(db);
+        if (n > 0 && (!all_digits(db, n) || n > 5))
+            return "the database must be a number";
+        end = db + n;
+    }
+    return *end ? "unexpected text after the host" : NULL;
+}
+
 static void store_redis_url(struct loader *L, const char *path, const struct cfg_value *v)
 {
     const char *s = v->u.str.ptr;
@@ -95,8 +137,10 @@ static void store_redis_url(struct loader *L, const char *path, const struct cfg
         return;
     }
     bool is_unix = rest == s + 7;
-    if (!is_unix && (*rest == '\0' || *rest == '/' || *rest == ':')) {
-        cfg_error(L->diag, v->pos, "%s: '%s' names no host (redis://HOST[:PORT][/DB])", path, s);
+    const char *why = is_unix ? NULL : redis_url_problem(rest);
+    if (why) {
+        cfg_error(L->diag, v->pos, "%s: '%s': %s (expected redis://[:PASSWORD@]HOST[:PORT][/DB])",
+                  path, s, why);
         return;
     }
     if (is_unix && (rest[0] != '/' || rest[1] == '\0')) {
@@ -237,9 +281,8 @@ static void store_nameservers(struct loader *L, const char *path, const struct c
 }
 
 /* The remote named by segment 1 of remote.<name>.…, created on first use. */
-static struct eng_remote *remote_for(struct loader *L, const char *path)
+static struct eng_remote *remote_for(struct loader *L)
 {
-    (void)path;
     const char *name = L->match + strlen("remote" SEP);
     size_t len = strcspn(name, SEP);
     struct eng_conf *c = L->conf;
@@ -270,7 +313,7 @@ static void store_remote_address(struct loader *L, const char *path, const struc
         cfg_error(L->diag, v->pos, "%s: '%s' is not a host name or IP address", path, v->u.str.ptr);
         return;
     }
-    struct eng_remote *r = remote_for(L, path);
+    struct eng_remote *r = remote_for(L);
     if (r) {
         free(r->address);
         r->address = dup_str(L, v);
@@ -284,7 +327,7 @@ static void store_remote_port(struct loader *L, const char *path, const struct c
                   (long long)v->u.integer);
         return;
     }
-    struct eng_remote *r = remote_for(L, path);
+    struct eng_remote *r = remote_for(L);
     if (r)
         r->port = (int)v->u.integer;
 }
@@ -296,12 +339,13 @@ static void store_remote_protocol(struct loader *L, const char *path, const stru
                   v->u.str.ptr);
         return;
     }
-    remote_for(L, path);
+    remote_for(L);
 }
 
 static void store_remote_tls_implicit(struct loader *L, const char *path, const struct cfg_value *v)
 {
-    struct eng_remote *r = remote_for(L, path);
+    (void)path;
+    struct eng_remote *r = remote_for(L);
     if (r)
         r->tls_implicit = v->u.boolean;
 }

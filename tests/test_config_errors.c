@@ -161,6 +161,9 @@ static void rediss_is_a_clear_error(void **state)
     check("tls.toml", "redis.url = \"rediss://redis.example:6380\"\n", 1,
           "%F:1:13: redis.url: TLS to Redis is not supported by this hiredis (rediss://); use "
           "redis:// on a trusted network or unix://\n");
+    check("port.toml", "redis.url = \"redis://127.0.0.1:70000/0\"\n", 1,
+          "%F:1:13: redis.url: 'redis://127.0.0.1:70000/0': bad port (expected "
+          "redis://[:PASSWORD@]HOST[:PORT][/DB])\n");
     check("unix.toml", "redis.url = \"unix://relative.sock\"\n", 1,
           "%F:1:13: redis.url: 'unix://relative.sock' needs an absolute socket path "
           "(unix:///PATH)\n");

@@ -250,7 +250,7 @@ static int indent(struct sv_buf *out, int depth)
 
 static int json_value(const struct cfg_value *v, struct sv_buf *out, int depth)
 {
-    char num[64];
+    char num[64] = "";
     const char *text = NULL;
     size_t text_len = 0;
     int rc = 0;
