@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "sched.h"
+#include "salvo_sched.h"
 
 /* Used when there is no -c, no $SALVO_CONFIG and no ./salvo.toml. It goes through
  * the same parser and schema as a file, so it can never drift from them. */

@@ -1,0 +1,1 @@
+salvo_fuzz(NAME fuzz_rules SOURCES fuzz_rules.c LIBS salvo_sched)
