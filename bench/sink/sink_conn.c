@@ -1,0 +1,640 @@
+/* One SMTP server session per connection, run by the worker thread that accepted
+ * it. No locks: everything here belongs to one thread, except the counters (single
+ * writer) and the (Message-ID, recipient) set (lock-free CAS).
+ *
+ * PIPELINING (RFC 2920): every complete line in the input buffer is handled before
+ * we write, so the replies of a pipelined group leave in one write(2). While replies
+ * cannot be written (the peer does not read), we stop reading: the output buffer is
+ * bounded by one input buffer's worth of replies.
+ *
+ * Teardown: handlers only set c->want_close / c->close_after_flush; the two ev_io
+ * callbacks are the only places that free a connection (conn_free). */
+#include "sink_srv.h"
+
+#include "common.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+_Atomic uint64_t sink_data_seq;
+
+/* Session states, and their names for the transition log. */
+#define CONN_STATES(X)                                                                             \
+    X(CMD)       /* reading command lines */                                                       \
+    X(DATA)      /* reading message content up to CRLF.CRLF */                                     \
+    X(STALL)     /* fault: never answer again; input is read and dropped */                        \
+    X(MULTILINE) /* fault: an endless multi-line reply */
+
+enum conn_state {
+#define X(s) CS_##s,
+    CONN_STATES(X)
+#undef X
+};
+
+static const char *const conn_state_names[] = {
+#define X(s) #s,
+    CONN_STATES(X)
+#undef X
+};
+
+struct sink_transport;
+
+struct sink_conn {
+    struct sink_worker *w;
+    int fd;
+    uint64_t id;
+    ev_io rio, wio;
+    const struct sink_transport *tp;
+    enum conn_state st;
+    bool helo;         /* HELO/EHLO seen (reset by STARTTLS) */
+    bool in_mail;      /* MAIL accepted, transaction open */
+    bool discard_line; /* skipping the rest of an over-long command line */
+    bool want_close;   /* close now, unsent replies dropped */
+    bool close_after_flush;
+    bool reading; /* rio is active */
+    uint32_t nrcpt, rcpt_cap;
+    uint64_t *rcpt; /* hashes of the accepted recipients of this transaction */
+    struct sink_data data;
+    struct sink_conn *prev, *next;
+    struct sv_buf out;
+    size_t out_off;
+    size_t in_len;
+    char in[SINK_IN_CAP];
+};
+
+/* --- transport ---------------------------------------------------------------
+ * The protocol code reads and writes only through this table (Redis's
+ * connection.h idea), so STARTTLS can swap in a TLS transport in place.
+ * Both return bytes moved, 0 for EOF on read, -EAGAIN, or another -errno. */
+struct sink_transport {
+    const char *name;
+    ssize_t (*read)(struct sink_conn *c, void *buf, size_t len);
+    ssize_t (*write)(struct sink_conn *c, const void *buf, size_t len);
+};
+
+static ssize_t plain_read(struct sink_conn *c, void *buf, size_t len)
+{
+    ssize_t n = read(c->fd, buf, len);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
+static ssize_t plain_write(struct sink_conn *c, const void *buf, size_t len)
+{
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n;
+}
+
+static const struct sink_transport plain_transport = {"plain", plain_read, plain_write};
+
+/* --- helpers -------------------------------------------------------------------- */
+
+static void set_state(struct sink_conn *c, enum conn_state st)
+{
+    sv_debug("conn %llx: state %s -> %s", (unsigned long long)c->id, conn_state_names[c->st],
+             conn_state_names[st]);
+    c->st = st;
+}
+
+static void out_put(struct sink_conn *c, const char *s, size_t n)
+{
+    if (sv_buf_append(&c->out, s, n) < 0)
+        c->want_close = true; /* out of memory: drop the session, not the process */
+}
+
+static void reply(struct sink_conn *c, const char *fmt, ...) SV_PRINTF(2, 3);
+static void reply(struct sink_conn *c, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(line) - 3)
+        n = (int)sizeof(line) - 3;
+    sv_debug("conn %llx: >>> %.*s", (unsigned long long)c->id, n, line);
+    line[n++] = '\r';
+    line[n++] = '\n';
+    out_put(c, line, (size_t)n);
+}
+
+static bool stage_has(uint32_t mask, enum sink_stage s)
+{
+    return (mask >> s) & 1u;
+}
+
+/* Faults that replace the reply at `stage` altogether (disconnect, stall, endless
+ * multi-line). Returns true when the normal reply must not be sent. */
+static bool fault_preempts(struct sink_conn *c, enum sink_stage s)
+{
+    const struct sink_faults *f = &c->w->cfg->faults;
+    if (stage_has(f->disconnect, s)) {
+        sv_debug("conn %llx: fault disconnect:%s", (unsigned long long)c->id, sink_stage_name(s));
+        c->want_close = true;
+        return true;
+    }
+    if (stage_has(f->stall, s)) {
+        set_state(c, CS_STALL);
+        return true;
+    }
+    if (stage_has(f->multiline, s)) {
+        set_state(c, CS_MULTILINE);
+        return true;
+    }
+    return false;
+}
+
+/* Sends the reply for `stage`, unless a hostile fault mangles it: longline sends one
+ * 100,000-byte line with the same code, badcode a line whose code is not 3 digits. */
+static void stage_reply(struct sink_conn *c, enum sink_stage s, const char *fmt, ...)
+    SV_PRINTF(3, 4);
+static void stage_reply(struct sink_conn *c, enum sink_stage s, const char *fmt, ...)
+{
+    const struct sink_faults *f = &c->w->cfg->faults;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 3)
+        return;
+    if (stage_has(f->longline, s)) {
+        out_put(c, line, 3);
+        out_put(c, " ", 1);
+        if (sv_buf_reserve(&c->out, 100000 + 2) < 0) {
+            c->want_close = true;
+            return;
+        }
+        memset(c->out.ptr + c->out.len, 'x', 100000);
+        c->out.len += 100000;
+        out_put(c, "\r\n", 2);
+        return;
+    }
+    if (stage_has(f->badcode, s)) {
+        reply(c, "XYZ salvo-sink fault: not a reply code");
+        return;
+    }
+    reply(c, "%s", line);
+}
+
+static void txn_reset(struct sink_conn *c)
+{
+    c->in_mail = false;
+    c->nrcpt = 0;
+}
+
+/* --- commands -------------------------------------------------------------------- */
+
+static void cmd_ehlo(struct sink_conn *c, const struct sink_cmd *cmd)
+{
+    const struct sink_config *cfg = c->w->cfg;
+    txn_reset(c);
+    if (fault_preempts(c, SINK_STAGE_EHLO))
+        return;
+    c->helo = true;
+    if (cmd->verb == SINK_VERB_HELO) {
+        stage_reply(c, SINK_STAGE_EHLO, "250 %s", cfg->hostname);
+        return;
+    }
+    const struct sink_faults *f = &cfg->faults;
+    if (f->longline & (1u << SINK_STAGE_EHLO) || f->badcode & (1u << SINK_STAGE_EHLO)) {
+        stage_reply(c, SINK_STAGE_EHLO, "250 %s", cfg->hostname);
+        return;
+    }
+    /* RFC 5321 4.1.1.1: first line names us; then one capability per line. */
+    reply(c, "250-%s greets %.*s", cfg->hostname, (int)(cmd->arg_len > 255 ? 255 : cmd->arg_len),
+          cmd->arg);
+    out_put(c, cfg->ehlo_tail, strlen(cfg->ehlo_tail));
+}
+
+static void cmd_mail(struct sink_conn *c, const struct sink_cmd *cmd)
+{
+    const struct sink_config *cfg = c->w->cfg;
+    if (!c->helo) {
+        reply(c, "503 5.5.1 Error: send HELO/EHLO first");
+        return;
+    }
+    if (c->in_mail) {
+        reply(c, "503 5.5.1 Error: nested MAIL command");
+        return;
+    }
+    if (fault_preempts(c, SINK_STAGE_MAIL))
+        return;
+    if (cmd->has_size && cmd->size > cfg->max_size) {
+        SINK_INC(c->w, mail_rejected, 1);
+        reply(c, "552 5.3.4 Message size exceeds fixed limit");
+        return;
+    }
+    int code = sink_fault_match(cfg->faults.mail, cfg->faults.n_mail, cmd->path, cmd->path_len);
+    if (code) {
+        SINK_INC(c->w, mail_rejected, 1);
+        stage_reply(c, SINK_STAGE_MAIL, "%d %d.7.1 <%.*s>: sender rejected (salvo-sink fault)",
+                    code, code / 100, (int)(cmd->path_len > 900 ? 900 : cmd->path_len), cmd->path);
+        return;
+    }
+    c->in_mail = true;
+    c->nrcpt = 0;
+    stage_reply(c, SINK_STAGE_MAIL, "250 2.1.0 Ok");
+}
+
+static void cmd_rcpt(struct sink_conn *c, const struct sink_cmd *cmd)
+{
+    const struct sink_config *cfg = c->w->cfg;
+    if (!c->in_mail) {
+        reply(c, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+    if (fault_preempts(c, SINK_STAGE_RCPT))
+        return;
+    int code = sink_fault_match(cfg->faults.rcpt, cfg->faults.n_rcpt, cmd->path, cmd->path_len);
+    if (code) {
+        SINK_INC(c->w, rcpt_rejected, 1);
+        stage_reply(c, SINK_STAGE_RCPT, "%d %d.1.1 <%.*s>: recipient rejected (salvo-sink fault)",
+                    code, code / 100, (int)(cmd->path_len > 900 ? 900 : cmd->path_len), cmd->path);
+        return;
+    }
+    if (c->nrcpt >= SINK_MAX_RCPT) {
+        SINK_INC(c->w, rcpt_rejected, 1);
+        stage_reply(c, SINK_STAGE_RCPT, "452 4.5.3 Error: too many recipients");
+        return;
+    }
+    if (c->nrcpt == c->rcpt_cap) {
+        uint32_t cap = c->rcpt_cap ? c->rcpt_cap * 2 : 16;
+        uint64_t *r = realloc(c->rcpt, cap * sizeof(*r));
+        if (!r) {
+            reply(c, "452 4.3.1 Error: out of memory");
+            return;
+        }
+        c->rcpt = r;
+        c->rcpt_cap = cap;
+    }
+    c->rcpt[c->nrcpt++] = sink_hash(cmd->path, cmd->path_len, 0);
+    stage_reply(c, SINK_STAGE_RCPT, "250 2.1.5 Ok");
+}
+
+static void cmd_data(struct sink_conn *c)
+{
+    if (!c->in_mail) {
+        reply(c, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+    if (c->nrcpt == 0) {
+        reply(c, "554 5.5.1 Error: no valid recipients");
+        return;
+    }
+    const struct sink_faults *f = &c->w->cfg->faults;
+    /* disconnect:data closes mid-message, after the 354 (see message_chunk). */
+    if (!stage_has(f->disconnect, SINK_STAGE_DATA) && fault_preempts(c, SINK_STAGE_DATA))
+        return;
+    stage_reply(c, SINK_STAGE_DATA, "354 End data with <CR><LF>.<CR><LF>");
+    sink_data_begin(&c->data);
+    set_state(c, CS_DATA);
+}
+
+/* The final "." arrived: accept (and count) or reject the message. */
+static void message_done(struct sink_conn *c)
+{
+    struct sink_worker *w = c->w;
+    const struct sink_config *cfg = w->cfg;
+    set_state(c, CS_CMD);
+    uint32_t nrcpt = c->nrcpt;
+    txn_reset(c);
+    if (fault_preempts(c, SINK_STAGE_DOT))
+        return;
+    uint64_t bytes = sink_data_bytes(&c->data);
+    if (bytes > cfg->max_size) {
+        SINK_INC(w, data_rejected, 1);
+        stage_reply(c, SINK_STAGE_DOT, "552 5.3.4 Error: message too big");
+        return;
+    }
+    if (cfg->faults.data_every) {
+        uint64_t seq = atomic_fetch_add_explicit(&sink_data_seq, 1, memory_order_relaxed) + 1;
+        if (seq % cfg->faults.data_every == 0) {
+            SINK_INC(w, data_rejected, 1);
+            stage_reply(c, SINK_STAGE_DOT, "%d %d.3.0 Error: message rejected (salvo-sink fault)",
+                        cfg->faults.data_code, cfg->faults.data_code / 100);
+            return;
+        }
+    }
+    /* Counters move before the reply is queued: a client that has read the 250 may
+     * rely on seeing this message in the next statistics. */
+    SINK_INC(w, transactions, 1);
+    SINK_INC(w, recipients, nrcpt);
+    SINK_INC(w, bytes, bytes);
+    if (w->track) {
+        if (c->data.have_msgid) {
+            uint64_t hm = sink_hash(c->data.msgid, c->data.msgid_len, 0x5a17);
+            uint64_t fresh = 0, dup = 0, full = 0;
+            for (uint32_t i = 0; i < nrcpt; i++) {
+                int r = sink_track_insert(w->track, sink_pair_key(hm, c->rcpt[i]));
+                if (r == 1)
+                    fresh++;
+                else if (r == 0)
+                    dup++;
+                else
+                    full++;
+            }
+            SINK_INC(w, pairs, fresh);
+            SINK_INC(w, duplicates, dup);
+            SINK_INC(w, track_full, full);
+        } else {
+            SINK_INC(w, no_message_id, 1);
+        }
+    }
+    stage_reply(c, SINK_STAGE_DOT, "250 2.0.0 Ok: queued as %02X%014llX", w->id,
+                (unsigned long long)(++w->next_queue_id & 0xffffffffffffffULL));
+}
+
+static void command(struct sink_conn *c, const char *line, size_t len)
+{
+    struct sink_cmd cmd;
+    sv_debug("conn %llx: <<< %.*s", (unsigned long long)c->id, (int)(len > 512 ? 512 : len), line);
+    SINK_INC(c->w, commands, 1);
+    int rc = sink_cmd_parse(line, len, &cmd);
+    switch (rc) {
+    case SINK_CMD_OK: break;
+    case SINK_CMD_UNKNOWN:
+        SINK_INC(c->w, syntax_errors, 1);
+        reply(c, "500 5.5.2 Error: command not recognized");
+        return;
+    case SINK_CMD_SYNTAX:
+        SINK_INC(c->w, syntax_errors, 1);
+        reply(c, "501 5.5.4 Syntax error in parameters or arguments");
+        return;
+    case SINK_CMD_BADPARAM:
+        SINK_INC(c->w, syntax_errors, 1);
+        reply(c, "555 5.5.4 Unsupported or malformed parameter");
+        return;
+    case SINK_CMD_TOOLARGE:
+        SINK_INC(c->w, mail_rejected, 1);
+        reply(c, "552 5.3.4 Message size exceeds fixed limit");
+        return;
+    default: __builtin_trap();
+    }
+    switch (cmd.verb) {
+    case SINK_VERB_HELO:
+    case SINK_VERB_EHLO: cmd_ehlo(c, &cmd); break;
+    case SINK_VERB_MAIL: cmd_mail(c, &cmd); break;
+    case SINK_VERB_RCPT: cmd_rcpt(c, &cmd); break;
+    case SINK_VERB_DATA: cmd_data(c); break;
+    case SINK_VERB_RSET:
+        txn_reset(c);
+        reply(c, "250 2.0.0 Ok");
+        break;
+    case SINK_VERB_NOOP: reply(c, "250 2.0.0 Ok"); break;
+    case SINK_VERB_QUIT:
+        reply(c, "221 2.0.0 Bye");
+        c->close_after_flush = true;
+        break;
+    case SINK_VERB_VRFY: reply(c, "252 2.0.0 Cannot VRFY user, but will accept message"); break;
+    case SINK_VERB_HELP: reply(c, "214 2.0.0 salvo-sink: see bench/README.md"); break;
+    case SINK_VERB_STARTTLS:
+        /* Only offered once certificates are configured (not yet built). */
+        reply(c, "502 5.5.1 Error: STARTTLS not available");
+        break;
+    case SINK_VERB_UNKNOWN:
+    default: __builtin_trap();
+    }
+}
+
+/* Handles everything complete in c->in; keeps an incomplete tail for the next read. */
+static void conn_input(struct sink_conn *c)
+{
+    size_t off = 0;
+    while (off < c->in_len && !c->want_close && !c->close_after_flush) {
+        char *s = c->in + off;
+        size_t avail = c->in_len - off;
+        if (c->st == CS_DATA) {
+            if (stage_has(c->w->cfg->faults.disconnect, SINK_STAGE_DATA)) {
+                sv_debug("conn %llx: fault disconnect:data", (unsigned long long)c->id);
+                c->want_close = true;
+                break;
+            }
+            bool done;
+            off += sink_data_feed(&c->data, s, avail, &done);
+            if (done)
+                message_done(c);
+            continue;
+        }
+        if (c->st == CS_STALL || c->st == CS_MULTILINE) {
+            off = c->in_len; /* never answered: drop */
+            break;
+        }
+        char *nl = memchr(s, '\n', avail);
+        if (!nl) {
+            if (c->discard_line) {
+                off = c->in_len;
+            } else if (avail >= SINK_LINE_MAX) {
+                SINK_INC(c->w, lines_too_long, 1);
+                reply(c, "500 5.5.2 Error: line too long");
+                c->discard_line = true;
+                off = c->in_len;
+            }
+            break;
+        }
+        size_t line_len = (size_t)(nl - s) + 1;
+        off += line_len;
+        if (c->discard_line) {
+            c->discard_line = false; /* the end of the over-long line */
+            continue;
+        }
+        if (line_len > SINK_LINE_MAX) {
+            SINK_INC(c->w, lines_too_long, 1);
+            reply(c, "500 5.5.2 Error: line too long");
+            continue;
+        }
+        size_t l = line_len - 1;
+        if (l > 0 && s[l - 1] == '\r')
+            l--;
+        command(c, s, l);
+    }
+    if (c->want_close || c->close_after_flush)
+        off = c->in_len; /* RFC 5321 4.1.1.10: nothing after QUIT is read */
+    if (off < c->in_len)
+        memmove(c->in, c->in + off, c->in_len - off);
+    c->in_len -= off;
+}
+
+/* --- I/O ---------------------------------------------------------------------------- */
+
+static void conn_free(struct sink_conn *c)
+{
+    struct sink_worker *w = c->w;
+    sv_debug("conn %llx: closed", (unsigned long long)c->id);
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    SINK_INC(w, connections_closed, 1);
+    sv_buf_free(&c->out);
+    free(c->rcpt);
+    free(c);
+}
+
+static void set_reading(struct sink_conn *c, bool on)
+{
+    if (on && !c->reading)
+        ev_io_start(c->w->loop, &c->rio);
+    else if (!on && c->reading)
+        ev_io_stop(c->w->loop, &c->rio);
+    c->reading = on;
+}
+
+/* Refills the endless multi-line reply (fault hostile:multiline). */
+static void multiline_fill(struct sink_conn *c)
+{
+    static const char line[] = "250-salvo-sink fault: this reply never ends\r\n";
+    while (c->out.len < 16384 && !c->want_close)
+        out_put(c, line, sizeof(line) - 1);
+}
+
+/* Writes what is queued. Returns -1 if the connection is to be freed. */
+static int conn_flush(struct sink_conn *c)
+{
+    if (c->want_close)
+        return -1;
+    if (c->st == CS_MULTILINE) {
+        /* One chunk per wake-up, so an eager reader cannot starve the other
+         * connections of this thread. */
+        if (c->out_off == c->out.len) {
+            sv_buf_reset(&c->out);
+            c->out_off = 0;
+        }
+        multiline_fill(c);
+        ssize_t n = c->tp->write(c, c->out.ptr + c->out_off, c->out.len - c->out_off);
+        if (n < 0 && n != -EAGAIN)
+            return -1;
+        if (n > 0)
+            c->out_off += (size_t)n;
+        ev_io_start(c->w->loop, &c->wio);
+        set_reading(c, true); /* keeps reading to notice the peer leaving */
+        return c->want_close ? -1 : 0;
+    }
+    while (c->out_off < c->out.len) {
+        ssize_t n = c->tp->write(c, c->out.ptr + c->out_off, c->out.len - c->out_off);
+        if (n == -EAGAIN) {
+            /* Backpressure: read again once the peer has taken our replies. */
+            ev_io_start(c->w->loop, &c->wio);
+            set_reading(c, false);
+            return 0;
+        }
+        if (n < 0)
+            return -1;
+        c->out_off += (size_t)n;
+    }
+    sv_buf_reset(&c->out);
+    c->out_off = 0;
+    ev_io_stop(c->w->loop, &c->wio);
+    if (c->close_after_flush)
+        return -1;
+    set_reading(c, true);
+    return 0;
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sink_conn *c = io->data;
+    if (c->in_len == sizeof(c->in)) { /* cannot happen: conn_input keeps < SINK_LINE_MAX */
+        conn_free(c);
+        return;
+    }
+    ssize_t n = c->tp->read(c, c->in + c->in_len, sizeof(c->in) - c->in_len);
+    if (n == -EAGAIN)
+        return;
+    if (n <= 0) {
+        conn_free(c); /* EOF or error: the peer is gone */
+        return;
+    }
+    c->in_len += (size_t)n;
+    conn_input(c);
+    if (conn_flush(c) < 0)
+        conn_free(c);
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sink_conn *c = io->data;
+    if (conn_flush(c) < 0) {
+        conn_free(c);
+        return;
+    }
+    /* Input that arrived while we were not reading may already hold commands. */
+    if (c->reading && c->in_len > 0 && c->out.len == 0) {
+        conn_input(c);
+        if (conn_flush(c) < 0)
+            conn_free(c);
+    }
+}
+
+static void conn_new(struct sink_worker *w, int fd)
+{
+    struct sink_conn *c = malloc(sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    memset(c, 0, offsetof(struct sink_conn, in));
+    c->w = w;
+    c->fd = fd;
+    c->id = ((uint64_t)w->id << 48) | ++w->next_id;
+    c->tp = &plain_transport;
+    c->st = CS_CMD;
+    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    c->rio.data = c;
+    c->wio.data = c;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    SINK_INC(w, connections, 1);
+    sv_debug("conn %llx: accepted on thread %d", (unsigned long long)c->id, w->id);
+    if (!fault_preempts(c, SINK_STAGE_GREETING))
+        stage_reply(c, SINK_STAGE_GREETING, "220 %s ESMTP salvo-sink", w->cfg->hostname);
+    if (conn_flush(c) < 0)
+        conn_free(c);
+}
+
+void sink_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sink_worker *w = io->data;
+    for (int i = 0; i < 64; i++) { /* bounded: other listeners get their turn */
+        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                sv_warn("thread %d: accept: %s", w->id, strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        conn_new(w, fd);
+    }
+}
+
+void sink_conns_close_all(struct sink_worker *w)
+{
+    while (w->conns)
+        conn_free(w->conns);
+}
