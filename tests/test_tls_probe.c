@@ -1,0 +1,755 @@
+/* `salvo tls probe` against real servers: openssl s_server (implicit TLS, another TLS
+ * library), a python3 ssl STARTTLS server (OpenSSL again, SMTP), and our own server
+ * store (STARTTLS + SNI + tickets). Asserts on the JSON lines and exact error texts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_tls_helpers.h"
+#include "testutil.h"
+#include "tls.h"
+
+static char *dir;
+
+static int setup(void **state)
+{
+    (void)state;
+    dir = tu_mkdtemp();
+    if (!dir || tt_make_certs(dir) != 0)
+        return -1;
+    return tls_global_init();
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tu_rmtree(dir);
+    free(dir);
+    return 0;
+}
+
+/* openssl s_server on a free port with one cert/key (and extra args); returns pid. */
+static pid_t s_server2(int *port, const char *cert, const char *key, const char *extra,
+                       const char *extra2)
+{
+    *port = tu_free_port();
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", *port);
+    const char *argv[] = {
+        "openssl",          "s_server", "-quiet",          "-accept", portbuf, "-cert",
+        tt_path(dir, cert), "-key",     tt_path(dir, key), extra,     extra2,  NULL};
+    pid_t pid = tt_spawn(argv);
+    assert_true(pid > 0);
+    assert_int_equal(tt_wait_port(*port, 5000), 0);
+    return pid;
+}
+
+static pid_t s_server(int *port, const char *cert, const char *key, const char *extra)
+{
+    return s_server2(port, cert, key, extra, NULL);
+}
+
+struct probe {
+    struct tu_result r;
+    char *lines[16];
+    int n;
+};
+
+/* Runs salvo tls probe --json with the given extra args; splits the output lines. */
+static void run_probe(struct probe *p, int port, const char *servername, const char *const *extra)
+{
+    memset(p, 0, sizeof(*p));
+    char connect[64];
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", port);
+    const char *argv[24] = {tu_salvo_bin(), "tls",      "probe",  "--connect", connect,
+                            "--servername", servername, "--json", "--timeout", "10"};
+    int n = 10;
+    for (int i = 0; extra && extra[i] && n < 22; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    assert_int_equal(tu_run(argv, NULL, 60, &p->r), 0);
+    for (char *s = p->r.out; *s && p->n < 16;) {
+        char *nl = strchr(s, '\n');
+        if (!nl)
+            break;
+        *nl = '\0';
+        p->lines[p->n++] = s;
+        s = nl + 1;
+    }
+}
+
+static void probe_free(struct probe *p)
+{
+    tu_result_free(&p->r);
+}
+
+static void has(const char *line, const char *needle)
+{
+    if (!strstr(line, needle))
+        fail_msg("'%s' not in: %s", needle, line);
+}
+
+/* ---- openssl s_server: interop, verification outcomes, resumption ------------------- */
+
+static void s_server_verified_and_resumed_tls13(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = s_server(&port, "wild.pem", "wild.key", NULL);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), "--repeat", "3", NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 0);
+    assert_int_equal(p.n, 3);
+    for (int i = 0; i < 3; i++) {
+        has(p.lines[i], "\"connected\":true");
+        has(p.lines[i], "\"tls\":true");
+        has(p.lines[i], "\"version\":\"TLSv1.3\"");
+        has(p.lines[i], "\"cipher\":\"TLS_AES_");
+        has(p.lines[i], "\"verified\":true");
+        has(p.lines[i], "\"peer_names\":[\"*.example.test\",\"example.test\"]");
+        has(p.lines[i], "\"error\":null");
+        has(p.lines[i], i == 0 ? "\"resumed\":false" : "\"resumed\":true");
+    }
+    probe_free(&p);
+}
+
+static void s_server_verified_and_resumed_tls12(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = s_server(&port, "wild.pem", "wild.key", "-tls1_2");
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), "--repeat", "3", NULL};
+    struct probe p;
+    run_probe(&p, port, "MX.Example.Test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 0);
+    assert_int_equal(p.n, 3);
+    for (int i = 0; i < 3; i++) {
+        has(p.lines[i], "\"version\":\"TLSv1.2\"");
+        has(p.lines[i], "\"cipher\":\"TLS_ECDHE_ECDSA_WITH_AES_");
+        has(p.lines[i], "_GCM_");
+        has(p.lines[i], "\"verified\":true");
+        has(p.lines[i], i == 0 ? "\"resumed\":false" : "\"resumed\":true");
+    }
+    probe_free(&p);
+}
+
+static void s_server_tls12_session_ids_resume(void **state)
+{
+    (void)state;
+    int port;
+    /* No tickets: resumption through the TLS 1.2 session id alone. */
+    pid_t pid = s_server2(&port, "wild.pem", "wild.key", "-tls1_2", "-no_ticket");
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), "--repeat", "3", NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 0);
+    assert_int_equal(p.n, 3);
+    for (int i = 0; i < 3; i++) {
+        has(p.lines[i], "\"version\":\"TLSv1.2\"");
+        has(p.lines[i], "\"verified\":true");
+        has(p.lines[i], i == 0 ? "\"resumed\":false" : "\"resumed\":true");
+    }
+    probe_free(&p);
+}
+
+static void s_server_host_name_mismatch(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = s_server(&port, "wild.pem", "wild.key", NULL);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    struct probe p;
+    /* a.b.example.test: two labels under the wildcard. */
+    run_probe(&p, port, "a.b.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    assert_int_equal(p.n, 1);
+    has(p.lines[0], "\"connected\":true");
+    has(p.lines[0], "\"tls\":false");
+    has(p.lines[0], "\"verified\":false");
+    has(p.lines[0], "\"error\":\"host name mismatch: wanted a.b.example.test, certificate has "
+                    "*.example.test, example.test\"");
+    has(p.lines[0], "\"error_class\":\"tls\"");
+    has(p.lines[0], "\"error_kind\":\"hostname-mismatch\"");
+    probe_free(&p);
+}
+
+static void s_server_expired(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = s_server(&port, "expired.pem", "expired.key", NULL);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"certificate expired: expired (depth 0) not valid after "
+                    "2020-01-02 00:00:00 UTC\"");
+    has(p.lines[0], "\"error_kind\":\"expired\"");
+    probe_free(&p);
+}
+
+static void s_server_not_yet_valid(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = s_server(&port, "future.pem", "future.key", NULL);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"certificate not yet valid: future (depth 0) not valid before "
+                    "2099-01-01 00:00:00 UTC\"");
+    has(p.lines[0], "\"error_kind\":\"not-yet-valid\"");
+    probe_free(&p);
+}
+
+static void s_server_self_signed_untrusted(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = s_server(&port, "self.pem", "self.key", NULL);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"untrusted chain: self-signed certificate self (depth 0) is not "
+                    "in the trust store\"");
+    has(p.lines[0], "\"error_kind\":\"untrusted\"");
+    probe_free(&p);
+
+    /* --insecure: encrypted, not verified, the reason kept; exit 0. */
+    const char *ins[] = {"--ca", tt_path(dir, "ca.pem"), "--insecure", "--repeat", "2", NULL};
+    run_probe(&p, port, "mail.example.test", ins);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 0);
+    assert_int_equal(p.n, 2);
+    for (int i = 0; i < 2; i++) {
+        has(p.lines[i], "\"tls\":true");
+        has(p.lines[i], "\"verified\":false");
+        has(p.lines[i], "\"unverified_reason\":\"untrusted chain: self-signed certificate self "
+                        "(depth 0) is not in the trust store\"");
+        has(p.lines[i], "\"error\":null");
+        has(p.lines[i], i == 0 ? "\"resumed\":false" : "\"resumed\":true");
+    }
+    probe_free(&p);
+}
+
+static void system_trust_store_does_not_know_the_test_ca(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = s_server(&port, "wild.pem", "wild.key", NULL);
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", NULL); /* no --ca: the system bundle */
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"untrusted chain: issuer salvo test CA of wild (depth 0) is not "
+                    "in the trust store\"");
+    probe_free(&p);
+}
+
+static void old_protocol_refused_with_alert(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = s_server(&port, "wild.pem", "wild.key", "-tls1_1");
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"handshake failed: peer sent alert protocol_version (70)\"");
+    has(p.lines[0], "\"error_kind\":\"alert\"");
+    probe_free(&p);
+}
+
+/* ---- python3 ssl (OpenSSL) STARTTLS server ------------------------------------------ */
+
+static const char py_server[] =
+    "import socket, ssl, sys\n"
+    "port, cert, key, offer = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == '1'\n"
+    "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+    "ctx.load_cert_chain(cert, key)\n"
+    "ls = socket.socket()\n"
+    "ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "ls.bind(('127.0.0.1', port))\n"
+    "ls.listen(8)\n"
+    "def line(c):\n"
+    "    b = b''\n"
+    "    while not b.endswith(b'\\n'):\n"
+    "        x = c.recv(1)\n"
+    "        if not x:\n"
+    "            return None\n"
+    "        b += x\n"
+    "    return b\n"
+    "def serve(c):\n"
+    "    c.sendall(b'220 py.test ESMTP\\r\\n')\n"
+    "    tls = False\n"
+    "    while True:\n"
+    "        l = line(c)\n"
+    "        if l is None:\n"
+    "            return\n"
+    "        u = l.upper()\n"
+    "        if u.startswith(b'EHLO'):\n"
+    "            c.sendall(b'250-py.test\\r\\n250-SIZE 1000000\\r\\n' +\n"
+    "                      (b'250 STARTTLS\\r\\n' if offer and not tls else b'250 "
+    "8BITMIME\\r\\n'))\n"
+    "        elif u.startswith(b'STARTTLS') and offer and not tls:\n"
+    "            c.sendall(b'220 2.0.0 ready\\r\\n')\n"
+    "            c = ctx.wrap_socket(c, server_side=True)\n"
+    "            tls = True\n"
+    "        elif u.startswith(b'QUIT'):\n"
+    "            c.sendall(b'221 2.0.0 bye\\r\\n')\n"
+    "            return\n"
+    "        else:\n"
+    "            c.sendall(b'502 5.5.2 no\\r\\n')\n"
+    "while True:\n"
+    "    c, _ = ls.accept()\n"
+    "    try:\n"
+    "        serve(c)\n"
+    "    except Exception as e:\n"
+    "        print(e, file=sys.stderr)\n"
+    "    finally:\n"
+    "        c.close()\n";
+
+static pid_t py_starttls(int *port, bool offer)
+{
+    char *script = tu_write_file(dir, "starttls_server.py", py_server);
+    assert_non_null(script);
+    *port = tu_free_port();
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", *port);
+    const char *argv[] = {
+        "python3",         script, portbuf, tt_path(dir, "wild.pem"), tt_path(dir, "wild.key"),
+        offer ? "1" : "0", NULL};
+    pid_t pid = tt_spawn(argv);
+    free(script);
+    assert_true(pid > 0);
+    assert_int_equal(tt_wait_port(*port, 10000), 0);
+    return pid;
+}
+
+static void python_starttls_verified_and_resumed(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/python3", X_OK) != 0)
+        skip();
+    int port;
+    pid_t pid = py_starttls(&port, true);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), "--starttls", "--repeat", "3", NULL};
+    struct probe p;
+    run_probe(&p, port, "smtp.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 0);
+    assert_int_equal(p.n, 3);
+    for (int i = 0; i < 3; i++) {
+        has(p.lines[i], "\"starttls\":true");
+        has(p.lines[i], "\"tls\":true");
+        has(p.lines[i], "\"version\":\"TLSv1.3\"");
+        has(p.lines[i], "\"verified\":true");
+        has(p.lines[i], "\"peer_names\":[\"*.example.test\",\"example.test\"]");
+        has(p.lines[i], "\"error\":null");
+        has(p.lines[i], i == 0 ? "\"resumed\":false" : "\"resumed\":true");
+    }
+    probe_free(&p);
+}
+
+static void python_no_starttls_offered(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/python3", X_OK) != 0)
+        skip();
+    int port;
+    pid_t pid = py_starttls(&port, false);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), "--starttls", NULL};
+    struct probe p;
+    run_probe(&p, port, "smtp.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    char want[128];
+    snprintf(want, sizeof(want),
+             "\"error\":\"no STARTTLS offered by 127.0.0.1:%d in its EHLO reply\"", port);
+    has(p.lines[0], want);
+    has(p.lines[0], "\"tls\":false");
+    has(p.lines[0], "\"error_kind\":\"no-starttls\"");
+    probe_free(&p);
+}
+
+/* ---- our own server store: STARTTLS, SNI, tickets ----------------------------------- */
+
+static struct tls_server *two_pair_store(void)
+{
+    struct tls_cert_pair pairs[] = {{tt_path(dir, "wild.pem"), tt_path(dir, "wild.key")},
+                                    {tt_path(dir, "other.pem"), tt_path(dir, "other.key")}};
+    struct tls_server *srv = NULL;
+    char err[512] = "";
+    assert_int_equal(tls_server_new(pairs, 2, &srv, err, sizeof(err)), 0);
+    return srv;
+}
+
+static void own_server_starttls_sni_and_resumption(void **state)
+{
+    (void)state;
+    struct tls_server *srv = two_pair_store();
+    int port;
+    struct tt_smtpd *d = tt_smtpd_start(srv, TT_STARTTLS, &port);
+    assert_non_null(d);
+    char sni[256];
+
+    /* SNI other.test: the second pair. */
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), "--starttls", "--repeat", "3", NULL};
+    struct probe p;
+    run_probe(&p, port, "other.test", args);
+    assert_int_equal(p.r.status, 0);
+    assert_int_equal(p.n, 3);
+    for (int i = 0; i < 3; i++) {
+        has(p.lines[i], "\"verified\":true");
+        has(p.lines[i], "\"peer_names\":[\"other.test\"]");
+        has(p.lines[i], i == 0 ? "\"resumed\":false" : "\"resumed\":true");
+    }
+    probe_free(&p);
+    tt_smtpd_last_sni(d, sni, sizeof(sni));
+    assert_string_equal(sni, "other.test");
+    int resumed = 0;
+    assert_int_equal(tt_smtpd_handshakes(d, &resumed), 1);
+    assert_int_equal(resumed, 2);
+
+    /* SNI under the wildcard: the first pair. */
+    const char *one[] = {"--ca", tt_path(dir, "ca.pem"), "--starttls", NULL};
+    run_probe(&p, port, "mail.example.test", one);
+    assert_int_equal(p.r.status, 0);
+    has(p.lines[0], "\"verified\":true");
+    has(p.lines[0], "\"peer_names\":[\"*.example.test\",\"example.test\"]");
+    probe_free(&p);
+    tt_smtpd_last_sni(d, sni, sizeof(sni));
+    assert_string_equal(sni, "mail.example.test");
+
+    /* A name no pair has: the default (first) pair, so the client reports a mismatch. */
+    run_probe(&p, port, "mx.unknown.test", one);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"host name mismatch: wanted mx.unknown.test, certificate has "
+                    "*.example.test, example.test\"");
+    probe_free(&p);
+
+    tt_smtpd_stop(d);
+    tls_server_free(srv);
+}
+
+static void own_server_implicit_tls_resumes(void **state)
+{
+    (void)state;
+    struct tls_server *srv = two_pair_store();
+    int port;
+    struct tt_smtpd *d = tt_smtpd_start(srv, TT_IMPLICIT, &port);
+    assert_non_null(d);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), "--repeat", "3", NULL};
+    struct probe p;
+    run_probe(&p, port, "example.test", args);
+    assert_int_equal(p.r.status, 0);
+    assert_int_equal(p.n, 3);
+    for (int i = 0; i < 3; i++) {
+        has(p.lines[i], "\"verified\":true");
+        has(p.lines[i], i == 0 ? "\"resumed\":false" : "\"resumed\":true");
+    }
+    probe_free(&p);
+    tt_smtpd_stop(d);
+    tls_server_free(srv);
+}
+
+static void own_server_no_starttls(void **state)
+{
+    (void)state;
+    struct tls_server *srv = two_pair_store();
+    int port;
+    struct tt_smtpd *d = tt_smtpd_start(srv, TT_NO_STARTTLS, &port);
+    const char *args[] = {"--starttls", "--insecure", NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error_kind\":\"no-starttls\"");
+    probe_free(&p);
+    tt_smtpd_stop(d);
+    tls_server_free(srv);
+}
+
+static void cbc_only_server_refused(void **state)
+{
+    (void)state;
+    /* s_server() takes one extra argument; -cipher needs two: start it here. */
+    int port = tu_free_port();
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", port);
+    const char *argv[] = {"openssl",
+                          "s_server",
+                          "-quiet",
+                          "-accept",
+                          portbuf,
+                          "-cert",
+                          tt_path(dir, "wild.pem"),
+                          "-key",
+                          tt_path(dir, "wild.key"),
+                          "-tls1_2",
+                          "-cipher",
+                          "ECDHE-ECDSA-AES128-SHA",
+                          NULL};
+    pid_t pid = tt_spawn(argv);
+    assert_int_equal(tt_wait_port(port, 5000), 0);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"handshake failed: peer sent alert handshake_failure (40)\"");
+    probe_free(&p);
+}
+
+/* Our server's policy seen from OpenSSL's client: CBC suites and TLS 1.1 are refused,
+ * TLS 1.2 with AEAD works. */
+static void own_server_policy_seen_by_openssl_client(void **state)
+{
+    (void)state;
+    struct tls_server *srv = two_pair_store();
+    int port;
+    struct tt_smtpd *d = tt_smtpd_start(srv, TT_IMPLICIT, &port);
+    assert_non_null(d);
+    char connect[64];
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", port);
+    struct {
+        const char *a, *b, *c;
+        int ok;
+        const char *want_alert;
+    } cases[] = {
+        {"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA", 0, "SSL alert number 40"},
+        {"-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", 0, "SSL alert number 70"},
+        {"-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", 1, NULL},
+        {"-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256", 1, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *argv[] = {"openssl",
+                              "s_client",
+                              "-connect",
+                              connect,
+                              "-servername",
+                              "mail.example.test",
+                              "-CAfile",
+                              tt_path(dir, "ca.pem"),
+                              "-verify_return_error",
+                              cases[i].a,
+                              cases[i].b,
+                              cases[i].c,
+                              NULL};
+        struct tu_result r;
+        assert_int_equal(tu_run(argv, "", 20, &r), 0);
+        if (cases[i].ok) {
+            assert_int_equal(r.status, 0);
+            assert_non_null(strstr(r.out, "Verify return code: 0 (ok)"));
+        } else {
+            assert_int_not_equal(r.status, 0);
+            /* refused by our server's alert, not by the client's own policy */
+            assert_non_null(strstr(r.err, cases[i].want_alert));
+        }
+        tu_result_free(&r);
+    }
+    /* TLS 1.2 session tickets from our server, resumed by OpenSSL's client. */
+    char sess[600];
+    snprintf(sess, sizeof(sess), "%s/s_client.sess", dir);
+    for (int i = 0; i < 2; i++) {
+        const char *argv[] = {"openssl",     "s_client",
+                              "-connect",    connect,
+                              "-servername", "mail.example.test",
+                              "-CAfile",     tt_path(dir, "ca.pem"),
+                              "-tls1_2",     i == 0 ? "-sess_out" : "-sess_in",
+                              sess,          NULL};
+        struct tu_result r;
+        assert_int_equal(tu_run(argv, "", 20, &r), 0);
+        assert_int_equal(r.status, 0);
+        assert_non_null(strstr(r.out, i == 0 ? "New, TLSv1.2" : "Reused, TLSv1.2"));
+        assert_non_null(strstr(r.out, "TLS session ticket:"));
+        tu_result_free(&r);
+    }
+    tt_smtpd_stop(d);
+    tls_server_free(srv);
+}
+
+static void plain_output_one_line_per_connection(void **state)
+{
+    (void)state;
+    struct tls_server *srv = two_pair_store();
+    int port;
+    struct tt_smtpd *d = tt_smtpd_start(srv, TT_STARTTLS, &port);
+    assert_non_null(d);
+    char connect[64];
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", port);
+    const char *argv[] = {tu_salvo_bin(),
+                          "tls",
+                          "probe",
+                          "--connect",
+                          connect,
+                          "--servername",
+                          "example.test",
+                          "--starttls",
+                          "--ca",
+                          tt_path(dir, "ca.pem"),
+                          "--repeat",
+                          "2",
+                          NULL};
+    struct tu_result r;
+    assert_int_equal(tu_run(argv, NULL, 30, &r), 0);
+    assert_int_equal(r.status, 0);
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "#1 127.0.0.1:%d starttls TLSv1.3 TLS_AES_128_GCM_SHA256 verified=yes resumed=no "
+             "names=*.example.test,example.test\n"
+             "#2 127.0.0.1:%d starttls TLSv1.3 TLS_AES_128_GCM_SHA256 verified=yes resumed=yes "
+             "names=*.example.test,example.test\n"
+             "handshakes: 1 full, 1 resumed\n",
+             port, port);
+    assert_string_equal(r.out, want);
+    assert_string_equal(r.err, "");
+    tu_result_free(&r);
+    tt_smtpd_stop(d);
+    tls_server_free(srv);
+}
+
+/* A server that reads the ClientHello and hangs up: a precise "closed" error, and with
+ * --starttls (it never greets) a timeout. */
+static const char py_closer[] = "import socket, sys\n"
+                                "s = socket.socket()\n"
+                                "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                                "s.bind(('127.0.0.1', int(sys.argv[1])))\n"
+                                "s.listen(8)\n"
+                                "while True:\n"
+                                "    c, _ = s.accept()\n"
+                                "    c.recv(65536)\n"
+                                "    c.close()\n";
+
+static void peer_closing_mid_handshake_and_silent_server(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/python3", X_OK) != 0)
+        skip();
+    char *script = tu_write_file(dir, "closer.py", py_closer);
+    int port = tu_free_port();
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", port);
+    const char *argv[] = {"python3", script, portbuf, NULL};
+    pid_t pid = tt_spawn(argv);
+    free(script);
+    assert_int_equal(tt_wait_port(port, 10000), 0);
+    struct probe p;
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    run_probe(&p, port, "mail.example.test", args);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"handshake failed: connection closed by peer\"");
+    has(p.lines[0], "\"error_kind\":\"closed\"");
+    probe_free(&p);
+    const char *st[] = {"--starttls", "--timeout", "1", NULL};
+    run_probe(&p, port, "mail.example.test", st);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    has(p.lines[0], "\"error\":\"timed out waiting for an SMTP reply\"");
+    probe_free(&p);
+}
+
+/* ---- arguments --------------------------------------------------------------------- */
+
+static void expect_usage_error(const char *const *argv_tail, const char *want)
+{
+    const char *argv[16] = {tu_salvo_bin(), "tls"};
+    int n = 2;
+    for (int i = 0; argv_tail[i]; i++)
+        argv[n++] = argv_tail[i];
+    argv[n] = NULL;
+    struct tu_result r;
+    assert_int_equal(tu_run(argv, NULL, 10, &r), 0);
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, want);
+    assert_string_equal(r.out, "");
+    tu_result_free(&r);
+}
+
+static void bad_arguments_exit_1_with_one_line(void **state)
+{
+    (void)state;
+    const char *a1[] = {"probe", "--servername", "x.test", NULL};
+    expect_usage_error(a1, "salvo: tls probe: --connect HOST:PORT is required\n");
+    const char *a2[] = {"probe", "--connect", "127.0.0.1", "--servername", "x.test", NULL};
+    expect_usage_error(a2, "salvo: tls probe: --connect '127.0.0.1': expected HOST:PORT\n");
+    const char *a3[] = {"probe", "--connect", "127.0.0.1:70000", "--servername", "x.test", NULL};
+    expect_usage_error(a3, "salvo: tls probe: --connect '127.0.0.1:70000': expected HOST:PORT\n");
+    const char *a4[] = {"probe", "--connect", "127.0.0.1:25", NULL};
+    expect_usage_error(a4, "salvo: tls probe: --servername NAME is required\n");
+    const char *a5[] = {"probe", "--connect", "127.0.0.1:25", "--servername", "x", "--repeat",
+                        "0",     NULL};
+    expect_usage_error(a5, "salvo: tls probe: --repeat: '0' is not a number in range\n");
+    const char *a6[] = {"probe", "--bogus", NULL};
+    expect_usage_error(a6, "salvo: tls probe: unknown option '--bogus'; see salvo tls probe "
+                           "--help\n");
+    const char *a7[] = {"probe", "--connect", "127.0.0.1:25", "--servername", "x", "--ca", NULL};
+    expect_usage_error(a7, "salvo: tls probe: --ca needs a value\n");
+    const char *a8[] = {"frobnicate", NULL};
+    expect_usage_error(a8, "salvo: tls: unknown subcommand 'frobnicate' (expected 'probe')\n");
+    char missing[600], want[800];
+    snprintf(missing, sizeof(missing), "%s/no-such-ca.pem", dir);
+    snprintf(want, sizeof(want), "salvo: tls: cannot read CA file %s: No such file or directory\n",
+             missing);
+    const char *a9[] = {"probe", "--connect", "127.0.0.1:25", "--servername",
+                        "x",     "--ca",      missing,        NULL};
+    expect_usage_error(a9, want);
+}
+
+static void connection_refused_is_reported(void **state)
+{
+    (void)state;
+    int port = tu_free_port();
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", args);
+    assert_int_equal(p.r.status, 1);
+    char want[128];
+    snprintf(want, sizeof(want), "\"error\":\"connect to 127.0.0.1:%d: Connection refused\"", port);
+    has(p.lines[0], "\"connected\":false");
+    has(p.lines[0], want);
+    probe_free(&p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bad_arguments_exit_1_with_one_line),
+        cmocka_unit_test(connection_refused_is_reported),
+        cmocka_unit_test(s_server_verified_and_resumed_tls13),
+        cmocka_unit_test(s_server_verified_and_resumed_tls12),
+        cmocka_unit_test(s_server_tls12_session_ids_resume),
+        cmocka_unit_test(s_server_host_name_mismatch),
+        cmocka_unit_test(s_server_expired),
+        cmocka_unit_test(s_server_not_yet_valid),
+        cmocka_unit_test(s_server_self_signed_untrusted),
+        cmocka_unit_test(system_trust_store_does_not_know_the_test_ca),
+        cmocka_unit_test(old_protocol_refused_with_alert),
+        cmocka_unit_test(python_starttls_verified_and_resumed),
+        cmocka_unit_test(python_no_starttls_offered),
+        cmocka_unit_test(own_server_starttls_sni_and_resumption),
+        cmocka_unit_test(own_server_implicit_tls_resumes),
+        cmocka_unit_test(own_server_no_starttls),
+        cmocka_unit_test(plain_output_one_line_per_connection),
+        cmocka_unit_test(cbc_only_server_refused),
+        cmocka_unit_test(peer_closing_mid_handshake_and_silent_server),
+        cmocka_unit_test(own_server_policy_seen_by_openssl_client),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
