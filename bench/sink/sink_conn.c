@@ -12,6 +12,7 @@
 #include "sink_srv.h"
 
 #include "common.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -28,6 +29,7 @@ _Atomic uint64_t sink_data_seq;
 #define CONN_STATES(X)                                                                             \
     X(CMD)       /* reading command lines */                                                       \
     X(DATA)      /* reading message content up to CRLF.CRLF */                                     \
+    X(HANDSHAKE) /* STARTTLS accepted, TLS handshake in progress */                                \
     X(STALL)     /* fault: never answer again; input is read and dropped */                        \
     X(MULTILINE) /* fault: an endless multi-line reply */
 
@@ -43,21 +45,21 @@ static const char *const conn_state_names[] = {
 #undef X
 };
 
-struct sink_transport;
-
 struct sink_conn {
     struct sink_worker *w;
-    int fd;
+    struct tls_conn *tc; /* plain or TLS: all I/O goes through its transport table */
     uint64_t id;
     ev_io rio, wio;
-    const struct sink_transport *tp;
     enum conn_state st;
     bool helo;         /* HELO/EHLO seen (reset by STARTTLS) */
     bool in_mail;      /* MAIL accepted, transaction open */
     bool discard_line; /* skipping the rest of an over-long command line */
     bool want_close;   /* close now, unsent replies dropped */
     bool close_after_flush;
-    bool reading; /* rio is active */
+    bool reading;         /* rio is active */
+    bool tls_after_flush; /* "220 Ready to start TLS" queued: handshake once it is out */
+    bool io_swapped;      /* TLS wants the other direction: a read waits for writable
+                             or a write for readable */
     uint32_t nrcpt, rcpt_cap;
     uint64_t *rcpt; /* hashes of the accepted recipients of this transaction */
     struct sink_data data;
@@ -68,33 +70,37 @@ struct sink_conn {
     char in[SINK_IN_CAP];
 };
 
-/* --- transport ---------------------------------------------------------------
- * The protocol code reads and writes only through this table (Redis's
- * connection.h idea), so STARTTLS can swap in a TLS transport in place.
- * Both return bytes moved, 0 for EOF on read, -EAGAIN, or another -errno. */
-struct sink_transport {
-    const char *name;
-    ssize_t (*read)(struct sink_conn *c, void *buf, size_t len);
-    ssize_t (*write)(struct sink_conn *c, const void *buf, size_t len);
-};
-
-static ssize_t plain_read(struct sink_conn *c, void *buf, size_t len)
+/* The protocol code reads and writes only through tls/'s transport table (Redis's
+ * connection.h idea): a plain connection until STARTTLS swaps in TLS in place.
+ * conn_read/conn_write return bytes, 0 (read: EOF), -EAGAIN, or -EIO; a TLS
+ * operation that needs the other direction sets c->io_swapped. */
+static ssize_t conn_read(struct sink_conn *c, void *buf, size_t len)
 {
-    ssize_t n = read(c->fd, buf, len);
-    if (n < 0)
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    return n;
+    ssize_t n = tls_conn_read(c->tc, buf, len);
+    if (n >= 0)
+        return n;
+    if (n == TLS_IO_WANT_READ)
+        return -EAGAIN;
+    if (n == TLS_IO_WANT_WRITE) {
+        c->io_swapped = true;
+        return -EAGAIN;
+    }
+    return -EIO;
 }
 
-static ssize_t plain_write(struct sink_conn *c, const void *buf, size_t len)
+static ssize_t conn_write(struct sink_conn *c, const void *buf, size_t len)
 {
-    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
-    if (n < 0)
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    return n;
+    ssize_t n = tls_conn_write(c->tc, buf, len);
+    if (n >= 0)
+        return n;
+    if (n == TLS_IO_WANT_WRITE)
+        return -EAGAIN;
+    if (n == TLS_IO_WANT_READ) {
+        c->io_swapped = true;
+        return -EAGAIN;
+    }
+    return -EIO;
 }
-
-static const struct sink_transport plain_transport = {"plain", plain_read, plain_write};
 
 /* --- helpers -------------------------------------------------------------------- */
 
@@ -215,7 +221,8 @@ static void cmd_ehlo(struct sink_conn *c, const struct sink_cmd *cmd)
     /* RFC 5321 4.1.1.1: first line names us; then one capability per line. */
     reply(c, "250-%s greets %.*s", cfg->hostname, (int)(cmd->arg_len > 255 ? 255 : cmd->arg_len),
           cmd->arg);
-    out_put(c, cfg->ehlo_tail, strlen(cfg->ehlo_tail));
+    const char *caps = tls_conn_is_tls(c->tc) ? cfg->ehlo_tail_tls : cfg->ehlo_tail;
+    out_put(c, caps, strlen(caps));
 }
 
 static void cmd_mail(struct sink_conn *c, const struct sink_cmd *cmd)
@@ -400,8 +407,16 @@ static void command(struct sink_conn *c, const char *line, size_t len)
     case SINK_VERB_VRFY: reply(c, "252 2.0.0 Cannot VRFY user, but will accept message"); break;
     case SINK_VERB_HELP: reply(c, "214 2.0.0 salvo-sink: see bench/README.md"); break;
     case SINK_VERB_STARTTLS:
-        /* Only offered once certificates are configured (not yet built). */
-        reply(c, "502 5.5.1 Error: STARTTLS not available");
+        if (!c->w->cfg->starttls) {
+            reply(c, "502 5.5.1 Error: STARTTLS not available");
+        } else if (tls_conn_is_tls(c->tc)) {
+            reply(c, "503 5.5.1 Error: TLS already active");
+        } else {
+            /* RFC 3207 4.2: anything the client pipelined after STARTTLS is plaintext
+             * we must not act on; conn_input drops it (tls_after_flush ends the loop). */
+            reply(c, "220 2.0.0 Ready to start TLS");
+            c->tls_after_flush = true;
+        }
         break;
     case SINK_VERB_UNKNOWN:
     default: __builtin_trap();
@@ -412,7 +427,7 @@ static void command(struct sink_conn *c, const char *line, size_t len)
 static void conn_input(struct sink_conn *c)
 {
     size_t off = 0;
-    while (off < c->in_len && !c->want_close && !c->close_after_flush) {
+    while (off < c->in_len && !c->want_close && !c->close_after_flush && !c->tls_after_flush) {
         char *s = c->in + off;
         size_t avail = c->in_len - off;
         if (c->st == CS_DATA) {
@@ -427,7 +442,7 @@ static void conn_input(struct sink_conn *c)
                 message_done(c);
             continue;
         }
-        if (c->st == CS_STALL || c->st == CS_MULTILINE) {
+        if (c->st == CS_STALL || c->st == CS_MULTILINE || c->st == CS_HANDSHAKE) {
             off = c->in_len; /* never answered: drop */
             break;
         }
@@ -459,8 +474,8 @@ static void conn_input(struct sink_conn *c)
             l--;
         command(c, s, l);
     }
-    if (c->want_close || c->close_after_flush)
-        off = c->in_len; /* RFC 5321 4.1.1.10: nothing after QUIT is read */
+    if (c->want_close || c->close_after_flush || c->tls_after_flush)
+        off = c->in_len; /* nothing after QUIT (RFC 5321 4.1.1.10) or STARTTLS is read */
     if (off < c->in_len)
         memmove(c->in, c->in + off, c->in_len - off);
     c->in_len -= off;
@@ -474,7 +489,7 @@ static void conn_free(struct sink_conn *c)
     sv_debug("conn %llx: closed", (unsigned long long)c->id);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
-    close(c->fd);
+    tls_conn_free(c->tc); /* closes the fd */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -504,11 +519,66 @@ static void multiline_fill(struct sink_conn *c)
         out_put(c, line, sizeof(line) - 1);
 }
 
+/* Drives the server handshake after STARTTLS. Returns -1 if the connection is to be
+ * freed. On success the session starts over (RFC 3207 4.2: forget EHLO). */
+static int conn_handshake(struct sink_conn *c)
+{
+    struct sink_worker *w = c->w;
+    int rc = tls_conn_handshake(c->tc);
+    if (rc == TLS_IO_WANT_READ || rc == TLS_IO_WANT_WRITE) {
+        set_reading(c, rc == TLS_IO_WANT_READ);
+        if (rc == TLS_IO_WANT_WRITE)
+            ev_io_start(w->loop, &c->wio);
+        else
+            ev_io_stop(w->loop, &c->wio);
+        return 0;
+    }
+    if (rc != 0) {
+        SINK_INC(w, tls_handshakes_failed, 1);
+        sv_info("conn %llx: TLS handshake failed: %s", (unsigned long long)c->id,
+                tls_conn_error(c->tc));
+        return -1;
+    }
+    struct tls_info info;
+    bool resumed = tls_conn_info(c->tc, &info) == 0 && info.resumed;
+    if (resumed)
+        SINK_INC(w, tls_handshakes_resumed, 1);
+    else
+        SINK_INC(w, tls_handshakes_full, 1);
+    sv_debug("conn %llx: TLS established (%s)", (unsigned long long)c->id,
+             resumed ? "resumed" : "full");
+    c->helo = false;
+    txn_reset(c);
+    set_state(c, CS_CMD);
+    ev_io_stop(w->loop, &c->wio);
+    set_reading(c, true);
+    return 0;
+}
+
+/* Starts the TLS handshake once "220 Ready to start TLS" has left in the clear. */
+static int conn_start_tls(struct sink_conn *c)
+{
+    c->tls_after_flush = false;
+    c->in_len = 0; /* plaintext pipelined after STARTTLS is dropped (RFC 3207 4.2) */
+    struct tls_server *srv = tls_server_slot_get(c->w->cfg->tls_slot);
+    int rc = srv ? tls_conn_start_server(c->tc, srv) : -ENOMEM;
+    tls_server_free(srv); /* the connection holds its own reference */
+    if (rc < 0) {
+        SINK_INC(c->w, tls_handshakes_failed, 1);
+        sv_warn("conn %llx: cannot start TLS: %s", (unsigned long long)c->id, strerror(-rc));
+        return -1;
+    }
+    set_state(c, CS_HANDSHAKE);
+    return conn_handshake(c);
+}
+
 /* Writes what is queued. Returns -1 if the connection is to be freed. */
 static int conn_flush(struct sink_conn *c)
 {
     if (c->want_close)
         return -1;
+    if (c->st == CS_HANDSHAKE)
+        return conn_handshake(c);
     if (c->st == CS_MULTILINE) {
         /* One chunk per wake-up, so an eager reader cannot starve the other
          * connections of this thread. */
@@ -517,7 +587,7 @@ static int conn_flush(struct sink_conn *c)
             c->out_off = 0;
         }
         multiline_fill(c);
-        ssize_t n = c->tp->write(c, c->out.ptr + c->out_off, c->out.len - c->out_off);
+        ssize_t n = conn_write(c, c->out.ptr + c->out_off, c->out.len - c->out_off);
         if (n < 0 && n != -EAGAIN)
             return -1;
         if (n > 0)
@@ -527,11 +597,18 @@ static int conn_flush(struct sink_conn *c)
         return c->want_close ? -1 : 0;
     }
     while (c->out_off < c->out.len) {
-        ssize_t n = c->tp->write(c, c->out.ptr + c->out_off, c->out.len - c->out_off);
+        c->io_swapped = false;
+        ssize_t n = conn_write(c, c->out.ptr + c->out_off, c->out.len - c->out_off);
         if (n == -EAGAIN) {
-            /* Backpressure: read again once the peer has taken our replies. */
-            ev_io_start(c->w->loop, &c->wio);
-            set_reading(c, false);
+            /* Backpressure: read again once the peer has taken our replies (unless
+             * TLS needs to read before it can write). */
+            if (c->io_swapped) {
+                ev_io_stop(c->w->loop, &c->wio);
+                set_reading(c, true);
+            } else {
+                ev_io_start(c->w->loop, &c->wio);
+                set_reading(c, false);
+            }
             return 0;
         }
         if (n < 0)
@@ -543,7 +620,45 @@ static int conn_flush(struct sink_conn *c)
     ev_io_stop(c->w->loop, &c->wio);
     if (c->close_after_flush)
         return -1;
+    if (c->tls_after_flush)
+        return conn_start_tls(c);
     set_reading(c, true);
+    return 0;
+}
+
+/* Reads and handles input until the socket (and TLS's buffer) is drained or replies
+ * back up. Returns -1 if the connection is to be freed. */
+static int conn_pump(struct sink_conn *c)
+{
+    for (int rounds = 0; rounds < 16; rounds++) { /* bounded: fairness within the thread */
+        if (c->st == CS_HANDSHAKE)
+            return conn_handshake(c);
+        if (c->out_off < c->out.len) /* a write waits (e.g. TLS needed to read first) */
+            return conn_flush(c);
+        if (c->in_len == sizeof(c->in))
+            return -1; /* cannot happen: conn_input keeps < SINK_LINE_MAX */
+        c->io_swapped = false;
+        ssize_t n = conn_read(c, c->in + c->in_len, sizeof(c->in) - c->in_len);
+        if (n == -EAGAIN) {
+            if (c->io_swapped) { /* TLS must write before it can read on */
+                ev_io_start(c->w->loop, &c->wio);
+                set_reading(c, false);
+            }
+            return 0;
+        }
+        if (n <= 0)
+            return -1; /* EOF or error: the peer is gone */
+        c->in_len += (size_t)n;
+        conn_input(c);
+        if (conn_flush(c) < 0)
+            return -1;
+        if (!c->reading)
+            return 0;
+        /* A TLS record may hold more than we had room for: libev will not tell us. */
+        if (c->st != CS_HANDSHAKE && tls_conn_pending(c->tc) == 0)
+            return 0;
+    }
+    ev_feed_event(c->w->loop, &c->rio, EV_READ); /* more next loop iteration */
     return 0;
 }
 
@@ -552,20 +667,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop;
     (void)revents;
     struct sink_conn *c = io->data;
-    if (c->in_len == sizeof(c->in)) { /* cannot happen: conn_input keeps < SINK_LINE_MAX */
-        conn_free(c);
-        return;
-    }
-    ssize_t n = c->tp->read(c, c->in + c->in_len, sizeof(c->in) - c->in_len);
-    if (n == -EAGAIN)
-        return;
-    if (n <= 0) {
-        conn_free(c); /* EOF or error: the peer is gone */
-        return;
-    }
-    c->in_len += (size_t)n;
-    conn_input(c);
-    if (conn_flush(c) < 0)
+    if (conn_pump(c) < 0)
         conn_free(c);
 }
 
@@ -574,12 +676,20 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop;
     (void)revents;
     struct sink_conn *c = io->data;
+    bool swapped_read = c->io_swapped && c->out_off == c->out.len;
+    if (swapped_read) { /* a TLS read that wanted to write: retry the read */
+        c->io_swapped = false;
+        ev_io_stop(c->w->loop, &c->wio);
+        if (conn_pump(c) < 0)
+            conn_free(c);
+        return;
+    }
     if (conn_flush(c) < 0) {
         conn_free(c);
         return;
     }
     /* Input that arrived while we were not reading may already hold commands. */
-    if (c->reading && c->in_len > 0 && c->out.len == 0) {
+    if (c->reading && c->st == CS_CMD && c->in_len > 0 && c->out.len == 0) {
         conn_input(c);
         if (conn_flush(c) < 0)
             conn_free(c);
@@ -594,10 +704,13 @@ static void conn_new(struct sink_worker *w, int fd)
         return;
     }
     memset(c, 0, offsetof(struct sink_conn, in));
+    if (tls_conn_new_plain(fd, &c->tc) < 0) {
+        close(fd);
+        free(c);
+        return;
+    }
     c->w = w;
-    c->fd = fd;
     c->id = ((uint64_t)w->id << 48) | ++w->next_id;
-    c->tp = &plain_transport;
     c->st = CS_CMD;
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);

@@ -158,6 +158,7 @@ static void *worker_main(void *arg)
 {
     struct sink_worker *w = arg;
     ev_run(w->loop, 0);
+    tls_thread_cleanup();
     return NULL;
 }
 
@@ -228,26 +229,40 @@ static void signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
     (void)revents;
     switch (s->signum) {
     case SIGUSR1: stats_write(); break;
-    case SIGHUP: sv_info("SIGHUP: no certificates to reload"); break;
+    case SIGHUP: {
+        /* The certbot renewal case: load the new files, swap only if all are good. */
+        if (!g_cfg.tls_slot) {
+            sv_info("SIGHUP: no certificates to reload");
+            break;
+        }
+        char err[512];
+        if (tls_server_slot_reload(g_cfg.tls_slot, g_cfg.certs, g_cfg.n_certs, err, sizeof(err)))
+            sv_error("SIGHUP: reload failed, keeping the current certificates: %s", err);
+        else
+            sv_info("SIGHUP: reloaded %zu certificate/key pair(s)", g_cfg.n_certs);
+        break;
+    }
     default: ev_break(loop, EVBREAK_ALL); break;
     }
 }
 
 /* --- start-up ----------------------------------------------------------------------- */
 
-static void build_ehlo(struct sink_config *cfg)
+/* The EHLO capability lines after the first, built once: with STARTTLS (plain
+ * connection, certificates loaded) and without (TLS active, or no certificates). */
+static char *ehlo_caps(const struct sink_config *cfg, bool starttls)
 {
     struct sv_buf b = {0};
     sv_buf_puts(&b, "250-PIPELINING\r\n");
     sv_buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)cfg->max_size);
     sv_buf_puts(&b, "250-8BITMIME\r\n");
     sv_buf_puts(&b, "250-ENHANCEDSTATUSCODES\r\n");
-    if (cfg->starttls)
+    if (starttls)
         sv_buf_puts(&b, "250-STARTTLS\r\n");
     sv_buf_puts(&b, "250 SMTPUTF8\r\n");
     if (!b.ptr)
         die(2, "out of memory");
-    cfg->ehlo_tail = b.ptr;
+    return b.ptr;
 }
 
 static void parse_args(int argc, char **argv)
@@ -304,11 +319,14 @@ static void parse_args(int argc, char **argv)
             cfg->threads = (int)parse_num("--threads", optarg, 1, SINK_MAX_THREADS);
             break;
         case O_CERT:
+            if (cfg->n_certs == SINK_MAX_CERTS)
+                die(1, "--tls-cert: at most %d certificate/key pairs", SINK_MAX_CERTS);
+            cfg->certs[cfg->n_certs++].cert_file = optarg;
+            break;
         case O_KEY:
-            die(1,
-                "%s: STARTTLS is not available in this build yet (the tls module's "
-                "server API has not landed)",
-                o == O_CERT ? "--tls-cert" : "--tls-key");
+            if (cfg->n_keys == SINK_MAX_CERTS)
+                die(1, "--tls-key: at most %d certificate/key pairs", SINK_MAX_CERTS);
+            cfg->certs[cfg->n_keys++].key_file = optarg;
             break;
         case O_STATS:
             if (!*optarg)
@@ -350,8 +368,15 @@ static void parse_args(int argc, char **argv)
         die(1, "unexpected argument '%s' (see --help)", argv[optind]);
     if (cfg->n_listen == 0)
         die(1, "--listen ADDR:PORT is required (see --help)");
-    cfg->starttls = false;
-    build_ehlo(cfg);
+    /* Pairs go in order: the i-th --tls-key belongs to the i-th --tls-cert. */
+    if (cfg->n_certs != cfg->n_keys) {
+        if (cfg->n_certs > cfg->n_keys)
+            die(1, "--tls-cert %s has no matching --tls-key", cfg->certs[cfg->n_keys].cert_file);
+        die(1, "--tls-key %s has no matching --tls-cert", cfg->certs[cfg->n_certs].key_file);
+    }
+    cfg->starttls = cfg->n_certs > 0 && !cfg->faults.no_starttls;
+    cfg->ehlo_tail = ehlo_caps(cfg, cfg->starttls);
+    cfg->ehlo_tail_tls = ehlo_caps(cfg, false);
 }
 
 int main(int argc, char **argv)
@@ -363,6 +388,16 @@ int main(int argc, char **argv)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max; /* one fd per connection: take all we may */
         setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (g_cfg.n_certs) {
+        char err[512];
+        struct tls_server *srv = NULL;
+        if (tls_global_init() < 0)
+            die(2, "cannot initialise the TLS library");
+        if (tls_server_new(g_cfg.certs, g_cfg.n_certs, &srv, err, sizeof(err)) < 0)
+            die(1, "%s", err); /* names the file and the reason; never a fallback */
+        if (tls_server_slot_new(srv, &g_cfg.tls_slot) < 0)
+            die(2, "out of memory");
     }
     if (g_cfg.track) {
         g_track = sink_track_new(g_cfg.track_max);
@@ -446,5 +481,9 @@ int main(int argc, char **argv)
     sink_track_free(g_track);
     sink_faults_free(&g_cfg.faults);
     free(g_cfg.ehlo_tail);
+    free(g_cfg.ehlo_tail_tls);
+    tls_server_slot_free(g_cfg.tls_slot);
+    if (g_cfg.n_certs)
+        tls_thread_cleanup();
     return rc ? 2 : 0;
 }

@@ -4,6 +4,7 @@
 #define SALVO_SINK_SRV_H
 
 #include "sink.h"
+#include "tls.h"
 
 #include <ev.h>
 #include <pthread.h>
@@ -14,7 +15,9 @@
 #define SINK_MAX_LISTEN  16
 #define SINK_MAX_THREADS 256
 #define SINK_IN_CAP      16384 /* per-connection input buffer; > SINK_LINE_MAX */
-#define SINK_MAX_RCPT    1000  /* per transaction; RFC 5321 4.5.3.1.8 asks for >= 100 */
+#define SINK_MAX_CERTS   16
+#define SINK_MAX_CERTS   16
+#define SINK_MAX_RCPT    1000 /* per transaction; RFC 5321 4.5.3.1.8 asks for >= 100 */
 
 /* Every counter, in JSON output order. Each worker owns one copy and is its only
  * writer; the main thread sums them (relaxed loads) for --stats / SIGUSR1. */
@@ -66,8 +69,12 @@ struct sink_config {
     bool track;
     size_t track_max;
     uint64_t max_size;
-    bool starttls;   /* certificates given and not disabled by no-starttls */
-    char *ehlo_tail; /* owned: EHLO capability lines after the first, CRLF-terminated */
+    struct tls_cert_pair certs[SINK_MAX_CERTS]; /* borrowed from argv; first = default */
+    size_t n_certs, n_keys;
+    struct tls_server_slot *tls_slot; /* owned; NULL without certificates */
+    bool starttls;                    /* certificates given and not disabled by no-starttls */
+    char *ehlo_tail;     /* owned: EHLO capability lines after the first, CRLF-terminated */
+    char *ehlo_tail_tls; /* owned: the same once TLS is active (no STARTTLS) */
 };
 
 struct sink_conn;
