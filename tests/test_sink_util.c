@@ -104,8 +104,12 @@ int ts_sink_start(struct ts_sink *s, const char *const extra[])
     while (now_ms() < deadline) {
         char *err = ts_sink_stderr(s);
         const char *p = strstr(err, "listening on 127.0.0.1:");
-        if (p)
-            s->port = atoi(p + strlen("listening on 127.0.0.1:"));
+        if (p) { /* the whole line must be there, not half of it */
+            char *end;
+            long port = strtol(p + strlen("listening on 127.0.0.1:"), &end, 10);
+            if (*end == ' ' && port > 0 && port < 65536)
+                s->port = (int)port;
+        }
         free(err);
         if (s->port > 0)
             return 0;

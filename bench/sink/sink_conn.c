@@ -487,6 +487,8 @@ static void conn_free(struct sink_conn *c)
 {
     struct sink_worker *w = c->w;
     sv_debug("conn %llx: closed", (unsigned long long)c->id);
+    /* Counted before the close: a client that has seen EOF sees the count too. */
+    SINK_INC(w, connections_closed, 1);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     tls_conn_free(c->tc); /* closes the fd */
@@ -496,7 +498,6 @@ static void conn_free(struct sink_conn *c)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    SINK_INC(w, connections_closed, 1);
     sv_buf_free(&c->out);
     free(c->rcpt);
     free(c);
