@@ -9,13 +9,18 @@
  *   C: <body> CRLF.CRLF QUIT                             S: 250 / 221
  *
  * usage: salvo-sink-load --connect HOST:PORT [--connections N] [--messages M]
- *                        [--size BYTES] [--rcpts R] [--threads T]
+ *                        [--size BYTES] [--rcpts R] [--threads T] [--starttls]
+ * With --starttls every connection upgrades after EHLO (tls/ client, certificate not
+ * verified, one session cache per thread) and says EHLO again.
  * Prints one JSON line: messages, seconds, msgs_per_s, errors. Exit 0 if every
  * message got a 250, 1 on bad arguments, 2 on failures. */
+#include "tls.h"
+
 #include <ev.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -33,19 +38,27 @@ struct load_opts {
     struct sockaddr_storage addr;
     socklen_t addr_len;
     int connections, threads, rcpts;
+    bool starttls;
+    char host[256];
+    uint16_t port;
+    struct tls_client *tls;
     long messages;
     size_t size;
 };
 
 static struct load_opts g;
-static _Atomic long g_next;   /* messages handed out so far (shared by connections) */
-static _Atomic long g_done;   /* messages answered 250 */
-static _Atomic long g_errors; /* unexpected replies, connection failures */
+static _Atomic long g_next;            /* messages handed out so far (shared by connections) */
+static _Atomic long g_done;            /* messages answered 250 */
+static _Atomic long g_errors;          /* unexpected replies, connection failures */
+static _Atomic long g_full, g_resumed; /* TLS handshakes */
 
 struct lconn {
     struct ev_loop *loop;
     ev_io io;
     int fd;
+    struct tls_conn *tc; /* all I/O goes through tls/ (plain until STARTTLS) */
+    struct tls_session_cache *cache;
+    bool handshaking, tls_done;
     int id;
     long seq;          /* messages this connection sent */
     int expect;        /* replies still due for the group in flight */
@@ -124,17 +137,25 @@ static void queue_body(struct lconn *c)
 static void lconn_close(struct lconn *c)
 {
     ev_io_stop(c->loop, &c->io);
-    close(c->fd);
+    tls_conn_free(c->tc); /* closes the fd */
+    c->tc = NULL;
     c->fd = -1;
+}
+
+static void watch(struct lconn *c, int events)
+{
+    ev_io_stop(c->loop, &c->io);
+    ev_io_set(&c->io, c->fd, events);
+    ev_io_start(c->loop, &c->io);
 }
 
 static void flush_out(struct lconn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = tls_conn_write(c->tc, c->out + c->out_off, c->out_len - c->out_off);
+        if (n == TLS_IO_WANT_WRITE || n == TLS_IO_WANT_READ)
+            break;
         if (n < 0) {
-            if (errno == EAGAIN)
-                break;
             atomic_fetch_add(&g_errors, 1);
             lconn_close(c);
             return;
@@ -143,9 +164,33 @@ static void flush_out(struct lconn *c)
     }
     if (c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
-    ev_io_stop(c->loop, &c->io);
-    ev_io_set(&c->io, c->fd, EV_READ | (c->out_len ? EV_WRITE : 0));
-    ev_io_start(c->loop, &c->io);
+    watch(c, EV_READ | (c->out_len ? EV_WRITE : 0));
+}
+
+/* Drives the client handshake; once done, EHLO again (RFC 3207 4.2). */
+static void handshake(struct lconn *c)
+{
+    int rc = tls_conn_handshake(c->tc);
+    if (rc == TLS_IO_WANT_READ || rc == TLS_IO_WANT_WRITE) {
+        watch(c, rc == TLS_IO_WANT_READ ? EV_READ : EV_WRITE);
+        return;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "salvo-sink-load: TLS handshake: %s\n", tls_conn_error(c->tc));
+        atomic_fetch_add(&g_errors, 1);
+        lconn_close(c);
+        return;
+    }
+    struct tls_info info;
+    if (tls_conn_info(c->tc, &info) == 0 && info.resumed)
+        atomic_fetch_add(&g_resumed, 1);
+    else
+        atomic_fetch_add(&g_full, 1);
+    c->handshaking = false;
+    c->tls_done = true;
+    out_add(c, "EHLO load.test\r\n", 16);
+    c->expect = -1;
+    flush_out(c);
 }
 
 /* One complete reply (its final line) arrived with this code. */
@@ -159,7 +204,22 @@ static void on_reply(struct lconn *c, int code)
     if (c->expect == -1) { /* EHLO */
         if (code != 250)
             atomic_fetch_add(&g_errors, 1);
+        if (g.starttls && !c->tls_done) {
+            out_add(c, "STARTTLS\r\n", 10);
+            c->expect = -2;
+            return;
+        }
         queue_next(c);
+        return;
+    }
+    if (c->expect == -2) { /* STARTTLS: 220, then the handshake */
+        if (code != 220 || tls_conn_start_client(c->tc, g.tls, g.host, g.port,
+                                                 TLS_VERIFY_ALLOW_INVALID, c->cache) < 0) {
+            atomic_fetch_add(&g_errors, 1);
+            lconn_close(c);
+            return;
+        }
+        c->handshaking = true;
         return;
     }
     c->expect--;
@@ -195,21 +255,27 @@ static void on_reply(struct lconn *c, int code)
 static void lconn_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
+    (void)revents;
     struct lconn *c = w->data;
-    if (revents & EV_READ) {
-        ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
+    if (c->handshaking) {
+        handshake(c);
+        return;
+    }
+    bool more = true;
+    while (more && c->fd >= 0) {
+        ssize_t n = tls_conn_read(c->tc, c->in + c->in_len, sizeof(c->in) - c->in_len);
+        if (n == TLS_IO_WANT_READ || n == TLS_IO_WANT_WRITE)
+            break;
         if (n <= 0) {
-            if (n == 0 || errno != EAGAIN) {
-                if (!c->quitting)
-                    atomic_fetch_add(&g_errors, 1);
-                lconn_close(c);
-            }
+            if (!c->quitting)
+                atomic_fetch_add(&g_errors, 1);
+            lconn_close(c);
             return;
         }
         c->in_len += (size_t)n;
         size_t off = 0;
         char *nl;
-        while (c->fd >= 0 && (nl = memchr(c->in + off, '\n', c->in_len - off))) {
+        while (c->fd >= 0 && !c->handshaking && (nl = memchr(c->in + off, '\n', c->in_len - off))) {
             const char *line = c->in + off;
             off = (size_t)(nl - c->in) + 1;
             if (nl - line >= 3 && line[3] != '-')
@@ -219,9 +285,17 @@ static void lconn_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
+        more = tls_conn_pending(c->tc) > 0;
     }
-    if (c->fd >= 0)
-        flush_out(c);
+    if (c->fd < 0)
+        return;
+    if (c->handshaking) {
+        c->in_len = 0;
+        flush_out(c); /* nothing queued after STARTTLS; keeps the watcher right */
+        handshake(c);
+        return;
+    }
+    flush_out(c);
 }
 
 static void *thread_main(void *arg)
@@ -230,6 +304,9 @@ static void *thread_main(void *arg)
     struct ev_loop *loop = ev_loop_new(EVBACKEND_EPOLL);
     int n = g.connections / g.threads + (t < g.connections % g.threads ? 1 : 0);
     struct lconn *cs = calloc((size_t)n, sizeof(*cs));
+    struct tls_session_cache *cache = NULL;
+    if (g.starttls && tls_session_cache_new(1024, 3600, &cache) < 0)
+        exit(2);
     for (int i = 0; i < n; i++) {
         struct lconn *c = &cs[i];
         c->loop = loop;
@@ -241,14 +318,22 @@ static void *thread_main(void *arg)
         }
         int one = 1;
         setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+        if (tls_conn_new_plain(c->fd, &c->tc) < 0)
+            exit(2);
+        c->cache = cache;
         ev_io_init(&c->io, lconn_cb, c->fd, EV_READ);
         c->io.data = c;
         ev_io_start(loop, &c->io);
     }
     ev_run(loop, 0);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        tls_conn_free(cs[i].tc);
         free(cs[i].out);
+    }
     free(cs);
+    tls_session_cache_free(cache);
+    tls_thread_cleanup();
     ev_loop_destroy(loop);
     return NULL;
 }
@@ -272,6 +357,10 @@ int main(int argc, char **argv)
     g.size = 5000;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
+        if (!strcmp(o, "--starttls")) {
+            g.starttls = true;
+            continue;
+        }
         if (i + 1 >= argc)
             die("option %s needs a value", o);
         const char *v = argv[++i];
@@ -301,11 +390,19 @@ int main(int argc, char **argv)
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
     if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
         die("--connect '%s': cannot resolve", connect_to);
+    snprintf(g.host, sizeof(g.host), "%s", host);
+    g.port = (uint16_t)atoi(colon + 1);
     memcpy(&g.addr, res->ai_addr, res->ai_addrlen);
     g.addr_len = res->ai_addrlen;
     freeaddrinfo(res);
     if (g.threads > g.connections)
         g.threads = g.connections;
+    if (g.starttls) {
+        char err[512];
+        if (tls_global_init() < 0 ||
+            tls_client_new(&(struct tls_client_opts){0}, &g.tls, err, sizeof(err)) < 0)
+            die("%s", err);
+    }
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -318,7 +415,9 @@ int main(int argc, char **argv)
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     long done = atomic_load(&g_done), errors = atomic_load(&g_errors);
     printf("{\"messages\":%ld,\"recipients\":%ld,\"seconds\":%.3f,\"msgs_per_s\":%.0f,"
-           "\"errors\":%ld}\n",
-           done, done * g.rcpts, secs, done / secs, errors);
+           "\"errors\":%ld,\"tls_full\":%ld,\"tls_resumed\":%ld}\n",
+           done, done * g.rcpts, secs, done / secs, errors, atomic_load(&g_full),
+           atomic_load(&g_resumed));
+    tls_client_free(g.tls);
     return done == g.messages && errors == 0 ? 0 : 2;
 }
