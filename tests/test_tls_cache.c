@@ -137,6 +137,8 @@ static void transport_swaps_in_place_and_resumes(void **state)
     (void)state;
     struct tls_session_cache *cache = NULL;
     assert_int_equal(tls_session_cache_new(8, 3600, &cache), 0);
+    struct tls_server_stats before, after;
+    tls_server_stats(&before);
     for (int i = 0; i < 3; i++) {
         struct outcome o = connect_once("mail.example.test", TLS_VERIFY_STRICT, cache);
         assert_int_equal(o.rc, 0);
@@ -151,6 +153,11 @@ static void transport_swaps_in_place_and_resumes(void **state)
     assert_int_equal(st.resumed_handshakes, 2);
     assert_int_equal(st.entries, 1);
     assert_int_equal(st.hits, 2);
+    /* The server side counted the same (its handshake ends before our EOF arrives). */
+    tls_server_stats(&after);
+    assert_int_equal(after.full_handshakes - before.full_handshakes, 1);
+    assert_int_equal(after.resumed_handshakes - before.resumed_handshakes, 2);
+    assert_int_equal(after.failed_handshakes - before.failed_handshakes, 0);
     tls_session_cache_free(cache);
 }
 

@@ -201,7 +201,7 @@ static int tls_fail_from_ssl(struct tls_conn *c, int ret, const char *what)
     return tls_conn_fail(c, TLS_ERR_HANDSHAKE, "%s failed: %s (%d)", what, buf, err);
 }
 
-static void client_established(struct tls_conn *c)
+static int client_established(struct tls_conn *c)
 {
     bool resumed = wolfSSL_session_reused(c->ssl) != 0;
     if (resumed && !c->host_checked) {
@@ -212,10 +212,19 @@ static void client_established(struct tls_conn *c)
     } else {
         c->verified = !c->chain_failed && c->host_checked && c->host_ok;
     }
+    /* The verify callback fails strict handshakes itself; this catches any path where
+     * it was not consulted (no leaf seen), so strict never silently means unverified. */
+    if (c->mode == TLS_VERIFY_STRICT && !c->verified) {
+        c->established = false;
+        if (c->verify_kind != TLS_ERR_NONE)
+            return tls_conn_fail(c, c->verify_kind, "%s", c->verify_reason);
+        return tls_conn_fail(c, TLS_ERR_BAD_CERT, "peer certificate was not verified");
+    }
     if (c->cache) {
         tls_cache_count(c->cache, resumed);
         tls_cache_store(c->cache, c);
     }
+    return 0;
 }
 
 static int tls_handshake(struct tls_conn *c)
@@ -238,7 +247,7 @@ static int tls_handshake(struct tls_conn *c)
             c->sni = strdup(sni);
         tls_server_count(wolfSSL_session_reused(c->ssl) ? 1 : 0);
     } else {
-        client_established(c);
+        return client_established(c);
     }
     return 0;
 }

@@ -112,7 +112,7 @@ int tls_conn_shutdown(struct tls_conn *c);
 int tls_conn_info(const struct tls_conn *c, struct tls_info *out);
 
 /* Sticky error: the kind and a one-line reason, e.g. "host name mismatch: wanted
- * mx.example.org, certificate names *.example.test, example.test". */
+ * mx.example.org, certificate has *.example.test, example.test". */
 enum tls_err tls_conn_error_kind(const struct tls_conn *c);
 const char *tls_conn_error(const struct tls_conn *c); /* "" when none */
 
