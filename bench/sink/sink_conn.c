@@ -7,8 +7,9 @@
  * cannot be written (the peer does not read), we stop reading: the output buffer is
  * bounded by one input buffer's worth of replies.
  *
- * Teardown: handlers only set c->want_close / c->close_after_flush; the two ev_io
- * callbacks are the only places that free a connection (conn_free). */
+ * Teardown: command handlers only set c->want_close / c->close_after_flush; the
+ * connection is freed (conn_free, the one teardown path) by whoever drives its I/O: the
+ * two ev_io callbacks, conn_new when the greeting already fails, and shutdown. */
 #include "sink_srv.h"
 
 #include "common.h"
