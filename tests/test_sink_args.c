@@ -127,14 +127,25 @@ static void two_listen_addresses(void **state)
     const char *args[] = {"--listen", "[::1]:0", "--threads", "1", NULL};
     assert_int_equal(ts_sink_start(&s, args), 0);
     char *err = ts_sink_stderr(&s);
-    assert_non_null(strstr(err, " [::1]:"));
+    const char *v6 = strstr(err, " [::1]:");
+    assert_non_null(v6);
+    int port6 = atoi(v6 + strlen(" [::1]:"));
     free(err);
     struct ts_client *c = malloc(sizeof(*c));
     assert_int_equal(ts_connect(c, s.port), 0);
     assert_int_equal(ts_reply(c, NULL, 0, 5000), 220);
     ts_close(c);
+    c->len = 0;
+    c->fd = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port6)};
+    a6.sin6_addr = in6addr_loopback;
+    assert_int_equal(connect(c->fd, (struct sockaddr *)&a6, sizeof(a6)), 0);
+    assert_int_equal(ts_reply(c, NULL, 0, 5000), 220);
+    ts_close(c);
     free(c);
-    assert_int_equal(ts_sink_stop(&s, NULL, 0), 0);
+    char final[4096];
+    assert_int_equal(ts_sink_stop(&s, final, sizeof(final)), 0);
+    assert_int_equal(ts_json_u64(final, "connections"), 2);
 }
 
 int main(void)
