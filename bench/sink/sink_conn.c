@@ -220,8 +220,16 @@ static void cmd_ehlo(struct sink_conn *c, const struct sink_cmd *cmd)
         return;
     }
     /* RFC 5321 4.1.1.1: first line names us; then one capability per line. */
-    reply(c, "250-%s greets %.*s", cfg->hostname, (int)(cmd->arg_len > 255 ? 255 : cmd->arg_len),
-          cmd->arg);
+    /* The client's name is echoed printable-only: a bare CR in it must not let a
+     * client forge reply lines. */
+    char name[256];
+    size_t n = cmd->arg_len < sizeof(name) - 1 ? cmd->arg_len : sizeof(name) - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)cmd->arg[i];
+        name[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    name[n] = '\0';
+    reply(c, "250-%s greets %s", cfg->hostname, name);
     const char *caps = tls_conn_is_tls(c->tc) ? cfg->ehlo_tail_tls : cfg->ehlo_tail;
     out_put(c, caps, strlen(caps));
 }
@@ -730,16 +738,34 @@ static void conn_new(struct sink_worker *w, int fd)
         conn_free(c);
 }
 
+/* Out of file descriptors: the listener stays readable, so pause accepting for a
+ * moment instead of spinning (and log once per pause). */
+static void accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct sink_worker *w = t->data;
+    for (int i = 0; i < w->n_listen; i++)
+        ev_io_start(loop, &w->lio[i]);
+}
+
 void sink_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
-    (void)loop;
     (void)revents;
     struct sink_worker *w = io->data;
     for (int i = 0; i < 64; i++) { /* bounded: other listeners get their turn */
         int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                sv_warn("thread %d: accept: %s", w->id, strerror(errno));
+            if (errno == EMFILE || errno == ENFILE) {
+                sv_warn("thread %d: accept: %s; pausing accepts for 100 ms", w->id,
+                        strerror(errno));
+                for (int j = 0; j < w->n_listen; j++)
+                    ev_io_stop(loop, &w->lio[j]);
+                if (!ev_is_active(&w->accept_pause)) {
+                    ev_timer_init(&w->accept_pause, accept_resume_cb, 0.1, 0.);
+                    w->accept_pause.data = w;
+                    ev_timer_start(loop, &w->accept_pause);
+                }
+            }
             return;
         }
         int one = 1;

@@ -149,6 +149,7 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         return;
     for (int i = 0; i < w->n_listen; i++)
         ev_io_stop(loop, &w->lio[i]);
+    ev_timer_stop(loop, &w->accept_pause);
     sink_conns_close_all(w);
     ev_async_stop(loop, a);
     ev_break(loop, EVBREAK_ALL);

@@ -88,6 +88,7 @@ struct sink_worker {
     _Atomic bool stop;
     int lfd[SINK_MAX_LISTEN];
     ev_io lio[SINK_MAX_LISTEN];
+    ev_timer accept_pause; /* accepts paused after EMFILE */
     int n_listen;
     struct sink_conn *conns; /* doubly linked, for shutdown */
     uint64_t next_id;
