@@ -327,7 +327,7 @@ static void command_errors(void **state)
         {"MAIL FROM:<a@x>", 503, "send HELO/EHLO first"},
         {"EHLO", 501, "5.5.4"},
         {"EHLO c.test", 250, "250 SMTPUTF8"},
-        {"EHLO a\rb\x01c", 250, "250-sink.test greets a?b?c\r\n"}, /* no forged lines */
+        {"EHLO a\rb\x01" "c", 250, "250-sink.test greets a?b?c\r\n"}, /* no forged lines */
         {"RCPT TO:<b@y>", 503, "need MAIL"},
         {"DATA", 503, "need MAIL"},
         {"MAIL FROM:a@x", 501, "5.5.4"},
