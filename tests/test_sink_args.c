@@ -75,6 +75,8 @@ static void bad_arguments(void **state)
          "salvo-sink: --tls-cert /x/cert.pem has no matching --tls-key\n"},
         {{"--listen", "127.0.0.1:0", "--tls-key", "/x/key.pem", NULL},
          "salvo-sink: --tls-key /x/key.pem has no matching --tls-cert\n"},
+        {{"--listen", "127.0.0.1:0", "--idle-timeout", "-1", NULL},
+         "salvo-sink: --idle-timeout: expected a number from 0 to 86400, got '-1'\n"},
         {{"--listen", "127.0.0.1:0", "--log-level", "loud", NULL},
          "salvo-sink: --log-level 'loud': expected error, warn, info, debug or trace\n"},
         {{"--listen", "127.0.0.1:0", "--hostname", "a b", NULL},

@@ -327,7 +327,9 @@ static void command_errors(void **state)
         {"MAIL FROM:<a@x>", 503, "send HELO/EHLO first"},
         {"EHLO", 501, "5.5.4"},
         {"EHLO c.test", 250, "250 SMTPUTF8"},
-        {"EHLO a\rb\x01" "c", 250, "250-sink.test greets a?b?c\r\n"}, /* no forged lines */
+        {"EHLO a\rb\x01"
+         "c",
+         250, "250-sink.test greets a?b?c\r\n"}, /* no forged lines */
         {"RCPT TO:<b@y>", 503, "need MAIL"},
         {"DATA", 503, "need MAIL"},
         {"MAIL FROM:a@x", 501, "5.5.4"},
@@ -417,6 +419,37 @@ static void many_connections_two_threads(void **state)
     assert_counter(final, "bytes", bytes);
 }
 
+/* RFC 5321 4.5.3.2.7: an idle client gets 421 and is disconnected (--idle-timeout);
+ * an active one is not. */
+static void idle_timeout_421(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    const char *args[] = {"--idle-timeout", "1", "--hostname", "sink.test", NULL};
+    start(&s, args);
+    struct ts_client *c = malloc(sizeof(*c)), *d = malloc(sizeof(*d));
+    client(c, &s);
+    client(d, &s);
+    assert_int_equal(ts_send(c, "EHLO x\r\n"), 0);
+    expect_reply(c, 250);
+    for (int i = 0; i < 8; i++) { /* d stays busy for 2 s */
+        usleep(250000);
+        assert_int_equal(ts_send(d, "NOOP\r\n"), 0);
+        expect_reply(d, 250);
+    }
+    expect_reply_text(c, 421, "421 4.4.2 sink.test Error: timeout exceeded");
+    assert_int_equal(ts_wait_eof(c, T), 0);
+    char json[4096];
+    assert_int_equal(ts_sink_stats(&s, json, sizeof(json)), 0);
+    assert_counter(json, "timeouts", 1);
+    assert_counter(json, "connections_open", 1);
+    ts_close(c);
+    ts_close(d);
+    free(c);
+    free(d);
+    assert_int_equal(ts_sink_stop(&s, NULL, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +459,7 @@ int main(void)
         cmocka_unit_test(long_line_500_session_survives),
         cmocka_unit_test(command_errors),
         cmocka_unit_test(many_connections_two_threads),
+        cmocka_unit_test(idle_timeout_421),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,6 +50,7 @@ struct sink_conn {
     struct sink_worker *w;
     struct tls_conn *tc; /* plain or TLS: all I/O goes through its transport table */
     uint64_t id;
+    ev_tstamp last_active; /* last time input arrived (the loop's cached clock) */
     ev_io rio, wio;
     enum conn_state st;
     bool helo;         /* HELO/EHLO seen (reset by STARTTLS) */
@@ -658,6 +659,7 @@ static int conn_pump(struct sink_conn *c)
         }
         if (n <= 0)
             return -1; /* EOF or error: the peer is gone */
+        c->last_active = ev_now(c->w->loop);
         c->in_len += (size_t)n;
         conn_input(c);
         if (conn_flush(c) < 0)
@@ -721,6 +723,7 @@ static void conn_new(struct sink_worker *w, int fd)
     }
     c->w = w;
     c->id = ((uint64_t)w->id << 48) | ++w->next_id;
+    c->last_active = ev_now(w->loop);
     c->st = CS_CMD;
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
@@ -771,6 +774,32 @@ void sink_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conn_new(w, fd);
+    }
+}
+
+/* RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for the next
+ * command, then may close with 421. One sweep per second over the thread's
+ * connections costs less than a timer per connection touched on every read. */
+void sink_idle_sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct sink_worker *w = t->data;
+    ev_tstamp now = ev_now(loop);
+    struct sink_conn *next;
+    for (struct sink_conn *c = w->conns; c; c = next) {
+        next = c->next;
+        if (now - c->last_active < w->cfg->idle_timeout)
+            continue;
+        SINK_INC(w, timeouts, 1);
+        sv_info("conn %llx: idle for %.0f s, closing", (unsigned long long)c->id,
+                now - c->last_active);
+        if ((c->st == CS_CMD || c->st == CS_DATA) && c->out.len == c->out_off) {
+            char line[300];
+            int n = snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n",
+                             w->cfg->hostname);
+            conn_write(c, line, (size_t)n); /* best effort: we close anyway */
+        }
+        conn_free(c);
     }
 }
 

@@ -27,7 +27,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: " PROG " --listen ADDR:PORT [--listen ...] [--threads N]\n"
                "                  [--tls-cert FILE --tls-key FILE]... [--stats FILE]\n"
                "                  [--hostname NAME] [--fault SPEC]... [--no-track]\n"
-               "                  [--track-max N] [--max-size BYTES] [--log-level LEVEL]\n"
+               "                  [--track-max N] [--max-size BYTES] [--idle-timeout SECONDS]\n"
+               "                  [--log-level LEVEL]\n"
                "A fast SMTP sink: accepts and counts mail, delivers nothing.\n"
                "Counters go out as one JSON object on SIGUSR1 and at exit (SIGTERM/SIGINT),\n"
                "to stdout or atomically to --stats FILE. Fault specs: see bench/README.md.\n");
@@ -150,6 +151,7 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     for (int i = 0; i < w->n_listen; i++)
         ev_io_stop(loop, &w->lio[i]);
     ev_timer_stop(loop, &w->accept_pause);
+    ev_timer_stop(loop, &w->idle_sweep);
     sink_conns_close_all(w);
     ev_async_stop(loop, a);
     ev_break(loop, EVBREAK_ALL);
@@ -280,6 +282,7 @@ static void parse_args(int argc, char **argv)
         O_TRACKMAX,
         O_MAXSIZE,
         O_LOG,
+        O_IDLE,
         O_HELP,
         O_VERSION
     };
@@ -295,6 +298,7 @@ static void parse_args(int argc, char **argv)
         {"track-max", required_argument, NULL, O_TRACKMAX},
         {"max-size", required_argument, NULL, O_MAXSIZE},
         {"log-level", required_argument, NULL, O_LOG},
+        {"idle-timeout", required_argument, NULL, O_IDLE},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -304,6 +308,7 @@ static void parse_args(int argc, char **argv)
     cfg->threads = cpus > 0 ? (int)(cpus > SINK_MAX_THREADS ? SINK_MAX_THREADS : cpus) : 1;
     cfg->track = true;
     cfg->track_max = 2000000;
+    cfg->idle_timeout = 300;
     cfg->max_size = 52428800;
     if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) < 0 || !cfg->hostname[0])
         snprintf(cfg->hostname, sizeof(cfg->hostname), "salvo-sink.invalid");
@@ -351,6 +356,9 @@ static void parse_args(int argc, char **argv)
             break;
         case O_MAXSIZE:
             cfg->max_size = (uint64_t)parse_num("--max-size", optarg, 1, 1LL << 40);
+            break;
+        case O_IDLE:
+            cfg->idle_timeout = (double)parse_num("--idle-timeout", optarg, 0, 86400);
             break;
         case O_LOG: {
             enum sv_log_level lv;
@@ -428,6 +436,12 @@ int main(int argc, char **argv)
             ev_io_start(w->loop, &w->lio[j]);
         }
         w->n_listen = g_cfg.n_listen;
+        if (g_cfg.idle_timeout > 0) {
+            double every = g_cfg.idle_timeout < 2 ? 0.25 : 1.0;
+            ev_timer_init(&w->idle_sweep, sink_idle_sweep_cb, every, every);
+            w->idle_sweep.data = w;
+            ev_timer_start(w->loop, &w->idle_sweep);
+        }
     }
 
     /* Nobody takes these signals asynchronously: they stay blocked in every thread

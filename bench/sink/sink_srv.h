@@ -39,7 +39,8 @@
     X(data_rejected)                                                                               \
     X(commands)                                                                                    \
     X(syntax_errors)                                                                               \
-    X(lines_too_long)
+    X(lines_too_long)                                                                              \
+    X(timeouts)
 
 struct sink_counters {
 #define SINK_X(name) _Atomic uint64_t name;
@@ -69,6 +70,7 @@ struct sink_config {
     bool track;
     size_t track_max;
     uint64_t max_size;
+    double idle_timeout; /* seconds without input before "421" and close; 0 = never */
     struct tls_cert_pair certs[SINK_MAX_CERTS]; /* borrowed from argv; first = default */
     size_t n_certs, n_keys;
     struct tls_server_slot *tls_slot; /* owned; NULL without certificates */
@@ -89,6 +91,7 @@ struct sink_worker {
     int lfd[SINK_MAX_LISTEN];
     ev_io lio[SINK_MAX_LISTEN];
     ev_timer accept_pause; /* accepts paused after EMFILE */
+    ev_timer idle_sweep;   /* closes connections idle longer than cfg->idle_timeout */
     int n_listen;
     struct sink_conn *conns; /* doubly linked, for shutdown */
     uint64_t next_id;
@@ -103,6 +106,8 @@ extern _Atomic uint64_t sink_data_seq;
 
 /* Accepts connections on listening socket `fd` until it would block (ev_io callback). */
 void sink_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
+/* Timer callback (w->idle_sweep): closes w's idle connections with a 421. */
+void sink_idle_sweep_cb(struct ev_loop *loop, ev_timer *t, int revents);
 /* Closes and frees every connection of `w` (at shutdown, on w's thread). */
 void sink_conns_close_all(struct sink_worker *w);
 
