@@ -425,15 +425,15 @@ static void idle_timeout_421(void **state)
 {
     (void)state;
     struct ts_sink s;
-    const char *args[] = {"--idle-timeout", "1", "--hostname", "sink.test", NULL};
+    const char *args[] = {"--idle-timeout", "2", "--hostname", "sink.test", NULL};
     start(&s, args);
     struct ts_client *c = malloc(sizeof(*c)), *d = malloc(sizeof(*d));
     client(c, &s);
     client(d, &s);
     assert_int_equal(ts_send(c, "EHLO x\r\n"), 0);
     expect_reply(c, 250);
-    for (int i = 0; i < 8; i++) { /* d stays busy for 2 s */
-        usleep(250000);
+    for (int i = 0; i < 16; i++) { /* d stays busy for 3.2 s (margin: 1.8 s per gap) */
+        usleep(200000);
         assert_int_equal(ts_send(d, "NOOP\r\n"), 0);
         expect_reply(d, 250);
     }
