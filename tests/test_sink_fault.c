@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define T 5000
@@ -286,6 +287,45 @@ static void hostile_multiline_ehlo(void **state)
     finish(&s, c, NULL, 0);
 }
 
+static long long ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* delay:rcpt:300 holds each RCPT reply 300 ms (in order, pipelining intact);
+ * delay:dot:200 holds the final reply; the message is still accepted. */
+static void delay_replies(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    const char *args[] = {"--fault", "delay:rcpt:300", "--fault", "delay:dot:200", NULL};
+    assert_int_equal(ts_sink_start(&s, args), 0);
+    struct ts_client *c = malloc(sizeof(*c));
+    assert_int_equal(ts_connect(c, s.port), 0);
+    open_txn(c);
+    long long t0 = ms_now();
+    assert_int_equal(ts_send(c, "RCPT TO:<a@y>\r\nRCPT TO:<b@y>\r\nDATA\r\n"), 0);
+    assert_int_equal(ts_reply(c, NULL, 0, 150), -2); /* not yet */
+    expect(c, 250, "2.1.5");
+    expect(c, 250, "2.1.5");
+    expect(c, 354, NULL);
+    long long t1 = ms_now();
+    if (t1 - t0 < 550)
+        fail_msg("two delayed RCPT replies came after %lld ms", t1 - t0);
+    assert_int_equal(ts_send(c, "Message-ID: <slow@x>\r\n\r\nx\r\n.\r\n"), 0);
+    assert_int_equal(ts_reply(c, NULL, 0, 100), -2);
+    expect(c, 250, "queued as");
+    if (ms_now() - t1 < 180)
+        fail_msg("final reply not delayed");
+    char json[4096];
+    finish(&s, c, json, sizeof(json));
+    counter(json, "transactions", 1);
+    counter(json, "recipients", 2);
+    counter(json, "pairs", 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -295,6 +335,7 @@ int main(void)
         cmocka_unit_test(stall_greeting),    cmocka_unit_test(stall_data_and_dot),
         cmocka_unit_test(hostile_multiline), cmocka_unit_test(hostile_longline),
         cmocka_unit_test(hostile_badcode),   cmocka_unit_test(hostile_multiline_ehlo),
+        cmocka_unit_test(delay_replies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

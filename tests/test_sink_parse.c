@@ -171,6 +171,9 @@ static void fault_specs(void **state)
     assert_int_equal(f.longline, 1u << SINK_STAGE_DOT);
     assert_int_equal(sink_fault_parse(&f, "stall:rcpt", err, sizeof(err)), 0);
     assert_int_equal(f.stall, 1u << SINK_STAGE_RCPT);
+    assert_int_equal(sink_fault_parse(&f, "delay:greeting:1500", err, sizeof(err)), 0);
+    assert_int_equal(f.delay_ms[SINK_STAGE_GREETING], 1500);
+    assert_int_equal(sink_fault_parse(&f, "delay:nowhere:5", err, sizeof(err)), -EINVAL);
     assert_int_equal(sink_fault_parse(&f, "no-starttls", err, sizeof(err)), 0);
     assert_true(f.no_starttls);
     assert_int_equal(sink_fault_parse(&f, "rcpt::451", err, sizeof(err)), -EINVAL);

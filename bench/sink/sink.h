@@ -148,6 +148,7 @@ struct sink_faults {
     bool no_starttls;
     /* bit (1 << enum sink_stage) per stage */
     uint32_t disconnect, stall, multiline, longline, badcode;
+    uint32_t delay_ms[SINK_STAGE_COUNT]; /* hold the reply at a stage this long (0 = no) */
 };
 
 /* Adds one --fault SPEC to `f`. Returns 0, or -EINVAL with a one-line reason in

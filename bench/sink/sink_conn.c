@@ -62,6 +62,10 @@ struct sink_conn {
     bool tls_after_flush; /* "220 Ready to start TLS" queued: handshake once it is out */
     bool io_swapped;      /* TLS wants the other direction: a read waits for writable
                              or a write for readable */
+    bool delay_pending;   /* fault delay: a queued reply must be held back... */
+    bool delaying;        /* ...and the timer holding it runs */
+    uint32_t delay_ms;
+    ev_timer delay;
     uint32_t nrcpt, rcpt_cap;
     uint64_t *rcpt; /* hashes of the accepted recipients of this transaction */
     struct sink_data data;
@@ -163,6 +167,18 @@ static bool fault_preempts(struct sink_conn *c, enum sink_stage s)
     return false;
 }
 
+/* delay:STAGE:MS: the reply about to be queued (and everything before it) leaves
+ * only MS milliseconds later; no further input is handled meanwhile, so replies keep
+ * their order. */
+static void stage_delay(struct sink_conn *c, enum sink_stage s)
+{
+    uint32_t ms = c->w->cfg->faults.delay_ms[s];
+    if (ms) {
+        c->delay_pending = true;
+        c->delay_ms = ms;
+    }
+}
+
 /* Sends the reply for `stage`, unless a hostile fault mangles it: longline sends one
  * 100,000-byte line with the same code, badcode a line whose code is not 3 digits. */
 static void stage_reply(struct sink_conn *c, enum sink_stage s, const char *fmt, ...)
@@ -177,6 +193,7 @@ static void stage_reply(struct sink_conn *c, enum sink_stage s, const char *fmt,
     va_end(ap);
     if (n < 3)
         return;
+    stage_delay(c, s);
     if (stage_has(f->longline, s)) {
         out_put(c, line, 3);
         out_put(c, " ", 1);
@@ -230,6 +247,7 @@ static void cmd_ehlo(struct sink_conn *c, const struct sink_cmd *cmd)
         name[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
     }
     name[n] = '\0';
+    stage_delay(c, SINK_STAGE_EHLO);
     reply(c, "250-%s greets %s", cfg->hostname, name);
     const char *caps = tls_conn_is_tls(c->tc) ? cfg->ehlo_tail_tls : cfg->ehlo_tail;
     out_put(c, caps, strlen(caps));
@@ -437,7 +455,8 @@ static void command(struct sink_conn *c, const char *line, size_t len)
 static void conn_input(struct sink_conn *c)
 {
     size_t off = 0;
-    while (off < c->in_len && !c->want_close && !c->close_after_flush && !c->tls_after_flush) {
+    while (off < c->in_len && !c->want_close && !c->close_after_flush && !c->tls_after_flush &&
+           !c->delay_pending) {
         char *s = c->in + off;
         size_t avail = c->in_len - off;
         if (c->st == CS_DATA) {
@@ -501,6 +520,7 @@ static void conn_free(struct sink_conn *c)
     SINK_INC(w, connections_closed, 1);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
+    ev_timer_stop(w->loop, &c->delay);
     tls_conn_free(c->tc); /* closes the fd */
     if (c->prev)
         c->prev->next = c->next;
@@ -588,6 +608,17 @@ static int conn_flush(struct sink_conn *c)
 {
     if (c->want_close)
         return -1;
+    if (c->delay_pending && (c->st == CS_CMD || c->st == CS_DATA)) {
+        c->delay_pending = false;
+        c->delaying = true;
+        ev_timer_set(&c->delay, c->delay_ms / 1000.0, 0.);
+        ev_timer_start(c->w->loop, &c->delay);
+    }
+    if (c->delaying) { /* hold everything (and stop reading) until the timer fires */
+        set_reading(c, false);
+        ev_io_stop(c->w->loop, &c->wio);
+        return 0;
+    }
     if (c->st == CS_HANDSHAKE)
         return conn_handshake(c);
     if (c->st == CS_MULTILINE) {
@@ -635,6 +666,24 @@ static int conn_flush(struct sink_conn *c)
         return conn_start_tls(c);
     set_reading(c, true);
     return 0;
+}
+
+static void conn_delay_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct sink_conn *c = t->data;
+    c->delaying = false;
+    if (conn_flush(c) < 0) {
+        conn_free(c);
+        return;
+    }
+    /* Commands that arrived behind the delayed reply are still in the buffer. */
+    if (c->reading && (c->st == CS_CMD || c->st == CS_DATA) && c->in_len > 0) {
+        conn_input(c);
+        if (conn_flush(c) < 0)
+            conn_free(c);
+    }
 }
 
 /* Reads and handles input until the socket (and TLS's buffer) is drained or replies
@@ -729,6 +778,8 @@ static void conn_new(struct sink_worker *w, int fd)
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     c->rio.data = c;
     c->wio.data = c;
+    ev_timer_init(&c->delay, conn_delay_cb, 0., 0.);
+    c->delay.data = c;
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;

@@ -1,7 +1,7 @@
 /* --fault SPEC parser. The grammar is documented in bench/README.md:
  *
  *   rcpt:PATTERN:CODE   mail:PATTERN:CODE   data:every:N:CODE
- *   disconnect:STAGE    stall:STAGE         no-starttls
+ *   disconnect:STAGE    stall:STAGE         delay:STAGE:MS      no-starttls
  *   hostile:multiline[:STAGE]  hostile:longline[:STAGE]  hostile:badcode[:STAGE]
  *
  * STAGE is greeting|ehlo|mail|rcpt|data|dot; CODE is 400..599. */
@@ -93,6 +93,22 @@ int sink_fault_parse(struct sink_faults *f, const char *spec, char *err, size_t 
         f->data_code = (int)code;
         return 0;
     }
+    if (strncmp(spec, "delay:", 6) == 0) {
+        char buf[64];
+        long ms;
+        uint32_t bit;
+        snprintf(buf, sizeof(buf), "%s", spec + 6);
+        char *colon = strchr(buf, ':');
+        if (!colon)
+            FAIL("bad --fault '%s': expected delay:STAGE:MS", spec);
+        *colon = '\0';
+        if (stage_parse(buf, &bit))
+            FAIL("bad --fault '%s': STAGE must be greeting, ehlo, mail, rcpt, data or dot", spec);
+        if (num_parse(colon + 1, 1, 600000, &ms))
+            FAIL("bad --fault '%s': MS must be a number from 1 to 600000", spec);
+        f->delay_ms[__builtin_ctz(bit)] = (uint32_t)ms;
+        return 0;
+    }
     if (strcmp(spec, "no-starttls") == 0) {
         f->no_starttls = true;
         return 0;
@@ -118,8 +134,8 @@ int sink_fault_parse(struct sink_faults *f, const char *spec, char *err, size_t 
             FAIL("bad --fault '%s': hostile kinds are multiline, longline, badcode", spec);
         stage = kind[klen] == ':' ? kind + klen + 1 : "greeting";
     } else {
-        FAIL("bad --fault '%s': unknown kind (rcpt, mail, data, disconnect, stall, hostile, "
-             "no-starttls)",
+        FAIL("bad --fault '%s': unknown kind (rcpt, mail, data, disconnect, stall, delay, "
+             "hostile, no-starttls)",
              spec);
     }
     uint32_t bit;
