@@ -233,13 +233,13 @@ static void cmd_ehlo(struct sink_conn *c, const struct sink_cmd *cmd)
         return;
     }
     const struct sink_faults *f = &cfg->faults;
-    if (f->longline & (1u << SINK_STAGE_EHLO) || f->badcode & (1u << SINK_STAGE_EHLO)) {
+    if (stage_has(f->longline, SINK_STAGE_EHLO) || stage_has(f->badcode, SINK_STAGE_EHLO)) {
         stage_reply(c, SINK_STAGE_EHLO, "250 %s", cfg->hostname);
         return;
     }
-    /* RFC 5321 4.1.1.1: first line names us; then one capability per line. */
-    /* The client's name is echoed printable-only: a bare CR in it must not let a
-     * client forge reply lines. */
+    /* RFC 5321 4.1.1.1: the first line names us, then one capability per line. The
+     * client's name is echoed printable-only: a bare CR in it must not let a client
+     * forge reply lines. */
     char name[256];
     size_t n = cmd->arg_len < sizeof(name) - 1 ? cmd->arg_len : sizeof(name) - 1;
     for (size_t i = 0; i < n; i++) {
