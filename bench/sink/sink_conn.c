@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 _Atomic uint64_t sink_data_seq;
+_Atomic unsigned sink_tls_gen;
 
 /* Session states, and their names for the transition log. */
 #define CONN_STATES(X)                                                                             \
@@ -591,9 +592,14 @@ static int conn_start_tls(struct sink_conn *c)
 {
     c->tls_after_flush = false;
     c->in_len = 0; /* plaintext pipelined after STARTTLS is dropped (RFC 3207 4.2) */
-    struct tls_server *srv = tls_server_slot_get(c->w->cfg->tls_slot);
-    int rc = srv ? tls_conn_start_server(c->tc, srv) : -ENOMEM;
-    tls_server_free(srv); /* the connection holds its own reference */
+    struct sink_worker *w = c->w;
+    unsigned gen = atomic_load_explicit(&sink_tls_gen, memory_order_acquire);
+    if (!w->tls_srv || w->tls_gen != gen) { /* first use, or reloaded since */
+        tls_server_free(w->tls_srv);
+        w->tls_srv = tls_server_slot_get(w->cfg->tls_slot);
+        w->tls_gen = gen;
+    }
+    int rc = w->tls_srv ? tls_conn_start_server(c->tc, w->tls_srv) : -ENOMEM;
     if (rc < 0) {
         SINK_INC(c->w, tls_handshakes_failed, 1);
         sv_warn("conn %llx: cannot start TLS: %s", (unsigned long long)c->id, strerror(-rc));

@@ -161,6 +161,7 @@ static void *worker_main(void *arg)
 {
     struct sink_worker *w = arg;
     ev_run(w->loop, 0);
+    tls_server_free(w->tls_srv);
     tls_thread_cleanup();
     return NULL;
 }
@@ -241,8 +242,10 @@ static void signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
         char err[512];
         if (tls_server_slot_reload(g_cfg.tls_slot, g_cfg.certs, g_cfg.n_certs, err, sizeof(err)))
             sv_error("SIGHUP: reload failed, keeping the current certificates: %s", err);
-        else
+        else {
+            atomic_fetch_add_explicit(&sink_tls_gen, 1, memory_order_release);
             sv_info("SIGHUP: reloaded %zu certificate/key pair(s)", g_cfg.n_certs);
+        }
         break;
     }
     default: ev_break(loop, EVBREAK_ALL); break;

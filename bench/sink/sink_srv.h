@@ -98,11 +98,17 @@ struct sink_worker {
     uint64_t next_queue_id;
     const struct sink_config *cfg;
     struct sink_track *track; /* borrowed, shared by all workers */
+    /* This thread's reference to the current certificate store, refreshed when
+     * sink_tls_gen moves (SIGHUP), so STARTTLS takes no lock. */
+    struct tls_server *tls_srv;
+    unsigned tls_gen;
 } __attribute__((aligned(64)));
 
 /* Global sequence for data:every:N (shared by all threads; only touched when that
  * fault is configured). */
 extern _Atomic uint64_t sink_data_seq;
+/* Bumped by the main thread after each successful certificate reload. */
+extern _Atomic unsigned sink_tls_gen;
 
 /* Accepts connections on listening socket `fd` until it would block (ev_io callback). */
 void sink_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
