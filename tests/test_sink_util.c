@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -81,10 +82,16 @@ int ts_sink_start(struct ts_sink *s, const char *const extra[])
     if (pipe(out) < 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        /* A failed assertion skips ts_sink_stop(), and a timed-out test is killed:
+         * either way the sink must not outlive its test. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
         int e = open(s->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int in = open("/dev/null", O_RDONLY);
         dup2(in, 0);

@@ -10,6 +10,9 @@
  *
  * usage: salvo-sink-load --connect HOST:PORT [--connections N] [--messages M]
  *                        [--size BYTES] [--rcpts R] [--threads T] [--starttls]
+ *                        [--per-conn K]
+ * --per-conn K: QUIT after K messages and connect again (with --starttls the new
+ * connection resumes the TLS session from the thread's cache).
  * With --starttls every connection upgrades after EHLO (tls/ client, certificate not
  * verified, one session cache per thread) and says EHLO again.
  * Prints one JSON line: messages, seconds, msgs_per_s, errors. Exit 0 if every
@@ -38,6 +41,7 @@ struct load_opts {
     struct sockaddr_storage addr;
     socklen_t addr_len;
     int connections, threads, rcpts;
+    long per_conn; /* messages per connection; 0 = unlimited */
     bool starttls;
     char host[256];
     uint16_t port;
@@ -61,15 +65,20 @@ struct lconn {
     bool handshaking, tls_done;
     int id;
     long seq;          /* messages this connection sent */
+    long on_conn;      /* transactions started on the current TCP connection */
     int expect;        /* replies still due for the group in flight */
     bool have_msg;     /* the group in flight holds a transaction (ends in 354) */
     bool body_pending; /* the 354 came: the group's body goes next */
     bool quitting;
+    bool reopen;
     char in[65536];
     size_t in_len;
     char *out;
     size_t out_len, out_off, out_cap;
 };
+
+static void lconn_open(struct lconn *c);
+static void lconn_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
@@ -98,7 +107,7 @@ static void out_add(struct lconn *c, const char *s, size_t n)
 /* Queues MAIL/RCPT/DATA for one more message if any are left, else QUIT. */
 static void queue_next(struct lconn *c)
 {
-    if (atomic_fetch_add(&g_next, 1) >= g.messages) {
+    if ((g.per_conn && c->on_conn >= g.per_conn) || atomic_fetch_add(&g_next, 1) >= g.messages) {
         out_add(c, "QUIT\r\n", 6);
         c->expect = 1;
         c->have_msg = false;
@@ -114,6 +123,7 @@ static void queue_next(struct lconn *c)
         out_add(c, buf, (size_t)n);
     }
     out_add(c, "DATA\r\n", 6);
+    c->on_conn++;
     c->expect = 2 + g.rcpts;
     c->have_msg = true;
 }
@@ -233,6 +243,9 @@ static void on_reply(struct lconn *c, int code)
     }
     if (c->quitting) {
         lconn_close(c);
+        /* --per-conn: a new connection for the rest (opened by lconn_cb, once it is
+         * done with this connection's buffers) */
+        c->reopen = atomic_load(&g_next) < g.messages;
         return;
     }
     if (c->expect > 0) {
@@ -252,11 +265,22 @@ static void on_reply(struct lconn *c, int code)
     c->body_pending = true;
 }
 
+static void lconn_io(struct lconn *c);
+
 static void lconn_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct lconn *c = w->data;
+    lconn_io(c);
+    if (c->fd < 0 && c->reopen) {
+        c->reopen = false;
+        lconn_open(c);
+    }
+}
+
+static void lconn_io(struct lconn *c)
+{
     if (c->handshaking) {
         handshake(c);
         return;
@@ -298,6 +322,28 @@ static void lconn_cb(struct ev_loop *loop, ev_io *w, int revents)
     flush_out(c);
 }
 
+/* Opens (or re-opens, after --per-conn messages) the TCP connection of c. */
+static void lconn_open(struct lconn *c)
+{
+    c->fd = socket(g.addr.ss_family, SOCK_STREAM, 0);
+    if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&g.addr, g.addr_len) < 0) {
+        perror("salvo-sink-load: connect");
+        exit(2);
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    if (tls_conn_new_plain(c->fd, &c->tc) < 0)
+        exit(2);
+    c->expect = 0;
+    c->on_conn = 0;
+    c->handshaking = c->tls_done = c->body_pending = c->quitting = false;
+    c->in_len = c->out_len = c->out_off = 0;
+    ev_io_init(&c->io, lconn_cb, c->fd, EV_READ);
+    c->io.data = c;
+    ev_io_start(c->loop, &c->io);
+}
+
 static void *thread_main(void *arg)
 {
     int t = (int)(long)arg;
@@ -311,20 +357,8 @@ static void *thread_main(void *arg)
         struct lconn *c = &cs[i];
         c->loop = loop;
         c->id = t + i * g.threads;
-        c->fd = socket(g.addr.ss_family, SOCK_STREAM, 0);
-        if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&g.addr, g.addr_len) < 0) {
-            perror("salvo-sink-load: connect");
-            exit(2);
-        }
-        int one = 1;
-        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
-        if (tls_conn_new_plain(c->fd, &c->tc) < 0)
-            exit(2);
         c->cache = cache;
-        ev_io_init(&c->io, lconn_cb, c->fd, EV_READ);
-        c->io.data = c;
-        ev_io_start(loop, &c->io);
+        lconn_open(c);
     }
     ev_run(loop, 0);
     for (int i = 0; i < n; i++) {
@@ -374,6 +408,8 @@ int main(int argc, char **argv)
             g.size = (size_t)num(o, v, 0, 100000000);
         else if (!strcmp(o, "--rcpts"))
             g.rcpts = (int)num(o, v, 1, 1000);
+        else if (!strcmp(o, "--per-conn"))
+            g.per_conn = num(o, v, 1, 1000000000);
         else if (!strcmp(o, "--threads"))
             g.threads = (int)num(o, v, 1, 64);
         else
