@@ -17,3 +17,7 @@ salvo_sink_test(test_sink_fault 60)
 salvo_sink_test(test_sink_args 30)
 salvo_sink_test(test_sink_parse 30 salvo_sink_core Threads::Threads)
 salvo_sink_test(test_sink_tls 120 salvo_tls_testhelpers)
+add_dependencies(test_sink_tls salvo-sink-load)
+get_test_property(test_sink_tls ENVIRONMENT _env)
+set_tests_properties(test_sink_tls PROPERTIES
+  ENVIRONMENT "${_env};SALVO_SINK_LOAD_BIN=$<TARGET_FILE:salvo-sink-load>")

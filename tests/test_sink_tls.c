@@ -145,6 +145,50 @@ static void starttls_sessions_and_resumption(void **state)
 }
 
 /* RFC 3207 4.2: what the client pipelined after STARTTLS is not acted upon. */
+/* Many connections of one client thread share one session cache and resume at the same
+ * time (what a pool of connections to one MX does). A TLS 1.3 session cached before its
+ * connection received a new ticket paired the old ticket with the new resumption secret,
+ * and the sink failed those handshakes ("binder does not verify"). */
+static void concurrent_resumption_from_one_cache(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    const char *args[] = {"--threads",
+                          "1",
+                          "--no-track",
+                          "--tls-cert",
+                          tt_path(g_dir, "wild.pem"),
+                          "--tls-key",
+                          tt_path(g_dir, "wild.key"),
+                          NULL};
+    assert_int_equal(ts_sink_start(&s, args), 0);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", s.port);
+    const char *load = getenv("SALVO_SINK_LOAD_BIN");
+    assert_non_null(load);
+    const char *argv[] = {load,         "--connect", target,   "--connections", "30",
+                          "--messages", "1200",      "--size", "500",           "--starttls",
+                          "--per-conn", "2",         NULL};
+    struct tu_result r;
+    assert_int_equal(tu_run(argv, NULL, 60, &r), 0);
+    printf("%s", r.out);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "\"errors\":0,"));
+    uint64_t client_handshakes = ts_json_u64(r.out, "tls_full") + ts_json_u64(r.out, "tls_resumed");
+    tu_result_free(&r);
+
+    char json[4096];
+    assert_int_equal(ts_sink_stop(&s, json, sizeof(json)), 0);
+    counter(json, "transactions", 1200);
+    counter(json, "tls_handshakes_failed", 0);
+    uint64_t full = ts_json_u64(json, "tls_handshakes_full");
+    uint64_t resumed = ts_json_u64(json, "tls_handshakes_resumed");
+    assert_int_equal(full + resumed, client_handshakes);
+    assert_true(client_handshakes >= 600); /* 1200 messages, 2 per connection */
+    /* Only the first 30 connections need full handshakes; every reconnect resumes. */
+    assert_true(full <= 30);
+}
+
 static void plaintext_after_starttls_dropped(void **state)
 {
     (void)state;
@@ -309,6 +353,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(starttls_sessions_and_resumption),
+        cmocka_unit_test(concurrent_resumption_from_one_cache),
         cmocka_unit_test(plaintext_after_starttls_dropped),
         cmocka_unit_test(no_starttls_fault),
         cmocka_unit_test(bad_certificates_refused),

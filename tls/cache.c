@@ -1,9 +1,13 @@
 /* tls: the per-MX session cache of one worker thread (no locks).
  *
  * A hash table of entries keyed by (host, port, verification mode), chained, plus an
- * intrusive LRU list (head = most recent). Each entry holds one wolfSSL session (TLS 1.3
- * ticket or TLS 1.2 id/ticket) and the facts of the connection that made it, because a
- * resumed handshake carries no certificate to verify again. */
+ * intrusive LRU list (head = most recent). Each entry holds a few wolfSSL sessions (TLS 1.3
+ * tickets or TLS 1.2 ids/tickets) and the facts of the connection that made them, because a
+ * resumed handshake carries no certificate to verify again.
+ *
+ * Tickets are used once while there are spares (RFC 8446 C.4 prefers single use); the last
+ * one is reused rather than falling back to a full handshake. A connection caches a TLS 1.3
+ * ticket only when the server sent it one (see tls_cache_store). */
 #include "tls_int.h"
 
 #include <ctype.h>
@@ -13,6 +17,8 @@
 #include <strings.h>
 #include <time.h>
 
+enum { TLS_SESSIONS_PER_HOST = 16 };
+
 struct tls_session_entry {
     struct tls_session_entry *hnext;       /* hash chain */
     struct tls_session_entry *prev, *next; /* LRU */
@@ -20,7 +26,8 @@ struct tls_session_entry {
     char *host; /* lower case */
     uint16_t port;
     enum tls_verify mode;
-    WOLFSSL_SESSION *sess;
+    WOLFSSL_SESSION *sess[TLS_SESSIONS_PER_HOST]; /* [n-1] is the newest; n >= 1 */
+    size_t n;
     time_t expires; /* CLOCK_MONOTONIC seconds */
     bool verified;
     char *why; /* why unverified (allow-invalid), or NULL */
@@ -104,8 +111,8 @@ static void lru_push_front(struct tls_session_cache *c, struct tls_session_entry
 
 static void entry_free(struct tls_session_entry *e)
 {
-    if (e->sess)
-        wolfSSL_SESSION_free(e->sess);
+    for (size_t i = 0; i < e->n; i++)
+        wolfSSL_SESSION_free(e->sess[i]);
     tls_names_clear(&e->names);
     free(e->host);
     free(e->why);
@@ -175,7 +182,13 @@ void tls_cache_offer(struct tls_session_cache *c, struct tls_conn *conn)
         entry_remove(c, e);
         return;
     }
-    if (wolfSSL_set_session(conn->ssl, e->sess) != WOLFSSL_SUCCESS) {
+    /* The newest ticket; it is used up unless it is the last one, which stays for
+     * reuse: better a reused ticket than a full handshake. */
+    WOLFSSL_SESSION *sess = e->n > 1 ? e->sess[--e->n] : e->sess[0];
+    int ok = wolfSSL_set_session(conn->ssl, sess) == WOLFSSL_SUCCESS;
+    if (sess != e->sess[0])
+        wolfSSL_SESSION_free(sess); /* the connection holds its own copy */
+    if (!ok) {
         c->st.misses++;
         entry_remove(c, e);
         return;
@@ -199,6 +212,12 @@ void tls_cache_store(struct tls_session_cache *c, struct tls_conn *conn)
      * never keep a session whose facts we could not vouch for in strict mode. */
     if (conn->mode == TLS_VERIFY_STRICT && !conn->verified)
         return;
+    /* TLS 1.3: only a ticket this connection received. Before it arrives, the session of
+     * a resumed connection pairs the ticket it used with its own new resumption secret:
+     * a peer rejects that ("binder does not verify"). And each ticket is cached once. */
+    if (wolfSSL_version(conn->ssl) == TLS1_3_VERSION && !conn->ticket_fresh)
+        return;
+    conn->ticket_fresh = false;
     WOLFSSL_SESSION *s = wolfSSL_get1_session(conn->ssl);
     if (!s)
         return;
@@ -215,8 +234,12 @@ void tls_cache_store(struct tls_session_cache *c, struct tls_conn *conn)
     uint64_t h = key_hash(conn->host, conn->port, conn->mode);
     struct tls_session_entry *e = find(c, conn->host, conn->port, conn->mode, h);
     if (e) {
-        wolfSSL_SESSION_free(e->sess);
-        e->sess = s;
+        if (e->n == TLS_SESSIONS_PER_HOST) { /* drop the oldest */
+            wolfSSL_SESSION_free(e->sess[0]);
+            memmove(e->sess, e->sess + 1, (e->n - 1) * sizeof(e->sess[0]));
+            e->n--;
+        }
+        e->sess[e->n++] = s;
         lru_unlink(c, e);
     } else {
         e = calloc(1, sizeof(*e));
@@ -230,7 +253,8 @@ void tls_cache_store(struct tls_session_cache *c, struct tls_conn *conn)
         e->hash = h;
         e->port = conn->port;
         e->mode = conn->mode;
-        e->sess = s;
+        e->sess[0] = s;
+        e->n = 1;
         size_t b = h & (c->nbuckets - 1);
         e->hnext = c->buckets[b];
         c->buckets[b] = e;

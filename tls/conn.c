@@ -252,6 +252,17 @@ static int tls_handshake(struct tls_conn *c)
     return 0;
 }
 
+/* Called by wolfSSL when the server's (NewSession)Ticket has been taken in. */
+static int ticket_seen(WOLFSSL *ssl, const unsigned char *ticket, int len, void *arg)
+{
+    (void)ssl;
+    (void)ticket;
+    (void)len;
+    struct tls_conn *c = arg;
+    c->ticket_fresh = true;
+    return 0;
+}
+
 static ssize_t tls_read(struct tls_conn *c, void *buf, size_t len)
 {
     if (c->err_kind != TLS_ERR_NONE)
@@ -263,6 +274,11 @@ static ssize_t tls_read(struct tls_conn *c, void *buf, size_t len)
     }
     int ask = len > (size_t)INT32_MAX ? INT32_MAX : (int)len;
     int r = wolfSSL_read(c->ssl, buf, ask);
+    /* A TLS 1.3 ticket arrives after the handshake, in any read (also one that
+     * returns no application data): cache it now so new connections resume while
+     * this one stays open in a pool. */
+    if (c->ticket_fresh && c->cache)
+        tls_cache_store(c->cache, c);
     if (r > 0)
         return r;
     int err = wolfSSL_get_error(c->ssl, r);
@@ -666,7 +682,8 @@ int tls_conn_start_client(struct tls_conn *c, struct tls_client *cl, const char 
     if (!is_ip_literal(host) && wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, host,
                                                (unsigned short)strlen(host)) != WOLFSSL_SUCCESS)
         goto fail;
-    if (wolfSSL_UseSessionTicket(c->ssl) != WOLFSSL_SUCCESS)
+    if (wolfSSL_UseSessionTicket(c->ssl) != WOLFSSL_SUCCESS ||
+        wolfSSL_set_SessionTicket_cb(c->ssl, ticket_seen, c) != WOLFSSL_SUCCESS)
         goto fail;
     if (cache)
         tls_cache_offer(cache, c);

@@ -282,6 +282,9 @@ static int load_pair(struct tls_server *srv, struct tls_pair *p, const struct tl
         snprintf(err, errlen, "tls: cannot enable session tickets");
         goto out;
     }
+    /* Tickets carry the whole state; wolfSSL's process-wide server cache would only
+     * add a lock per handshake. */
+    wolfSSL_CTX_set_session_cache_mode(p->ctx, WOLFSSL_SESS_CACHE_OFF);
     wolfSSL_CTX_set_servername_callback(p->ctx, sni_cb);
     wolfSSL_CTX_set_servername_arg(p->ctx, srv);
     rc = 0;

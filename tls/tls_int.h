@@ -61,8 +61,9 @@ struct tls_conn {
     char *host;
     uint16_t port;
     enum tls_verify mode;
-    struct tls_session_cache *cache;  /* borrowed */
-    bool offered_session;             /* a cached session was set before the handshake */
+    struct tls_session_cache *cache; /* borrowed */
+    bool offered_session;            /* a cached session was set before the handshake */
+    bool ticket_fresh; /* the server sent a ticket on this connection, not yet cached */
     struct tls_session_entry *cached; /* what we resumed from (facts for a resumed conn) */
     bool cached_verified;
     char *cached_why;
