@@ -489,13 +489,22 @@ static bool is_ip_literal(const char *s, struct sockaddr_storage *ss)
     return false;
 }
 
-static void start_addr_phase(struct dns_lookup *lk)
+/* (Re)starts the phase deadline. The loop's cached time may be stale (the owner
+ * may have blocked since the last iteration): refresh it, or the deadline would
+ * count from the past. */
+static void deadline_start(struct dns_lookup *lk)
 {
     struct eng_dns *d = lk->d;
-    lk->phase = PH_ADDR;
+    ev_now_update(d->loop);
     ev_timer_stop(d->loop, &lk->deadline);
     ev_timer_set(&lk->deadline, d->phase_timeout, 0.0);
     ev_timer_start(d->loop, &lk->deadline);
+}
+
+static void start_addr_phase(struct dns_lookup *lk)
+{
+    lk->phase = PH_ADDR;
+    deadline_start(lk);
     lk->refs++;
     lk->pending++; /* held until every query is issued: cache hits complete at once */
     for (size_t i = 0; i < lk->nt && lk->phase == PH_ADDR; i++) {
@@ -794,7 +803,7 @@ static int start(struct eng_dns *d, bool is_mx, const char *name, enum rule_ip_s
     d->depth++;
     if (is_mx) {
         lk->phase = PH_MX;
-        ev_timer_start(d->loop, &lk->deadline);
+        deadline_start(lk);
         lk->refs++;
         issue(lk, DNS_T_MX, lk->domain, &lk->mx);
         lk_unref(lk);
