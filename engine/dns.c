@@ -300,17 +300,38 @@ static int parse_answer(const unsigned char *buf, int len, const char *qname, ui
                 *ttl = rttl;
             continue;
         }
-        if (type != qtype || rs->n == DNS_MAX_RR)
+        if (type != qtype)
+            continue;
+        if (type == DNS_T_MX) {
+            /* Beyond DNS_MAX_RR records the least preferred one makes room. */
+            if (rdlen < 3)
+                return -1;
+            struct dns_rr r;
+            memset(&r, 0, sizeof(r));
+            r.pref = (uint16_t)rd16(buf + rd);
+            if (expand(buf, len, rd + 2, r.name) < 0)
+                return -1;
+            size_t slot = rs->n;
+            if (rs->n == DNS_MAX_RR) {
+                slot = 0;
+                for (size_t k = 1; k < rs->n; k++)
+                    if (rs->rr[k].pref > rs->rr[slot].pref)
+                        slot = k;
+                if (rs->rr[slot].pref <= r.pref)
+                    continue;
+            } else {
+                rs->n++;
+            }
+            rs->rr[slot] = r;
+            if (rttl < *ttl)
+                *ttl = rttl;
+            continue;
+        }
+        if (rs->n == DNS_MAX_RR)
             continue;
         struct dns_rr *r = &rs->rr[rs->n];
         memset(r, 0, sizeof(*r));
-        if (type == DNS_T_MX) {
-            if (rdlen < 3)
-                return -1;
-            r->pref = (uint16_t)rd16(buf + rd);
-            if (expand(buf, len, rd + 2, r->name) < 0)
-                return -1;
-        } else if (type == DNS_T_A && rdlen == 4) {
+        if (type == DNS_T_A && rdlen == 4) {
             memcpy(r->addr, buf + rd, 4);
         } else if (type == DNS_T_AAAA && rdlen == 16) {
             memcpy(r->addr, buf + rd, 16);
@@ -418,6 +439,7 @@ static void finish_err(struct dns_lookup *lk, enum eng_dns_status st, const char
 }
 
 static void answer_done(struct dns_lookup *lk);
+static void deadline_start(struct dns_lookup *lk);
 
 /* The answers of query q arrive (c-ares callback). */
 static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
@@ -452,6 +474,10 @@ static void issue(struct dns_lookup *lk, uint16_t qtype, const char *name, struc
         answer_done(lk);
         return;
     }
+    /* The phase deadline runs only while something is on the network: a lookup
+     * answered from the cache never touches a timer. */
+    if (!ev_is_active(&lk->deadline))
+        deadline_start(lk);
     q->lk = lk;
     q->slot = slot;
     q->qtype = qtype;
@@ -504,7 +530,7 @@ static void deadline_start(struct dns_lookup *lk)
 static void start_addr_phase(struct dns_lookup *lk)
 {
     lk->phase = PH_ADDR;
-    deadline_start(lk);
+    ev_timer_stop(lk->d->loop, &lk->deadline); /* the next network query restarts it */
     lk->refs++;
     lk->pending++; /* held until every query is issued: cache hits complete at once */
     for (size_t i = 0; i < lk->nt && lk->phase == PH_ADDR; i++) {
@@ -803,7 +829,6 @@ static int start(struct eng_dns *d, bool is_mx, const char *name, enum rule_ip_s
     d->depth++;
     if (is_mx) {
         lk->phase = PH_MX;
-        deadline_start(lk);
         lk->refs++;
         issue(lk, DNS_T_MX, lk->domain, &lk->mx);
         lk_unref(lk);

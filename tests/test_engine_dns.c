@@ -57,6 +57,34 @@ static const char *const zone =
     "mx-host=slowmx.test,h.timeout.test,10\n"
     "mx-host=slowmx.test,fast.slowmx.test,20\n"
     "host-record=fast.slowmx.test,192.0.2.60\n"
+    /* 24 MX records: more than fit a 512-byte UDP answer (TCP retry) and more
+     * than the resolver keeps (16: the most preferred) */
+    "mx-host=big.test,h6.big.test,6\n"
+    "mx-host=big.test,h19.big.test,19\n"
+    "mx-host=big.test,h23.big.test,23\n"
+    "mx-host=big.test,h16.big.test,16\n"
+    "mx-host=big.test,h8.big.test,8\n"
+    "mx-host=big.test,h15.big.test,15\n"
+    "mx-host=big.test,h24.big.test,24\n"
+    "mx-host=big.test,h22.big.test,22\n"
+    "mx-host=big.test,h7.big.test,7\n"
+    "mx-host=big.test,h20.big.test,20\n"
+    "mx-host=big.test,h14.big.test,14\n"
+    "mx-host=big.test,h17.big.test,17\n"
+    "mx-host=big.test,h9.big.test,9\n"
+    "mx-host=big.test,h1.big.test,1\n"
+    "mx-host=big.test,h10.big.test,10\n"
+    "mx-host=big.test,h12.big.test,12\n"
+    "mx-host=big.test,h4.big.test,4\n"
+    "mx-host=big.test,h18.big.test,18\n"
+    "mx-host=big.test,h3.big.test,3\n"
+    "mx-host=big.test,h2.big.test,2\n"
+    "mx-host=big.test,h21.big.test,21\n"
+    "mx-host=big.test,h13.big.test,13\n"
+    "mx-host=big.test,h5.big.test,5\n"
+    "mx-host=big.test,h11.big.test,11\n"
+    "host-record=h1.big.test,192.0.2.71\n"
+    "host-record=h2.big.test,192.0.2.72\n"
     /* a relay */
     "host-record=relay.test,127.0.0.1,::1\n";
 
@@ -193,6 +221,13 @@ static void test_limits(void **state)
                         "OK m1.many.test:1=192.0.2.41,2001:db8::41 "
                         "m2.many.test:2=192.0.2.42,2001:db8::42 m3.many.test:3=192.0.2.43 "
                         "m4.many.test:4=192.0.2.44");
+}
+
+static void test_many_mx_records(void **state)
+{
+    (void)state;
+    assert_string_equal(mx("big.test", RULE_IP_V4_ONLY, 2, 0),
+                        "OK h1.big.test:1=192.0.2.71 h2.big.test:2=192.0.2.72");
 }
 
 static void test_skipped_targets(void **state)
@@ -387,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_nodomain),
         cmocka_unit_test(test_ip_strategy),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_many_mx_records),
         cmocka_unit_test(test_skipped_targets),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_refused),
