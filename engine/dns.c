@@ -249,12 +249,9 @@ static long expand(const unsigned char *buf, int len, size_t off, char out[DNS_N
     return enclen;
 }
 
-/* Collects the records of `qtype` owned by `qname` (following CNAMEs in the answer
- * section) into rs, with *ttl the smallest TTL among the records used, and
- * *soa_ttl the negative-caching TTL of an SOA in the authority section (RFC 2308
- * §5: min of its TTL and MINIMUM; 0 without one). Returns 0, or -1 if malformed. */
-static int parse_answer(const unsigned char *buf, int len, const char *qname, uint16_t qtype,
-                        struct dns_rrset *rs, uint32_t *ttl, uint32_t *soa_ttl)
+/* See dns_int.h. CNAMEs are followed in answer order, as resolvers send them. */
+int dns_parse_answer(const unsigned char *buf, int len, const char *qname, uint16_t qtype,
+                     struct dns_rrset *rs, uint32_t *ttl, uint32_t *soa_ttl)
 {
     char owner[DNS_NAME_MAX + 1], cur[DNS_NAME_MAX + 1];
     rs->n = 0;
@@ -359,7 +356,7 @@ static void fill_answer(struct eng_dns *d, const struct dns_query *q, int status
     a->rs.n = 0;
     if ((status == ARES_SUCCESS || status == ARES_ENODATA || status == ARES_ENOTFOUND) && abuf) {
         uint32_t ttl, soa_ttl;
-        if (parse_answer(abuf, alen, q->name, q->qtype, &a->rs, &ttl, &soa_ttl) < 0) {
+        if (dns_parse_answer(abuf, alen, q->name, q->qtype, &a->rs, &ttl, &soa_ttl) < 0) {
             a->failed = true;
             snprintf(a->reason, sizeof(a->reason), "failed: malformed %s answer",
                      qtype_name(q->qtype));
