@@ -100,7 +100,7 @@ struct eng_dns {
     uint64_t rng;
     int depth;         /* > 0 while our code up the stack still uses the resolver */
     bool closing;      /* eng_dns_free was called */
-    bool free_pending; /* ... from a callback: the last frame frees */
+    bool free_pending; /* freed when the outermost frame leaves (depth 0) */
 };
 
 static const char *strategy_name(enum rule_ip_strategy s)
