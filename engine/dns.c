@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -494,6 +495,8 @@ static bool is_ip_literal(const char *s, struct sockaddr_storage *ss)
         memcpy(tmp, s + 1, n - 2);
         tmp[n - 2] = '\0';
         s = tmp;
+        if (strncasecmp(s, "ipv6:", 5) == 0) /* RFC 5321 §4.1.3 IPv6 literal */
+            s += 5;
     }
     struct sockaddr_storage dummy;
     if (!ss)
@@ -789,16 +792,14 @@ static int start(struct eng_dns *d, bool is_mx, const char *name, enum rule_ip_s
     if (norm_name(name, norm) < 0)
         return -EINVAL;
     struct sockaddr_storage lit;
-    if (!is_mx && is_ip_literal(norm, &lit)) {
-        /* A relay given as an address needs no query. */
-        char host[DNS_NAME_MAX + 1];
-        size_t n = strlen(norm);
-        if (norm[0] == '[') {
-            memcpy(host, norm + 1, n - 2);
-            host[n - 2] = '\0';
-        } else {
-            memcpy(host, norm, n + 1);
-        }
+    if ((!is_mx || norm[0] == '[') && is_ip_literal(norm, &lit)) {
+        /* A relay given as an address, or a recipient domain that is an address
+         * literal (RFC 5321 §4.1.3, "user@[192.0.2.1]"), needs no query. */
+        char host[INET6_ADDRSTRLEN];
+        const void *a = lit.ss_family == AF_INET
+                            ? (const void *)&((struct sockaddr_in *)&lit)->sin_addr
+                            : (const void *)&((struct sockaddr_in6 *)&lit)->sin6_addr;
+        inet_ntop(lit.ss_family, a, host, sizeof(host));
         struct eng_mx_host h = {.name = host, .preference = 0, .naddrs = 1, .addrs = &lit};
         struct eng_mx_result r = {.status = ENG_DNS_OK, .nhosts = 1, .hosts = &h};
         cb(arg, &r);

@@ -307,6 +307,18 @@ static void test_ip_literals(void **state)
         eng_dns_resolve_host(dns, "2001:DB8::1", RULE_IP_V4_ONLY, 0, dns_capture_cb, &c), 0);
     assert_int_equal(c.calls, 1);
     assert_string_equal(c.line, "OK 2001:db8::1:0=2001:db8::1");
+    /* a recipient domain that is an address literal: that host, no MX query */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(
+        eng_dns_resolve_mx(dns, "[192.0.2.5]", RULE_IP_V4_ONLY, 0, 0, dns_capture_cb, &c), 0);
+    assert_int_equal(c.calls, 1);
+    assert_string_equal(c.line, "OK 192.0.2.5:0=192.0.2.5");
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(
+        eng_dns_resolve_mx(dns, "[IPv6:2001:db8::5]", RULE_IP_V4_ONLY, 0, 0, dns_capture_cb, &c),
+        0);
+    assert_int_equal(c.calls, 1);
+    assert_string_equal(c.line, "OK 2001:db8::5:0=2001:db8::5");
 }
 
 static void test_bad_arguments(void **state)
