@@ -1,0 +1,85 @@
+#!/bin/sh
+# Checks the deploy/ files that cannot run here (no systemd as PID 1, no Docker
+# engine) as far as the machine allows:
+#   - systemd units: `systemd-analyze verify` (no running systemd needed) prints
+#     nothing, with ExecStart pointed at the binaries just built;
+#   - Dockerfile: every apt package it installs exists in this Debian's archive;
+#   - compose.yaml parses, its services and mounted files exist, and the mounted
+#     config passes `salvo config check`;
+#   - the compose demo campaign passes enqueue's validation (it then fails only at
+#     connecting to Redis: exit 2).
+# Usage: deploy_check.sh SOURCE_DIR SALVO_BIN SINK_BIN. Exit 77 (skipped) when no
+# tool for any check is installed.
+set -eu
+src=$1 salvo=$2 sink=$3
+fail=0 ran=0
+bad() { echo "FAIL: $*" >&2; fail=1; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+if command -v systemd-analyze >/dev/null 2>&1; then
+    ran=1
+    for u in salvo.service salvo@.service salvo-sink.service; do
+        name=$u
+        [ "$u" = salvo@.service ] && name=salvo@check.service
+        sed -e "s|/usr/local/bin/salvo-sink|$sink|g" -e "s|/usr/local/bin/salvo |$salvo |g" \
+            "$src/deploy/$u" >"$tmp/$name"
+    done
+    out=$(cd "$tmp" && systemd-analyze verify --man=no ./salvo.service ./salvo@check.service \
+        ./salvo-sink.service 2>&1) || bad "systemd-analyze verify failed: $out"
+    [ -z "$out" ] || bad "systemd-analyze verify: $out"
+    grep -q '^ExecStart=/usr/local/bin/salvo run -c /etc/salvo/salvo.toml$' \
+        "$src/deploy/salvo.service" || bad "salvo.service: ExecStart is not the documented one"
+fi
+
+if command -v apt-cache >/dev/null 2>&1; then
+    ran=1
+    # Package names: the continuation lines after each `apt-get install ... \`, up to
+    # the next line that starts with &&.
+    # shellcheck disable=SC1003
+    pkgs=$(awk '/^ *&&/ {on=0} on {print} /apt-get install/ {on=1}' "$src/deploy/Dockerfile" |
+        tr -d '\\' | tr ' ' '\n' | grep -E '^[a-z0-9][a-z0-9.+-]+$' | sort -u)
+    n=0
+    for p in $pkgs; do
+        n=$((n + 1))
+        apt-cache show "$p" >/dev/null 2>&1 || bad "Dockerfile: no Debian package '$p'"
+    done
+    [ "$n" -ge 12 ] || bad "Dockerfile: found only $n package names (parser broken?)"
+fi
+
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import yaml' 2>/dev/null; then
+    ran=1
+    python3 - "$src/deploy" <<'PY' || bad "compose.yaml"
+import os, sys, yaml
+d = sys.argv[1]
+c = yaml.safe_load(open(os.path.join(d, "compose.yaml")))
+s = c["services"]
+for name in ("redis", "salvo", "sink"):
+    assert name in s, "no service " + name
+assert "--appendonly" in s["redis"]["command"], "redis without AOF"
+assert s["salvo"]["deploy"]["replicas"] >= 2, "fewer than 2 salvo workers"
+for svc in s.values():
+    for v in svc.get("volumes", []):
+        host = v.split(":")[0]
+        if host.startswith("."):
+            assert os.path.exists(os.path.join(d, host)), "missing mounted file " + host
+    b = svc.get("build")
+    if b:
+        assert os.path.exists(os.path.join(d, b["context"], b["dockerfile"])), "no Dockerfile"
+PY
+fi
+
+# The config compose mounts, and its demo campaign (validated before any Redis use).
+ran=1
+"$salvo" config check -c "$src/deploy/compose.salvo.toml" >/dev/null 2>"$tmp/err" ||
+    bad "compose.salvo.toml: $(cat "$tmp/err")"
+[ ! -s "$tmp/err" ] || bad "compose.salvo.toml warns: $(cat "$tmp/err")"
+rc=0
+SALVO_REDIS_URL=redis://127.0.0.1:1/0 "$salvo" enqueue -c "$src/deploy/compose.salvo.toml" \
+    --from news@example.com --recipients "$src/deploy/demo/recipients.csv" \
+    --template "$src/deploy/demo/template.eml" >/dev/null 2>"$tmp/err" || rc=$?
+[ "$rc" -eq 2 ] || bad "demo campaign: expected exit 2 (valid input, no Redis), got $rc: $(cat "$tmp/err")"
+
+[ "$ran" -eq 1 ] || exit 77
+exit $fail
