@@ -10,4 +10,4 @@ salvo_test(NAME test_deploy_docs SOURCES test_deploy_docs.c LIBS salvo_engine TI
 add_test(NAME deploy_files_check
   COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/deploy_check.sh ${PROJECT_SOURCE_DIR}
           $<TARGET_FILE:salvo> $<TARGET_FILE:salvo-sink>)
-set_tests_properties(deploy_files_check PROPERTIES TIMEOUT 60 SKIP_RETURN_CODE 77)
+set_tests_properties(deploy_files_check PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77)
