@@ -46,6 +46,28 @@ if command -v apt-cache >/dev/null 2>&1; then
         apt-cache show "$p" >/dev/null 2>&1 || bad "Dockerfile: no Debian package '$p'"
     done
     [ "$n" -ge 12 ] || bad "Dockerfile: found only $n package names (parser broken?)"
+
+    # The runtime stage (after the last FROM) must install the package of every shared
+    # library the binaries link (the C library and compiler runtimes come with the
+    # base image or as dependencies; sanitizer runtimes only exist in test builds).
+    if command -v ldd >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
+        # shellcheck disable=SC1003
+        runtime=$(awk '/^FROM/ {buf=""} {buf=buf"\n"$0} END {print buf}' "$src/deploy/Dockerfile" |
+            awk '/^ *&&/ {on=0} on {print} /apt-get install/ {on=1}' |
+            tr -d '\\' | tr ' ' '\n' | grep -E '^[a-z0-9][a-z0-9.+-]+$' | sort -u)
+        for bin in "$salvo" "$sink"; do
+            for lib in $(ldd "$bin" | awk '/=>/ {print $3}'); do
+                pkg=$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null || dpkg -S "$lib" 2>/dev/null) ||
+                    { bad "$bin: $lib belongs to no package"; continue; }
+                pkg=${pkg%%:*}
+                case "$pkg" in
+                    libc6 | libgcc-s1 | libstdc++6 | libasan* | libubsan* | libtsan* | liblsan*) ;;
+                    *) echo "$runtime" | grep -qx "$pkg" ||
+                        bad "Dockerfile: runtime stage lacks $pkg ($lib, needed by $bin)" ;;
+                esac
+            done
+        done
+    fi
 fi
 
 if command -v python3 >/dev/null 2>&1 && python3 -c 'import yaml' 2>/dev/null; then

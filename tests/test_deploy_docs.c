@@ -384,6 +384,9 @@ static void guide_lists_every_error(void **state)
         free(dpath);
     }
     fprintf(stderr, "%zu messages checked, %zu missing from the guide\n", checked, missing);
+    if (missing)
+        fprintf(stderr, "fix: python3 docs/tools/errors.py --update docs/operator-guide.md, then "
+                        "write a cause/fix note for each new message\n");
     assert_true(checked > 150); /* the scan itself works */
     assert_int_equal(missing, 0);
     free(guide);

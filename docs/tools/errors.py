@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Lists every error/warning format string the programs print, grouped by component,
-as the markdown of docs/operator-guide.md's troubleshooting section (from its first
-"### " heading there). Run from the repository root:
-    python3 docs/tools/errors.py > /tmp/errors.md
-then merge by hand (the guide's notes are edited text; NOTES below seeds them).
-It mirrors tests/test_deploy_docs.c's scan (same functions, same folders)."""
+as the markdown of docs/operator-guide.md's message catalogue (everything after the
+MARKER line). It mirrors tests/test_deploy_docs.c's scan (same functions, same
+folders). From the repository root:
+
+    python3 docs/tools/errors.py                                   # print the catalogue
+    python3 docs/tools/errors.py --update docs/operator-guide.md   # rewrite it in place
+
+--update keeps the text before MARKER and every note already written after a message
+that still exists (`- `` message `` — note`); new messages get a seed note from NOTES
+when one fits, else none: write one by hand."""
 import glob, re, sys
 
 EMITTERS = [("engine", "eng_fail", 0), ("engine", "fprintf(stderr,", 0), ("engine", "cfg_error", 0),
@@ -95,7 +100,7 @@ def call_format(s, i, skip):
 
 
 def shown(fmt):
-    fmt = fmt.strip("\n")
+    fmt = fmt.replace("\r", "").strip("\n")
     fmt = re.sub(r"%[-+ #0-9.*]*(?:ll|l|hh|h|z|j|t)?[a-zA-Z]", "…", fmt.replace("%%", "\0"))
     return fmt.replace("\0", "%").replace("\n", " ")
 
@@ -164,14 +169,23 @@ NOTES = {
 }
 
 
+MARKER = "<!-- message catalogue: docs/tools/errors.py --update; notes are hand-written -->"
+
+
 def main():
     notes = {}
-    if len(sys.argv) > 1:  # reuse the notes already in the guide
-        for line in open(sys.argv[1]):
+    update = len(sys.argv) == 3 and sys.argv[1] == "--update"
+    guide = sys.argv[2] if update else None
+    if guide:  # reuse the notes already in the guide
+        for line in open(guide):
             m = re.match(r"- `` (.*) `` — (.*)", line.rstrip("\n"))
             if m:
                 notes[m.group(1)] = m.group(2)
+    for k in [k for k, v in NOTES.items() if v in notes.values()]:
+        del NOTES[k]  # already used in the guide
     found = collect()
+    out = []
+    print = lambda *a: out.append(" ".join(a) + "\n")  # noqa: E731
     for files, title in SECTIONS:
         msgs = [m for f in files.split() for m in found.get(f, [])]
         if not msgs:
@@ -187,6 +201,15 @@ def main():
                         break
             print(f"- `` {m} ``" + (f" — {note}" if note else ""))
         print()
+    text = "".join(out)
+    if guide:
+        head = open(guide).read()
+        if MARKER not in head:
+            sys.exit(f"{guide}: no marker line {MARKER}")
+        head = head[: head.index(MARKER) + len(MARKER)] + "\n\n"
+        open(guide, "w").write(head + text)
+    else:
+        sys.stdout.write(text)
 
 
 main()
