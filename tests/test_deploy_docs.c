@@ -205,34 +205,56 @@ static void example_covers_every_key(void **state)
 
 /* --- every error message is in the operator guide --------------------------------- */
 
-/* Functions whose format string is an error or warning an operator can see, and how
- * many string-literal arguments come before the format (cmd_tls.c's fail(r, KIND,
- * FMT)). */
+/* Calls whose format string is an error or warning an operator can see: in every .c
+ * file of `dir` (or only in `file`), the call `name(` — or `name` itself when it holds
+ * the '(' and the leading arguments, as "snprintf(err, errlen," — and how many
+ * string-literal arguments come before the format (cmd_tls.c's fail(r, KIND, FMT)).
+ * An entry with a `file` replaces the dir-wide entry of the same name for that file.
+ * docs/tools/errors.py has the same table. */
 struct emitter {
     const char *dir;
+    const char *file;
     const char *name;
     int skip;
 };
 static const struct emitter emitters[] = {
-    {"engine", "eng_fail", 0},
-    {"engine", "cfg_error", 0},
-    {"engine", "cfg_warn", 0},
-    {"engine", "err_at", 0},
-    {"engine", "sv_error", 0},
-    {"engine", "sv_warn", 0},
-    {"engine", "fail", 1},
-    {"engine/config", "cfg_error", 0},
-    {"engine/config", "cfg_lex_error", 0},
-    {"sched", "cfg_error", 0},
-    {"sched", "cfg_warn", 0},
-    {"sched", "fail", 0},
-    {"redisq", "rq_fail", 0},
-    {"redisq", "sv_error", 0},
-    {"redisq", "sv_warn", 0},
-    {"tls", "tls_conn_fail", 0},
-    {"bench/sink", "sv_error", 0},
-    {"bench/sink", "sv_warn", 0},
+    {"engine", NULL, "eng_fail", 0},
+    {"engine", NULL, "fprintf(stderr,", 0},
+    {"engine", NULL, "cfg_error", 0},
+    {"engine", NULL, "cfg_warn", 0},
+    {"engine", NULL, "err_at", 0},
+    {"engine", NULL, "sv_error", 0},
+    {"engine", NULL, "sv_warn", 0},
+    {"engine", NULL, "fail", 0},
+    {"engine", "cmd_tls.c", "fail", 1},
+    {"engine", NULL, "finish_err", 0},
+    {"engine/config", NULL, "cfg_error", 0},
+    {"engine/config", NULL, "cfg_lex_error", 0},
+    {"sched", NULL, "cfg_error", 0},
+    {"sched", NULL, "cfg_warn", 0},
+    {"sched", NULL, "fail", 0},
+    {"redisq", NULL, "rq_fail", 0},
+    {"redisq", NULL, "sv_error", 0},
+    {"redisq", NULL, "sv_warn", 0},
+    {"tls", NULL, "tls_conn_fail", 0},
+    {"tls", NULL, "snprintf(err, errlen,", 0},
+    {"bench/sink", NULL, "sv_error", 0},
+    {"bench/sink", NULL, "sv_warn", 0},
+    {"bench/sink", NULL, "die", 0},
+    {"bench/sink", NULL, "FAIL", 0},
 };
+
+/* Is there an entry for exactly this file that replaces `em` there? */
+static bool overridden(const struct emitter *em, const char *file)
+{
+    for (size_t i = 0; i < SV_ARRAY_LEN(emitters); i++) {
+        const struct emitter *o = &emitters[i];
+        if (!em->file && o->file && strcmp(o->dir, em->dir) == 0 &&
+            strcmp(o->name, em->name) == 0 && strcmp(o->file, file) == 0)
+            return true;
+    }
+    return false;
+}
 
 /* Reads a C string literal at *p (on the opening quote), appending its unescaped
  * text to `out`; leaves *p after the closing quote. */
@@ -352,17 +374,20 @@ static void guide_lists_every_error(void **state)
             size_t nl = strlen(de->d_name);
             if (nl < 3 || strcmp(de->d_name + nl - 2, ".c") != 0)
                 continue;
+            if (em->file ? strcmp(em->file, de->d_name) != 0 : overridden(em, de->d_name))
+                continue;
             struct sv_buf fp = {0};
             sv_buf_printf(&fp, "%s/%s", dpath, de->d_name);
             char *text = slurp(fp.ptr);
             assert_non_null(text);
             size_t name_len = strlen(em->name);
+            const char *paren = strchr(em->name, '(');
             for (char *p = strstr(text, em->name); p; p = strstr(p + 1, em->name)) {
                 if (p > text && (isalnum((unsigned char)p[-1]) || p[-1] == '_'))
                     continue;
-                if (p[name_len] != '(')
+                if (!paren && p[name_len] != '(')
                     continue;
-                char *fmt = call_format(p + name_len, em->skip);
+                char *fmt = call_format(paren ? p + (paren - em->name) : p + name_len, em->skip);
                 if (!fmt)
                     continue;
                 char *frag = fragment(fmt);

@@ -12,18 +12,27 @@ that still exists (`- `` message `` — note`); new messages get a seed note fro
 when one fits, else none: write one by hand."""
 import glob, re, sys
 
-EMITTERS = [("engine", "eng_fail", 0), ("engine", "fprintf(stderr,", 0), ("engine", "cfg_error", 0),
-            ("engine", "cfg_warn", 0), ("engine", "err_at", 0), ("engine", "sv_error", 0),
-            ("engine", "sv_warn", 0), ("engine", "fail", 1), ("engine/config", "cfg_error", 0),
-            ("engine/config", "cfg_lex_error", 0), ("sched", "cfg_error", 0), ("sched", "cfg_warn", 0),
-            ("sched", "fail", 0), ("redisq", "rq_fail", 0), ("redisq", "sv_error", 0),
-            ("redisq", "sv_warn", 0), ("tls", "tls_conn_fail", 0), ("tls", "snprintf(err, errlen,", 0),
-            ("bench/sink", "sv_error", 0), ("bench/sink", "sv_warn", 0), ("bench/sink", "die", 0),
-            ("bench/sink", "FAIL", 0)]
+# (dir, only this file or None, call, string literals before the format); an entry
+# with a file replaces the dir-wide entry of the same call there. Same table as
+# tests/test_deploy_docs.c.
+EMITTERS = [("engine", None, "eng_fail", 0), ("engine", None, "fprintf(stderr,", 0),
+            ("engine", None, "cfg_error", 0), ("engine", None, "cfg_warn", 0),
+            ("engine", None, "err_at", 0), ("engine", None, "sv_error", 0),
+            ("engine", None, "sv_warn", 0), ("engine", None, "fail", 0),
+            ("engine", "cmd_tls.c", "fail", 1), ("engine", None, "finish_err", 0),
+            ("engine/config", None, "cfg_error", 0), ("engine/config", None, "cfg_lex_error", 0),
+            ("sched", None, "cfg_error", 0), ("sched", None, "cfg_warn", 0), ("sched", None, "fail", 0),
+            ("redisq", None, "rq_fail", 0), ("redisq", None, "sv_error", 0),
+            ("redisq", None, "sv_warn", 0), ("tls", None, "tls_conn_fail", 0),
+            ("tls", None, "snprintf(err, errlen,", 0), ("bench/sink", None, "sv_error", 0),
+            ("bench/sink", None, "sv_warn", 0), ("bench/sink", None, "die", 0),
+            ("bench/sink", None, "FAIL", 0)]
 
 SECTIONS = [
     ("engine/main.c engine/cli.c", "salvo (any command)"),
-    ("engine/cmd_run.c", "salvo run"),
+    ("engine/cmd_run.c engine/runner*.c engine/worker*.c engine/ring*.c", "salvo run"),
+    ("engine/deliver*.c engine/smtp*.c engine/pool*.c", "Delivery attempts (salvo run's log and the events' reply text)"),
+    ("engine/dns*.c", "DNS (salvo run's log and the events' reply text)"),
     ("engine/cmd_config.c", "salvo config"),
     ("engine/conf.c", "Configuration: keys and values (config check, and every command that loads the config)"),
     ("engine/config/toml.c engine/config/toml_lex.c", "Configuration: TOML syntax"),
@@ -107,8 +116,13 @@ def shown(fmt):
 
 def collect():
     found = {}
-    for d, name, skip in EMITTERS:
+    for d, only, name, skip in EMITTERS:
         for f in sorted(glob.glob(d + "/*.c")):
+            base = f.rsplit("/", 1)[1]
+            if only and base != only:
+                continue
+            if not only and any(e[0] == d and e[1] == base and e[2] == name for e in EMITTERS):
+                continue
             s = open(f).read()
             pat = r"(?<![A-Za-z0-9_])" + re.escape(name) + ("" if "(" in name else r"\(")
             for m in re.finditer(pat, s):
@@ -172,6 +186,21 @@ NOTES = {
 MARKER = "<!-- message catalogue: docs/tools/errors.py --update; notes are hand-written -->"
 
 
+def sections(found):
+    """SECTIONS with their files expanded (globs allowed), then every other file
+    that prints messages under "Other messages"."""
+    seen, out = set(), []
+    for files, title in SECTIONS:
+        fs = [f for pat in files.split() for f in sorted(glob.glob(pat))]
+        fs = [f for f in fs if f not in seen]
+        seen.update(fs)
+        out.append((fs, title))
+    rest = sorted(f for f in found if f not in seen)
+    if rest:
+        out.append((rest, "Other messages"))
+    return out
+
+
 def main():
     notes = {}
     update = len(sys.argv) == 3 and sys.argv[1] == "--update"
@@ -186,8 +215,8 @@ def main():
     found = collect()
     out = []
     print = lambda *a: out.append(" ".join(a) + "\n")  # noqa: E731
-    for files, title in SECTIONS:
-        msgs = [m for f in files.split() for m in found.get(f, [])]
+    for files, title in sections(found):
+        msgs = [m for f in files for m in found.get(f, [])]
         if not msgs:
             continue
         print(f"### {title}\n")
