@@ -179,6 +179,16 @@ NOTES = {
     "is encrypted (a passphrase cannot be asked for)": "decrypt it once: `openssl pkey -in key.pem -out key.plain.pem` (mode 0640).",
     "reload failed, keeping the current certificates": "SIGHUP found a bad file; the old certificates are still served. The reason names the file.",
     "peer certificate was not verified": "the receiver's certificate does not chain to a trusted CA or does not match the host name; under the seed rules the next attempt allows it.",
+    "STARTTLS required but not offered by": "the receiver has no STARTTLS and the attempt's `starttls` is `require`: a temporary `tls` failure; under the seed rules plaintext is allowed from retry 2, under `require` it stays scheduled and bounces at expiry.",
+    "TLS handshake with … failed": "the receiver's TLS is broken or refuses ours (`last_error = tls`): `salvo tls probe --connect HOST:25 --servername HOST --starttls` shows why.",
+    "sent data after its 220 reply to STARTTLS": "the receiver (or something in the path) injected data before the TLS handshake (CVE-2011-0411 class): the attempt is dropped, never continued in plaintext.",
+    "domain does not exist (NXDOMAIN)": "the recipient domain does not exist: bounced.",
+    "null MX: the domain accepts no mail": "the domain publishes `MX 0 .` (RFC 7505): bounced without trying.",
+    "MX lookup timed out": "the resolver did not answer in time (temporary, retried): check `resolver.nameservers` and the resolver's health.",
+    "cannot pin to core": "warning: pinning failed (CPU quota, cpuset, container): the worker runs unpinned. Set `server.workers.pin = false` to silence it.",
+    "reports not written: their jobs will be delivered again": "Redis failed while salvo held outcomes: after the lease those jobs are delivered again (counted as duplicates). Keep Redis healthy and persistent.",
+    "timed out after": "the receiver did not accept the TCP connection in `queue.outbound.timeouts.connect`: a firewall, a wrong MX, or the receiver throttling; retried.",
+    "stopped at once (signal": "a second SIGTERM/SIGINT skipped the graceful stop: jobs in flight are reclaimed after the lease (at-least-once; duplicates possible).",
     "verify": "the certificate check failed; `salvo tls probe --insecure` shows what the server presents.",
 }
 
