@@ -33,7 +33,8 @@ if command -v systemd-analyze >/dev/null 2>&1; then
         "$src/deploy/salvo.service" || bad "salvo.service: ExecStart is not the documented one"
 fi
 
-if command -v apt-cache >/dev/null 2>&1; then
+# Only where the package lists are present (apt-get update has run).
+if command -v apt-cache >/dev/null 2>&1 && apt-cache show libc6 >/dev/null 2>&1; then
     ran=1
     # Package names: the continuation lines after each `apt-get install ... \`, up to
     # the next line that starts with &&.
