@@ -215,9 +215,15 @@ void tls_cache_store(struct tls_session_cache *c, struct tls_conn *conn)
     /* TLS 1.3: only a ticket this connection received. Before it arrives, the session of
      * a resumed connection pairs the ticket it used with its own new resumption secret:
      * a peer rejects that ("binder does not verify"). And each ticket is cached once. */
-    if (wolfSSL_version(conn->ssl) == TLS1_3_VERSION && !conn->ticket_fresh)
-        return;
-    conn->ticket_fresh = false;
+    if (wolfSSL_version(conn->ssl) == TLS1_3_VERSION) {
+        if (!conn->ticket_fresh)
+            return;
+        conn->ticket_fresh = false;
+    } else { /* a TLS 1.2 session id/ticket is fixed at the handshake: cache it once */
+        if (conn->tls12_cached)
+            return;
+        conn->tls12_cached = true;
+    }
     WOLFSSL_SESSION *s = wolfSSL_get1_session(conn->ssl);
     if (!s)
         return;

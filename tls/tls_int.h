@@ -64,6 +64,7 @@ struct tls_conn {
     struct tls_session_cache *cache; /* borrowed */
     bool offered_session;            /* a cached session was set before the handshake */
     bool ticket_fresh; /* the server sent a ticket on this connection, not yet cached */
+    bool tls12_cached; /* this TLS 1.2 connection's session is in the cache */
     struct tls_session_entry *cached; /* what we resumed from (facts for a resumed conn) */
     bool cached_verified;
     char *cached_why;
