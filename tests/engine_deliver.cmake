@@ -3,3 +3,4 @@
 salvo_test(NAME test_engine_smtp_reply SOURCES test_engine_smtp_reply.c LIBS salvo_engine
            TIMEOUT 30)
 salvo_sink_test(test_engine_deliver 120 salvo_engine)
+salvo_sink_test(test_engine_deliver_tls 120 salvo_engine salvo_tls_testhelpers)
