@@ -379,6 +379,12 @@ static void store_out_idle(struct loader *L, const char *path, const struct cfg_
         L->conf->out_idle_timeout_s = (int)v->u.integer;
 }
 
+static void store_out_mx_port(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (int_in(L, path, v, 1, 65535))
+        L->conf->out_mx_port = (int)v->u.integer;
+}
+
 static void store_out_ca_file(struct loader *L, const char *path, const struct cfg_value *v)
 {
     if (!plain_string(L, path, v))
@@ -407,6 +413,7 @@ static const struct schema_key schema[] = {
     {"queue.outbound.limits.messages-per-connection", CFG_INTEGER, store_out_msgs},
     {"queue.outbound.limits.idle-timeout", CFG_INTEGER, store_out_idle},
     {"queue.outbound.tls.ca-file", CFG_STRING, store_out_ca_file},
+    {"queue.outbound.mx-port", CFG_INTEGER, store_out_mx_port},
 };
 
 /* --- matching paths against the schema ---------------------------------------- */
@@ -669,6 +676,7 @@ int eng_conf_load(const char *path, struct eng_conf *conf, struct cfg_diag *diag
     conf->out_connections = 8;
     conf->out_msgs_per_conn = 1000;
     conf->out_idle_timeout_s = 30;
+    conf->out_mx_port = 25;
     if (!conf->redis_url || !conf->queue_name)
         L.oom = true;
     walk(&L, conf->doc->root, "", "");

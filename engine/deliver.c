@@ -709,7 +709,7 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
     eval(j, SET_LIMIT_MX, &lmx);
     eval(j, SET_LIMIT_MULTIHOMED, &lmh);
     size_t max_mx = lmx.i > 0 ? (size_t)lmx.i : 1, max_addrs = lmh.i > 0 ? (size_t)lmh.i : 1;
-    j->port = 25;
+    j->port = d->o.conf->out_mx_port > 0 ? d->o.conf->out_mx_port : 25;
     if (nh.s) {
         const struct eng_remote *rem = NULL;
         for (size_t i = 0; i < d->o.conf->n_remotes; i++)

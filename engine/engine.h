@@ -45,6 +45,7 @@ struct eng_conf {
     int out_msgs_per_conn;  /* queue.outbound.limits.messages-per-connection; 1000 */
     int out_idle_timeout_s; /* queue.outbound.limits.idle-timeout (seconds); 30 */
     char *out_ca_file;      /* queue.outbound.tls.ca-file; NULL = the system bundle */
+    int out_mx_port;        /* queue.outbound.mx-port: SMTP port of MX hosts; 25 (for tests) */
 };
 
 struct eng_remote {

@@ -40,16 +40,20 @@ struct td {
     size_t nout, want;
 };
 
-/* Loads `toml` (the [remote.sink] table pointing at `port` is prepended). */
+/* Loads `toml`; with port > 0 a [remote.sink] table pointing at 127.0.0.1:port
+ * and next-hop = "sink" are prepended. */
 static void td_setup(struct td *t, int port, const char *toml)
 {
     memset(t, 0, sizeof(*t));
     snprintf(t->queue, sizeof(t->queue), "q%d", ++td_queue_seq);
     char *text = NULL;
-    assert_true(asprintf(&text,
-                         "[remote.sink]\naddress = \"127.0.0.1\"\nport = %d\n"
-                         "[queue.outbound]\nnext-hop = \"sink\"\n%s",
-                         port, toml) > 0);
+    if (port > 0)
+        assert_true(asprintf(&text,
+                             "[remote.sink]\naddress = \"127.0.0.1\"\nport = %d\n"
+                             "[queue.outbound]\nnext-hop = \"sink\"\n%s",
+                             port, toml) > 0);
+    else
+        assert_true(asprintf(&text, "%s", toml) > 0);
     char name[48];
     snprintf(name, sizeof(name), "%s.toml", t->queue);
     char *path = tu_write_file(td_dir, name, text);
