@@ -933,6 +933,11 @@ void smtp_session_submit(struct smtp_session *s, struct smtp_txn *t)
         s->head = t;
     s->tail = t;
     if (s->state == ST_READY && s->head == t) {
+        /* Taken from the pool after a previous transaction: RSET first (RFC 5321
+         * 4.1.1.5; pipelined with MAIL, it costs no round trip and checks that the
+         * server still holds no transaction state for us). */
+        if (s->ntxn > 0)
+            s->need_rset = true;
         s->depth++;
         start_next(s);
         s->depth--;

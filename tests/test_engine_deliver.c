@@ -3,6 +3,9 @@
  * faults (4xx/5xx RCPT, disconnect mid-DATA, stalled greeting, hostile replies). */
 #include "test_engine_deliver_util.h"
 
+#include <errno.h>
+#include <unistd.h>
+
 static const char body1[] = "Message-ID: <m1@src.test>\r\nSubject: one\r\n\r\nline 1\r\n"
                             ".starts with a dot\nbare LF line\r\nlast line without newline";
 /* What the sink counts for body1: CRLF everywhere, the dot-stuffing undone, and the
@@ -228,6 +231,48 @@ static void test_connect_refused(void **state)
     td_teardown(&t);
 }
 
+/* Shutdown while a transaction is stuck (no reply to DATA): after the bound, the
+ * session is aborted and the recipients come back deferred "connection". */
+static void shut_done(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static void test_shutdown_aborts(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", "stall:data", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "");
+    td_enqueue(&t, (const char *[]){"a@example.test", NULL},
+               "Message-ID: <s@src.test>\r\n\r\nx\r\n");
+    struct rq_batch *b = NULL;
+    assert_int_equal(rq_claim(t.q, 10, &b), 1);
+    t.want = 1;
+    assert_int_equal(eng_deliver(t.d, &b->jobs[0], td_cb, &t), 0);
+    for (int i = 0; i < 20; i++) /* let it reach DATA */
+        ev_run(t.loop, EVRUN_NOWAIT), usleep(10000);
+    assert_int_equal(t.nout, 0);
+    assert_int_equal(eng_deliverer_busy(t.d), 1);
+    int done = 0;
+    time_t t0 = time(NULL);
+    eng_deliverer_shutdown(t.d, 300, shut_done, &done);
+    assert_int_equal(eng_deliver(t.d, &b->jobs[0], td_cb, &t), -ESHUTDOWN);
+    while (!done && time(NULL) - t0 < 5)
+        ev_run(t.loop, EVRUN_ONCE);
+    assert_int_equal(done, 1);
+    assert_int_equal(t.nout, 1);
+    assert_int_equal(t.out[0]->res[0].outcome, RQ_DEFERRED);
+    assert_string_equal(t.out[0]->res[0].error, "connection");
+    assert_string_equal(t.out[0]->res[0].reply, "shutting down");
+    assert_int_equal(eng_deliverer_busy(t.d), 0);
+    td_report_and_promote(&t, b, 0);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_personalised),    cmocka_unit_test(test_rcpt_faults),
         cmocka_unit_test(test_disconnect_data), cmocka_unit_test(test_stall_greeting),
         cmocka_unit_test(test_hostile),         cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_shutdown_aborts),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
