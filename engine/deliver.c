@@ -460,7 +460,7 @@ static void try_next(struct djob *j)
 
     struct smtp_session *s = NULL;
     unsigned maxm = (unsigned)d->o.conf->out_msgs_per_conn;
-    if (!j->fresh_retry || j->tried) {
+    if (!j->fresh_retry) {
         s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
         if (s && smtp_session_transactions(s) >= maxm)
             s = NULL;

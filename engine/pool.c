@@ -8,8 +8,19 @@
 bool eng_pool_satisfies(const struct smtp_session *s, const struct smtp_policy *want)
 {
     const struct smtp_policy *have = smtp_session_policy(s);
+    bool cert_ok = want->allow_invalid || !have->allow_invalid;
     if (smtp_session_is_tls(s))
-        return want->allow_invalid || !have->allow_invalid;
+        return cert_ok;
+    if (!smtp_session_settled(s)) {
+        /* Still connecting: judge by the policy it was opened with, which decides
+         * what it will become (require: TLS or nothing; optional: TLS when offered). */
+        switch (have->starttls) {
+        case RULE_TLS_REQUIRE: return cert_ok;
+        case RULE_TLS_OPTIONAL: return want->starttls == RULE_TLS_OPTIONAL && cert_ok;
+        case RULE_TLS_DISABLE: return want->starttls == RULE_TLS_DISABLE;
+        default: abort();
+        }
+    }
     switch (want->starttls) {
     case RULE_TLS_REQUIRE: return false;
     case RULE_TLS_OPTIONAL: return !smtp_session_offered_starttls(s);

@@ -155,5 +155,8 @@ uint64_t smtp_session_id(const struct smtp_session *s);
 bool smtp_session_tls_resumed(const struct smtp_session *s);
 bool smtp_session_tls_done(const struct smtp_session *s);         /* a handshake completed */
 bool smtp_session_offered_starttls(const struct smtp_session *s); /* in the last EHLO */
+/* The session got through greeting/EHLO/STARTTLS at least once: its TLS state is
+ * final. */
+bool smtp_session_settled(const struct smtp_session *s);
 
 #endif

@@ -86,7 +86,7 @@ struct smtp_session {
     size_t out_off;
     unsigned caps;
     uint64_t size_max;
-    bool tls_done, resumed, need_rset, closing, offered_starttls;
+    bool tls_done, resumed, need_rset, closing, offered_starttls, settled;
     struct smtp_txn *head, *tail; /* head is the transaction in progress */
     unsigned ntxn;
     int depth; /* nesting of our own callbacks: free only at 0 */
@@ -306,6 +306,7 @@ static void txn_done(struct smtp_session *s)
 static void start_next(struct smtp_session *s)
 {
     struct smtp_txn *t = s->head;
+    s->settled = true;
     if (!t) {
         enter(s, ST_READY);
         arm(s, s->o.idle_ms);
@@ -994,6 +995,10 @@ uint64_t smtp_session_id(const struct smtp_session *s)
 bool smtp_session_tls_resumed(const struct smtp_session *s)
 {
     return s->resumed;
+}
+bool smtp_session_settled(const struct smtp_session *s)
+{
+    return s->settled;
 }
 bool smtp_session_offered_starttls(const struct smtp_session *s)
 {

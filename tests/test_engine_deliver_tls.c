@@ -235,6 +235,35 @@ static void test_pool_policy(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* Five jobs at once, one connection allowed, starttls require: they all queue on
+ * the one session while it is still connecting (it will be TLS or nothing). */
+static void test_require_queue_on_connecting(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_tls(&sink, "wild", NULL), 0);
+    struct td t;
+    td_setup(&t, sink.port,
+             toml("[queue.outbound.limits]\nconnections = 1\n"
+                  "[queue.outbound.tls]\nstarttls = \"require\"\nallow-invalid-certs = true\n"));
+    td_enqueue(
+        &t, (const char *[]){"a@d1.test", "b@d2.test", "c@d3.test", "d@d4.test", "e@d5.test", NULL},
+        "Message-ID: <q@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 5);
+    for (size_t i = first; i < t.nout; i++) {
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DELIVERED);
+        assert_memory_equal(t.out[i]->res[0].tls, "TLSv1.", 6);
+    }
+    assert_int_equal(td_stat(&sink, "connections"), 1);
+    assert_int_equal(td_stat(&sink, "tls_handshakes_full"), 1);
+    assert_int_equal(td_stat(&sink, "transactions"), 5);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 static int setup(void **state)
 {
     if (td_group_setup(state) != 0)
@@ -255,7 +284,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_starttls_resume),  cmocka_unit_test(test_seed_untrusted),
         cmocka_unit_test(test_seed_no_starttls), cmocka_unit_test(test_require_never_plain),
-        cmocka_unit_test(test_pool_policy),
+        cmocka_unit_test(test_pool_policy),      cmocka_unit_test(test_require_queue_on_connecting),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
