@@ -5,3 +5,4 @@ salvo_test(NAME test_engine_smtp_reply SOURCES test_engine_smtp_reply.c LIBS sal
 salvo_sink_test(test_engine_deliver 120 salvo_engine)
 salvo_sink_test(test_engine_deliver_tls 120 salvo_engine salvo_tls_testhelpers)
 salvo_sink_test(test_engine_deliver_mx 120 salvo_engine salvo_tls_testhelpers)
+salvo_sink_test(test_engine_smtp_session 60 salvo_engine Threads::Threads)

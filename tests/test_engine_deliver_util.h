@@ -42,7 +42,7 @@ struct td {
 
 /* Loads `toml`; with port > 0 a [remote.sink] table pointing at 127.0.0.1:port
  * and next-hop = "sink" are prepended. */
-static void td_setup(struct td *t, int port, const char *toml)
+static inline void td_setup(struct td *t, int port, const char *toml)
 {
     memset(t, 0, sizeof(*t));
     snprintf(t->queue, sizeof(t->queue), "q%d", ++td_queue_seq);
@@ -75,12 +75,12 @@ static void td_setup(struct td *t, int port, const char *toml)
     assert_int_equal(eng_deliverer_new(&dopts, &t->d), 0);
 }
 
-static void td_shut_done(void *arg)
+static inline void td_shut_done(void *arg)
 {
     *(int *)arg = 1;
 }
 
-static void td_teardown(struct td *t)
+static inline void td_teardown(struct td *t)
 {
     int done = 0;
     eng_deliverer_shutdown(t->d, 2000, td_shut_done, &done);
@@ -97,7 +97,7 @@ static void td_teardown(struct td *t)
 }
 
 /* Enqueues one message to `rcpts` (NULL-terminated), one job per domain. */
-static uint64_t td_enqueue(struct td *t, const char *const *rcpts, const char *body)
+static inline uint64_t td_enqueue(struct td *t, const char *const *rcpts, const char *body)
 {
     struct rq_msg_spec spec = {
         .from = "sender@src.test", .body = body, .body_len = strlen(body), .job_rcpts = 50};
@@ -110,7 +110,7 @@ static uint64_t td_enqueue(struct td *t, const char *const *rcpts, const char *b
     return id;
 }
 
-static void td_cb(void *arg, struct eng_outcome *o)
+static inline void td_cb(void *arg, struct eng_outcome *o)
 {
     struct td *t = arg;
     assert_true(t->nout < 64);
@@ -119,7 +119,7 @@ static void td_cb(void *arg, struct eng_outcome *o)
         ev_break(t->loop, EVBREAK_ALL);
 }
 
-static void td_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+static inline void td_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)w;
     (void)revents;
@@ -129,7 +129,7 @@ static void td_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 /* Claims every ready job and delivers them all at once; runs the loop until every
  * outcome is back (or 20 s). Returns the batch (caller frees); outcomes appended
  * to t->out from index *first. */
-static struct rq_batch *td_run(struct td *t, size_t *first)
+static inline struct rq_batch *td_run(struct td *t, size_t *first)
 {
     struct rq_batch *b = NULL;
     int n = rq_claim(t->q, 64, &b);
@@ -149,7 +149,7 @@ static struct rq_batch *td_run(struct td *t, size_t *first)
 }
 
 /* Reports every outcome from `first` on, flushes, and makes retries due now. */
-static void td_report_and_promote(struct td *t, struct rq_batch *b, size_t first)
+static inline void td_report_and_promote(struct td *t, struct rq_batch *b, size_t first)
 {
     for (size_t i = first; i < t->nout; i++)
         assert_int_equal(rq_report(t->q, t->out[i]->job, t->out[i]->res), 0);
@@ -161,14 +161,14 @@ static void td_report_and_promote(struct td *t, struct rq_batch *b, size_t first
     rq_promote(t->q, (int64_t)ts.tv_sec * 1000 + 10LL * 24 * 3600 * 1000, 1000, &next);
 }
 
-static uint64_t td_stat(struct ts_sink *s, const char *key)
+static inline uint64_t td_stat(struct ts_sink *s, const char *key)
 {
     char buf[4096];
     assert_int_equal(ts_sink_stats(s, buf, sizeof(buf)), 0);
     return ts_json_u64(buf, key);
 }
 
-static int td_group_setup(void **state)
+static inline int td_group_setup(void **state)
 {
     (void)state;
     enum sv_log_level lvl;
@@ -180,7 +180,7 @@ static int td_group_setup(void **state)
     return td_dir ? 0 : -1;
 }
 
-static int td_group_teardown(void **state)
+static inline int td_group_teardown(void **state)
 {
     (void)state;
     tu_redis_stop(&td_redis);
