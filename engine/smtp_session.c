@@ -97,6 +97,9 @@ struct smtp_session {
     /* body streaming state (the head transaction) */
     size_t bpos;
     bool bol, prev_cr, discard;
+    /* a body that needs no change is written straight from the shared buffer */
+    const char *zc;
+    size_t zc_len, zc_off;
 };
 
 static void enter(struct smtp_session *s, enum smtp_state next)
@@ -218,9 +221,33 @@ static void flush_out(struct smtp_session *s);
 
 /* Appends the next piece of the body, dot-stuffed, bare LF -> CRLF (RFC 5321
  * 4.5.2, 2.3.8); after the last piece the final ".". */
+/* True when the body goes on the wire unchanged: CRLF line ends only, no line
+ * starting with '.', ending with CRLF. One pass, no copy. */
+static bool body_clean(const char *b, size_t len)
+{
+    if (len < 2 || b[0] == '.' || b[len - 2] != '\r' || b[len - 1] != '\n')
+        return false;
+    const char *p = b, *end = b + len;
+    while ((p = memchr(p, '\n', (size_t)(end - p)))) {
+        if (p == b || p[-1] != '\r' || (p + 1 < end && p[1] == '.'))
+            return false;
+        p++;
+    }
+    return true;
+}
+
 static void fill_body(struct smtp_session *s)
 {
     struct smtp_txn *t = s->head;
+    if (s->bpos == 0 && body_clean(t->body, t->body_len)) {
+        s->zc = t->body;
+        s->zc_len = t->body_len;
+        s->zc_off = 0;
+        s->bpos = t->body_len;
+        if (sv_buf_append(&s->out, ".\r\n", 3) < 0)
+            fail(s, SMTP_ERR_CONNECTION, "out of memory");
+        return;
+    }
     if (sv_buf_reserve(&s->out, 2 * BODY_CHUNK + 8) < 0) {
         fail(s, SMTP_ERR_CONNECTION, "out of memory");
         return;
@@ -650,6 +677,20 @@ static void do_read(struct smtp_session *s)
 static void flush_out(struct smtp_session *s)
 {
     while (s->state != ST_CLOSED) {
+        if (s->zc && s->zc_off < s->zc_len) { /* the body itself comes before out */
+            ssize_t n = tls_conn_write(s->conn, s->zc + s->zc_off, s->zc_len - s->zc_off);
+            if (n == TLS_IO_WANT_WRITE || n == TLS_IO_WANT_READ) {
+                want(s, EV_READ | EV_WRITE);
+                return;
+            }
+            if (n < 0) {
+                fail(s, SMTP_ERR_CONNECTION, "write to %s during %s: %s", s->host,
+                     state_names[s->state], tls_conn_error(s->conn));
+                return;
+            }
+            s->zc_off += (size_t)n;
+            continue;
+        }
         if (s->out_off == s->out.len) {
             s->out_off = 0;
             s->out.len = 0;
@@ -674,6 +715,7 @@ static void flush_out(struct smtp_session *s)
             if (s->state == ST_BODY) {
                 if (s->discard)
                     s->head->body_sent = false;
+                s->zc = NULL;
                 enter(s, ST_DOT);
                 arm(s, s->o.to.data);
             }

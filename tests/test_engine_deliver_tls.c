@@ -264,6 +264,45 @@ static void test_require_queue_on_connecting(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* Two 1 MB bodies over TLS: one already in wire form (written straight from the
+ * shared buffer), one with bare LFs and leading dots (converted chunk by chunk).
+ * The sink's byte count is the message as RFC 5321 defines it. */
+static void test_large_bodies(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_tls(&sink, "wild", NULL), 0);
+    struct td t;
+    td_setup(&t, sink.port,
+             toml("[queue.outbound.tls]\nstarttls = \"require\"\nallow-invalid-certs = true\n"));
+    struct sv_buf clean = {0}, messy = {0};
+    sv_buf_puts(&clean, "Message-ID: <big1@src.test>\r\n\r\n");
+    sv_buf_puts(&messy, "Message-ID: <big2@src.test>\n\n");
+    size_t messy_wire = strlen("Message-ID: <big2@src.test>\r\n\r\n");
+    for (int i = 0; clean.len < 1000000; i++) {
+        sv_buf_printf(&clean, "line %d of a clean body, nothing to change\r\n", i);
+        int n0 = (int)messy.len;
+        sv_buf_printf(&messy, "%sline %d with a bare LF\n", i % 3 == 0 ? "." : "", i);
+        messy_wire += messy.len - (size_t)n0 + 1; /* LF -> CRLF; the dot is unstuffed */
+    }
+    sv_buf_puts(&messy, "no final newline");
+    messy_wire += strlen("no final newline") + 2;
+    td_enqueue(&t, (const char *[]){"a@example.test", NULL}, clean.ptr);
+    td_enqueue(&t, (const char *[]){"b@example.test", NULL}, messy.ptr);
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 2);
+    for (size_t i = first; i < t.nout; i++)
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(td_stat(&sink, "transactions"), 2);
+    assert_int_equal(td_stat(&sink, "bytes"), clean.len + messy_wire);
+    sv_buf_free(&clean);
+    sv_buf_free(&messy);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 static int setup(void **state)
 {
     if (td_group_setup(state) != 0)
@@ -285,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_starttls_resume),  cmocka_unit_test(test_seed_untrusted),
         cmocka_unit_test(test_seed_no_starttls), cmocka_unit_test(test_require_never_plain),
         cmocka_unit_test(test_pool_policy),      cmocka_unit_test(test_require_queue_on_connecting),
+        cmocka_unit_test(test_large_bodies),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
