@@ -231,6 +231,31 @@ static void test_connect_refused(void **state)
     td_teardown(&t);
 }
 
+/* queue.outbound.limits.idle-timeout: a pooled session idle that long gets QUIT. */
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nidle-timeout = 1\n");
+    td_enqueue(&t, (const char *[]){"a@example.test", NULL},
+               "Message-ID: <i@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(td_stat(&sink, "connections_open"), 1);
+    ev_timer tm;
+    ev_timer_init(&tm, td_timeout, 1.5, 0.);
+    ev_timer_start(t.loop, &tm);
+    ev_run(t.loop, 0);
+    assert_int_equal(td_stat(&sink, "connections_open"), 0);
+    assert_int_equal(td_stat(&sink, "commands"), 5); /* EHLO MAIL RCPT DATA QUIT */
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 /* Shutdown while a transaction is stuck (no reply to DATA): after the bound, the
  * session is aborted and the recipients come back deferred "connection". */
 static void shut_done(void *arg)
@@ -280,7 +305,7 @@ int main(void)
         cmocka_unit_test(test_personalised),    cmocka_unit_test(test_rcpt_faults),
         cmocka_unit_test(test_disconnect_data), cmocka_unit_test(test_stall_greeting),
         cmocka_unit_test(test_hostile),         cmocka_unit_test(test_connect_refused),
-        cmocka_unit_test(test_shutdown_aborts),
+        cmocka_unit_test(test_shutdown_aborts), cmocka_unit_test(test_idle_timeout),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
