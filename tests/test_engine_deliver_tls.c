@@ -303,6 +303,40 @@ static void test_large_bodies(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* [remote.NAME] tls.implicit: TLS from the first byte (port 465 style). The test
+ * server completes the handshake and then says nothing: the attempt ends on the
+ * greeting timeout, with the handshake counted by the server and the TLS facts
+ * in the outcome. */
+static void test_implicit_tls(void **state)
+{
+    (void)state;
+    struct tls_server *srv;
+    char err[256];
+    struct tls_cert_pair pair = {tt_path(certs, "wild.pem"), tt_path(certs, "wild.key")};
+    assert_int_equal(tls_server_new(&pair, 1, &srv, err, sizeof(err)), 0);
+    int port = 0;
+    struct tt_smtpd *sd = tt_smtpd_start(srv, TT_IMPLICIT, &port);
+    assert_non_null(sd);
+    struct td t;
+    td_setup(&t, port,
+             toml("[remote.sink.tls]\nimplicit = true\n"
+                  "[queue.outbound.timeouts]\ngreeting = \"300ms\"\n"
+                  "[queue.outbound.tls]\nallow-invalid-certs = true\n"));
+    td_enqueue(&t, (const char *[]){"a@example.test", NULL}, "x\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    struct eng_outcome *o = t.out[first];
+    assert_int_equal(o->res[0].outcome, RQ_DEFERRED);
+    assert_string_equal(o->res[0].error, "io");
+    assert_memory_equal(o->res[0].tls, "TLSv1.3 ", 8);
+    int resumed = -1;
+    assert_int_equal(tt_smtpd_handshakes(sd, &resumed), 1);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    tt_smtpd_stop(sd);
+    tls_server_free(srv);
+}
+
 static int setup(void **state)
 {
     if (td_group_setup(state) != 0)
@@ -324,7 +358,7 @@ int main(void)
         cmocka_unit_test(test_starttls_resume),  cmocka_unit_test(test_seed_untrusted),
         cmocka_unit_test(test_seed_no_starttls), cmocka_unit_test(test_require_never_plain),
         cmocka_unit_test(test_pool_policy),      cmocka_unit_test(test_require_queue_on_connecting),
-        cmocka_unit_test(test_large_bodies),
+        cmocka_unit_test(test_large_bodies),     cmocka_unit_test(test_implicit_tls),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
