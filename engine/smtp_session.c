@@ -689,6 +689,7 @@ static void flush_out(struct smtp_session *s)
                 return;
             }
             s->zc_off += (size_t)n;
+            arm(s, s->o.to.data); /* the data timeout bounds a stall, not a long body */
             continue;
         }
         if (s->out_off == s->out.len) {
@@ -733,6 +734,8 @@ static void flush_out(struct smtp_session *s)
             return;
         }
         s->out_off += (size_t)n;
+        if (s->state == ST_BODY)
+            arm(s, s->o.to.data);
     }
 }
 

@@ -204,6 +204,8 @@ static void test_stall_greeting(void **state)
     (void)state;
     fault_case("stall:greeting", "[queue.outbound.timeouts]\ngreeting = \"300ms\"\n", "io",
                "timed out waiting for a reply during greeting");
+    fault_case("stall:dot", "[queue.outbound.timeouts]\ndata = \"300ms\"\n", "io",
+               "timed out waiting for a reply during end of data");
 }
 
 static void test_hostile(void **state)
