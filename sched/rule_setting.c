@@ -459,21 +459,12 @@ int rule_result_format(const struct rule_result *r, struct sv_buf *out)
 
 /* --- compiling a setting ---------------------------------------------------------------- */
 
-/* Where byte `off` of an expression written as TOML value `v` is in the file: past
- * the opening quote of a one-line string. Strings whose raw text may differ from
- * their value (escapes, multi-line) are reported at their start. */
+/* Where byte `off` of an expression written as TOML value `v` is in the file; the
+ * config parser maps offsets in a string's decoded text back through escapes and
+ * line breaks. Numbers and booleans are reported where they start. */
 static struct cfg_pos expr_pos(const struct cfg_value *v, size_t off)
 {
-    struct cfg_pos p = v->pos;
-    if (v->type != CFG_STRING)
-        return p;
-    for (size_t i = 0; i < v->u.str.len; i++) {
-        unsigned char c = (unsigned char)v->u.str.ptr[i];
-        if (c < 0x20 || c == '\\' || c == '"' || c == 0x7f)
-            return p;
-    }
-    p.col += (uint32_t)(1 + off);
-    return p;
+    return v->type == CFG_STRING ? cfg_string_pos(v, off) : v->pos;
 }
 
 static void describe(const struct rule_val *v, char *buf, size_t cap)
