@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rule_int.h" /* rule_unit_result_type(): the compiler's static types */
 #include "salvo_sched.h"
 
 struct loaded {
@@ -258,6 +259,142 @@ static void same_condition_found_by_compiled_code(void **state)
                 "entry 1 has the same condition\n");
 }
 
+/* --- the static types are sound: random expressions, evaluated ----------------- */
+
+static uint64_t rng = 0x7ea5e1f00dull;
+
+static unsigned rnd(unsigned n)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (unsigned)(rng % n);
+}
+
+static void put(char *b, size_t cap, const char *s)
+{
+    size_t l = strlen(b);
+    snprintf(b + l, cap - l, "%s", s);
+}
+
+/* A random expression over every kind of operand, operator and function. */
+static void gen_expr(char *b, size_t cap, int depth)
+{
+    static const char *const atoms[] = {
+        "0",  "1",      "-2",         "2.5",       "'a'",      "'1.5'", "'3'",
+        "''", "mx",     "last_error", "retry_num", "size",     "rcpt",  "recipients",
+        "$1", "[1, 2]", "['a', 2.5]", "[]",        "[mx, 'b']"};
+    static const char *const ops[] = {" + ",  " - ", " * ",  " / ", " == ", " != ", " < ",
+                                      " <= ", " > ", " >= ", " ^ ", " && ", " || "};
+    unsigned pick = depth >= 3 ? 0 : rnd(7);
+    switch (pick) {
+    case 0: put(b, cap, atoms[rnd(sizeof(atoms) / sizeof(atoms[0]))]); return;
+    case 1:
+        put(b, cap, rnd(2) ? "-(" : "!(");
+        gen_expr(b, cap, depth + 1);
+        put(b, cap, ")");
+        return;
+    case 2:
+    case 3:
+        put(b, cap, "(");
+        gen_expr(b, cap, depth + 1);
+        put(b, cap, ops[rnd(sizeof(ops) / sizeof(ops[0]))]);
+        gen_expr(b, cap, depth + 1);
+        put(b, cap, ")");
+        return;
+    case 4: {
+        /* any pure function, with the right number of arguments */
+        const struct rule_fn *fn;
+        do
+            fn = rule_fn_get((int)rnd(64));
+        while (!fn || fn->kind == FN_LOOKUP || fn->kind == FN_MATCHES);
+        put(b, cap, fn->name);
+        put(b, cap, "(");
+        for (int i = 0; i < fn->arity; i++) {
+            if (i)
+                put(b, cap, ", ");
+            if (fn->kind == FN_PURE && strcmp(fn->name, "hash") == 0 && i == 1)
+                put(b, cap, "'md5'");
+            else
+                gen_expr(b, cap, depth + 1);
+        }
+        put(b, cap, ")");
+        return;
+    }
+    case 5:
+        put(b, cap, "matches('(\\\\d)', ");
+        gen_expr(b, cap, depth + 1);
+        put(b, cap, ")");
+        return;
+    default:
+        put(b, cap, "(");
+        gen_expr(b, cap, depth + 1);
+        put(b, cap, ")[");
+        gen_expr(b, cap, depth + 1);
+        put(b, cap, "]");
+        return;
+    }
+}
+
+static bool fits(enum rule_stype t, const struct rule_val *v)
+{
+    switch (t) {
+    case RULE_ST_ANY: return true;
+    case RULE_ST_INT: return v->type == RULE_INT;
+    case RULE_ST_FLOAT: return v->type == RULE_FLOAT;
+    case RULE_ST_NUM: return v->type == RULE_INT || v->type == RULE_FLOAT;
+    case RULE_ST_STR: return v->type == RULE_STR;
+    case RULE_ST_ARR: return v->type == RULE_ARR;
+    }
+    return false;
+}
+
+/* Whenever the compiler claims a type, every successful evaluation has it (a
+ * wrong claim would turn a working rule into a load error). */
+static void static_types_match_results(void **state)
+{
+    (void)state;
+    static const char *const mxs[] = {"mx.example.com", "1.5", "7", "", "a1"};
+    static const char *const rcpts[] = {"a@b", "x,y,z", "3", ""};
+    unsigned checked = 0, known = 0;
+    for (int n = 0; n < 20000; n++) {
+        char src[2048] = "";
+        gen_expr(src, sizeof(src), 0);
+        struct rule_error err;
+        struct rule_unit *u = rule_unit_new(RULE_VARS_ALL, NULL, NULL);
+        assert_non_null(u);
+        if (rule_unit_expr(u, src, strlen(src), &err, NULL, NULL)) {
+            rule_unit_free(u);
+            continue;
+        }
+        enum rule_stype t = rule_unit_result_type(u);
+        rule_unit_emit(u, OP_RET, 0, 0);
+        struct rule_program *p = rule_unit_finish(u, NULL);
+        assert_non_null(p);
+        known += t != RULE_ST_ANY;
+        for (int c = 0; c < 4; c++) {
+            struct rule_vars vars;
+            rule_vars_init(&vars);
+            char num[16];
+            snprintf(num, sizeof(num), "%u", rnd(4));
+            assert_int_equal(rule_vars_set_text(&vars, RULE_VAR_RETRY_NUM, num), 0);
+            assert_int_equal(rule_vars_set_text(&vars, RULE_VAR_MX, mxs[rnd(5)]), 0);
+            assert_int_equal(rule_vars_set_text(&vars, RULE_VAR_RCPT, rcpts[rnd(4)]), 0);
+            assert_int_equal(rule_vars_set_text(&vars, RULE_VAR_RECIPIENTS, rcpts[rnd(4)]), 0);
+            struct rule_val v;
+            if (rule_eval(p, &vars, &v) != 0)
+                continue;
+            checked++;
+            if (!fits(t, &v))
+                fail_msg("%s: static type %d, but the value has type %d", src, (int)t, (int)v.type);
+        }
+        rule_program_free(p);
+    }
+    /* the generator must exercise the claim, not only ANY */
+    assert_true(checked > 20000);
+    assert_true(known > 10000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -265,6 +402,7 @@ int main(void)
         cmocka_unit_test(values_that_can_never_fit_are_load_errors),
         cmocka_unit_test(values_of_unknown_or_fitting_type_load),
         cmocka_unit_test(same_condition_found_by_compiled_code),
+        cmocka_unit_test(static_types_match_results),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
