@@ -26,6 +26,12 @@ void *rule_arena_alloc(struct rule_arena *a, size_t n)
     return a->base + at;
 }
 
+/* memcpy() that accepts n == 0 with NULL pointers (an empty array has no items). */
+static void copy(void *dst, const void *src, size_t n)
+{
+    if (n)
+        memcpy(dst, src, n);
+}
 static struct rule_val mk_int(int64_t i)
 {
     return (struct rule_val){.type = RULE_INT, .u.i = i};
@@ -136,7 +142,7 @@ int rule_to_string(const struct rule_val *v, struct rule_arena *ar, struct rule_
                 p[o++] = ',';
                 p[o++] = ' ';
             }
-            memcpy(p + o, parts[i].u.s, parts[i].len);
+            copy(p + o, parts[i].u.s, parts[i].len);
             o += parts[i].len;
         }
         p[o++] = ']';
@@ -262,8 +268,8 @@ static int op_add(const struct rule_val *a, const struct rule_val *b, struct rul
     if (a->type == RULE_ARR && b->type == RULE_ARR) {
         if ((rc = new_array(ar, (size_t)a->len + b->len, &items)))
             return rc;
-        memcpy(items, a->u.a, a->len * sizeof(*items));
-        memcpy(items + a->len, b->u.a, b->len * sizeof(*items));
+        copy(items, a->u.a, a->len * sizeof(*items));
+        copy(items + a->len, b->u.a, b->len * sizeof(*items));
         *out = (struct rule_val){.type = RULE_ARR, .len = a->len + b->len, .u.a = items};
         return 0;
     }
@@ -273,7 +279,7 @@ static int op_add(const struct rule_val *a, const struct rule_val *b, struct rul
         const struct rule_val *v = a->type == RULE_ARR ? b : a;
         if ((rc = new_array(ar, (size_t)arr->len + 1, &items)))
             return rc;
-        memcpy(items, arr->u.a, arr->len * sizeof(*items));
+        copy(items, arr->u.a, arr->len * sizeof(*items));
         items[arr->len] = *v;
         *out = (struct rule_val){.type = RULE_ARR, .len = arr->len + 1, .u.a = items};
         return 0;
@@ -285,8 +291,8 @@ static int op_add(const struct rule_val *a, const struct rule_val *b, struct rul
         char *p = rule_arena_alloc(ar, (size_t)x.len + y.len);
         if (!p)
             return RULE_E_ARENA;
-        memcpy(p, x.u.s, x.len);
-        memcpy(p + x.len, y.u.s, y.len);
+        copy(p, x.u.s, x.len);
+        copy(p + x.len, y.u.s, y.len);
         *out = mk_str(p, (size_t)x.len + y.len);
         return 0;
     }
@@ -906,7 +912,7 @@ FN(sort)
     int rc = new_array(ar, n, &items);
     if (rc)
         return rc;
-    memcpy(items, args[0].u.a, n * sizeof(*items));
+    copy(items, args[0].u.a, n * sizeof(*items));
     /* insertion sort: stable, no allocation, arrays here are small */
     for (uint32_t i = 1; i < n; i++) {
         struct rule_val v = items[i];
@@ -1144,7 +1150,7 @@ static void md_pad(const unsigned char *m, size_t len, bool be,
         block(st, m + i);
     unsigned char tail[128] = {0};
     size_t r = len - i;
-    memcpy(tail, m + i, r);
+    copy(tail, m + i, r);
     tail[r] = 0x80;
     size_t tl = r + 9 <= 64 ? 64 : 128;
     uint64_t bits = (uint64_t)len * 8;
@@ -1368,7 +1374,7 @@ static void sha512(const unsigned char *m, size_t len, uint32_t *out)
         sha512_block(st, m + i);
     unsigned char tail[256] = {0};
     size_t r = len - i;
-    memcpy(tail, m + i, r);
+    copy(tail, m + i, r);
     tail[r] = 0x80;
     size_t tl = r + 17 <= 128 ? 128 : 256;
     uint64_t bits = (uint64_t)len * 8; /* the high 64 bits of the length stay 0 */
