@@ -591,10 +591,7 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
             return -1;
         }
         if (!literal) {
-            if (v->type == CFG_STRING)
-                cfg_error(diag, expr_pos(v, err.offset), "%s: %s", s->key, err.msg);
-            else
-                cfg_error(diag, v->pos, "%s: %s", s->key, err.msg);
+            cfg_error(diag, expr_pos(v, err.offset), "%s: %s", s->key, err.msg);
             return -1;
         }
         /* compile the text as a quoted string constant */
@@ -605,7 +602,9 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
         int rc = q.ptr ? comp(u, q.ptr, q.len, &err, &is_const, &k) : -1;
         sv_buf_free(&q);
         if (rc) {
-            cfg_error(diag, v->pos, "%s: %s", s->key, err.msg);
+            /* offsets count the quote added in front */
+            cfg_error(diag, expr_pos(v, err.offset ? err.offset - 1 : 0), "%s: %s", s->key,
+                      err.msg);
             return -1;
         }
     }
