@@ -81,6 +81,7 @@ struct rule_unit {
     int nest;
     struct rule_error *err;
     bool failed;
+    enum rule_stype last_type; /* of the expression compiled last */
     _Alignas(16) char fold_buf[RULE_ARENA_SIZE];
 };
 
@@ -461,6 +462,8 @@ static struct node *parse_call(struct rule_unit *u, const struct rule_fn *fn, in
         uint32_t groups = 0;
         pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &groups);
         struct rule_regex *re = &u->re[u->nre];
+        re->pat = args[0]->k.u.s; /* interned: lives as long as the unit's constants */
+        re->patlen = args[0]->k.len;
         re->code = code;
         re->jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
         re->md =
@@ -488,7 +491,8 @@ static struct node *parse_call(struct rule_unit *u, const struct rule_fn *fn, in
     }
     if (strcmp(fn->name, "hash") == 0 && args[1]->kind == N_CONST &&
         (args[1]->k.type != RULE_STR || !rule_hash_words(args[1]->k.u.s, args[1]->k.len))) {
-        fail(u, arg_off[1], "hash(): unknown algorithm (expected 'md5', 'sha1' or 'sha256')");
+        fail(u, arg_off[1],
+             "hash(): unknown algorithm (expected 'md5', 'sha1', 'sha256' or 'sha512')");
         return NULL;
     }
     struct node *c = node_new(u, N_CALL, off);
@@ -1024,6 +1028,196 @@ void rule_unit_patch_false(struct rule_unit *u, size_t target)
     u->nfj = 0;
 }
 
+/* --- static types -------------------------------------------------------------- */
+
+/* The type to_num() gives a value of type t (rule_ops.c: an array counts as 0). */
+static enum rule_stype num_of(enum rule_stype t)
+{
+    switch (t) {
+    case RULE_ST_INT:
+    case RULE_ST_ARR: return RULE_ST_INT;
+    case RULE_ST_FLOAT: return RULE_ST_FLOAT;
+    case RULE_ST_ANY:
+    case RULE_ST_NUM:
+    case RULE_ST_STR: break;
+    }
+    return RULE_ST_NUM;
+}
+
+/* Arithmetic on two numbers: integer only when both are (else a float). */
+static enum rule_stype arith(enum rule_stype a, enum rule_stype b)
+{
+    if (a == RULE_ST_FLOAT || b == RULE_ST_FLOAT)
+        return RULE_ST_FLOAT;
+    return a == RULE_ST_INT && b == RULE_ST_INT ? RULE_ST_INT : RULE_ST_NUM;
+}
+
+static bool is_numeric(enum rule_stype t)
+{
+    return t == RULE_ST_INT || t == RULE_ST_FLOAT || t == RULE_ST_NUM;
+}
+
+/* The type every successful evaluation of `n` gives, mirroring rule_ops.c; ANY
+ * when it depends on run-time values (those stay checked at run time only). */
+static enum rule_stype stype(const struct node *n)
+{
+    enum rule_stype a, b;
+    switch (n->kind) {
+    case N_CONST:
+        switch ((enum rule_type)n->k.type) {
+        case RULE_INT: return RULE_ST_INT;
+        case RULE_FLOAT: return RULE_ST_FLOAT;
+        case RULE_STR: return RULE_ST_STR;
+        case RULE_ARR: return RULE_ST_ARR;
+        }
+        return RULE_ST_ANY;
+    case N_VAR: return rule_var_stype(n->id);
+    case N_CAP: return RULE_ST_STR;
+    case N_NOT:
+    case N_AND:
+    case N_OR:
+    case N_MATCH: return RULE_ST_INT;
+    case N_NEG: return num_of(stype(n->kid[0]));
+    case N_BIN:
+        a = stype(n->kid[0]);
+        b = stype(n->kid[1]);
+        switch ((enum rule_binop)n->id) {
+        case BIN_ADD:
+            if (a == RULE_ST_ARR || b == RULE_ST_ARR)
+                return RULE_ST_ARR;
+            if (a == RULE_ST_STR || b == RULE_ST_STR)
+                return RULE_ST_STR;
+            if (a == RULE_ST_ANY || b == RULE_ST_ANY)
+                return RULE_ST_ANY;
+            return arith(a, b);
+        case BIN_SUB:
+            if (a == RULE_ST_ARR)
+                return RULE_ST_ARR;
+            if (a == RULE_ST_ANY)
+                return RULE_ST_ANY;
+            return arith(num_of(a), num_of(b));
+        case BIN_MUL: return arith(num_of(a), num_of(b));
+        case BIN_DIV: return RULE_ST_FLOAT;
+        case BIN_EQ:
+        case BIN_NE:
+        case BIN_LT:
+        case BIN_LE:
+        case BIN_GT:
+        case BIN_GE:
+        case BIN_XOR:
+        case BIN_AND:
+        case BIN_OR: return RULE_ST_INT;
+        }
+        return RULE_ST_ANY;
+    case N_CALL: {
+        const struct rule_fn *fn = rule_fn_get(n->id);
+        return fn ? (enum rule_stype)fn->ret : RULE_ST_ANY;
+    }
+    case N_ARRAY: return RULE_ST_ARR;
+    case N_INDEX:
+        /* an array's item can be anything; anything else indexes as a string */
+        a = stype(n->kid[0]);
+        return a == RULE_ST_ARR || a == RULE_ST_ANY ? RULE_ST_ANY : RULE_ST_STR;
+    case N_IFTHEN:
+        a = stype(n->kid[1]);
+        b = stype(n->kid[2]);
+        if (a == b)
+            return a;
+        return is_numeric(a) && is_numeric(b) ? RULE_ST_NUM : RULE_ST_ANY;
+    }
+    return RULE_ST_ANY;
+}
+
+enum rule_stype rule_unit_result_type(const struct rule_unit *u)
+{
+    return u->last_type;
+}
+
+/* Constants are equal for the unreachable-entry check only when they have the same
+ * type and value ("1" and 1 compare equal in the language, not here). */
+static bool same_const(const struct rule_val *a, const struct rule_val *b)
+{
+    if (a->type != b->type || a->len != b->len)
+        return false;
+    switch ((enum rule_type)a->type) {
+    case RULE_INT: return a->u.i == b->u.i;
+    case RULE_FLOAT: return memcmp(&a->u.f, &b->u.f, sizeof(a->u.f)) == 0;
+    case RULE_STR: return a->len == 0 || memcmp(a->u.s, b->u.s, a->len) == 0;
+    case RULE_ARR:
+        for (uint32_t i = 0; i < a->len; i++) {
+            if (!same_const(&a->u.a[i], &b->u.a[i]))
+                return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+bool rule_unit_same_code(const struct rule_unit *u, size_t a, size_t alen, size_t b, size_t blen)
+{
+    if (alen != blen || a + alen > u->ncode || b + blen > u->ncode)
+        return false;
+    for (size_t i = 0; i < alen; i++) {
+        uint32_t x = u->code[a + i], y = u->code[b + i];
+        if (INS_OP(x) != INS_OP(y) || INS_A(x) != INS_A(y))
+            return false;
+        size_t bx = INS_B(x), by = INS_B(y);
+        switch ((enum rule_op)INS_OP(x)) {
+        case OP_CONST:
+        case OP_GTK:
+        case OP_EQK:
+        case OP_VGTK:
+        case OP_VEQK:
+        case OP_RETK:
+            if (bx >= u->nk || by >= u->nk || !same_const(&u->k[bx], &u->k[by]))
+                return false;
+            break;
+        case OP_MATCH:
+            if (bx >= u->nre || by >= u->nre || u->re[bx].patlen != u->re[by].patlen ||
+                memcmp(u->re[bx].pat, u->re[by].pat, u->re[bx].patlen) != 0)
+                return false;
+            break;
+        case OP_JMP:
+        case OP_JMPF:
+        case OP_ANDJ:
+        case OP_ORJ: {
+            /* inside the range: the same relative target; outside: both leave it
+             * (the false exits of a condition go to the next entry) */
+            bool xin = bx >= a && bx < a + alen, yin = by >= b && by < b + blen;
+            if (xin != yin || (xin && bx - a != by - b))
+                return false;
+            break;
+        }
+        case OP_VAR:
+        case OP_CAP:
+        case OP_CLRCAP:
+        case OP_NOT:
+        case OP_NEG:
+        case OP_ADD:
+        case OP_SUB:
+        case OP_MUL:
+        case OP_DIV:
+        case OP_EQ:
+        case OP_NE:
+        case OP_LT:
+        case OP_LE:
+        case OP_GT:
+        case OP_GE:
+        case OP_XOR:
+        case OP_BOOL:
+        case OP_INDEX:
+        case OP_ARRAY:
+        case OP_CALL:
+        case OP_RET:
+        case OP_COUNT_:
+            if (bx != by)
+                return false;
+            break;
+        }
+    }
+    return true;
+}
+
 /* --- unit lifecycle ------------------------------------------------------------ */
 
 struct rule_unit *rule_unit_new(uint32_t var_mask, const char *const *consts,
@@ -1072,6 +1266,7 @@ static int unit_compile(struct rule_unit *u, const char *src, size_t len, struct
     u->err = err;
     u->failed = false;
     u->nest = 0;
+    u->last_type = RULE_ST_ANY;
     err->offset = 0;
     err->msg[0] = 0;
     if (memchr(src, 0, len)) {
@@ -1105,6 +1300,7 @@ static int unit_compile(struct rule_unit *u, const char *src, size_t len, struct
             u->ncode = start;
             u->depth = depth0;
         }
+        u->last_type = stype(root);
         if (constant)
             *constant = root->kind == N_CONST;
         if (kval && root->kind == N_CONST)

@@ -102,6 +102,8 @@ void *rule_arena_alloc(struct rule_arena *a, size_t n); /* NULL when full */
 
 /* One compiled regex of matches(). */
 struct rule_regex {
+    const char *pat; /* the pattern text (a constant of the same unit or program) */
+    size_t patlen;
     pcre2_code *code;
     pcre2_match_data *md;
     bool jit;
@@ -148,11 +150,18 @@ void rule_str_to_number(const char *s, size_t len, struct rule_val *out);
 /* Digest size in 32-bit words of a hash() algorithm name, 0 when unknown. */
 int rule_hash_words(const char *algo, size_t len);
 
+/* What the compiler knows about the type of an expression's value at load time.
+ * NUM is "an integer or a float"; ANY means it depends on the run-time values. */
+enum rule_stype { RULE_ST_ANY, RULE_ST_INT, RULE_ST_FLOAT, RULE_ST_NUM, RULE_ST_STR, RULE_ST_ARR };
+/* Static type of variable `var` (its slot always holds that type). */
+enum rule_stype rule_var_stype(int var);
+
 /* Functions. */
 struct rule_fn {
     const char *name;
     uint8_t arity;
     uint8_t kind; /* FN_PURE, FN_MATCHES, FN_IF_THEN, FN_LOOKUP */
+    uint8_t ret;  /* enum rule_stype of every successful result */
     int (*impl)(const struct rule_val *args, struct rule_arena *ar, struct rule_val *out);
 };
 enum { FN_PURE, FN_MATCHES, FN_IF_THEN, FN_LOOKUP };
@@ -181,6 +190,12 @@ size_t rule_unit_emit(struct rule_unit *u, int op, int a, int b); /* returns ind
 void rule_unit_patch(struct rule_unit *u, size_t at, size_t target);
 size_t rule_unit_here(const struct rule_unit *u);
 bool rule_unit_uses_regex(const struct rule_unit *u);
+/* Static type of the value of the expression compiled last (enum rule_stype). */
+enum rule_stype rule_unit_result_type(const struct rule_unit *u);
+/* Whether instructions [a, a+alen) and [b, b+blen) compute the same thing: same
+ * operations, equal constants (by type and value), equal regex patterns, and
+ * jumps that go to the same relative place (or both leave their range). */
+bool rule_unit_same_code(const struct rule_unit *u, size_t a, size_t alen, size_t b, size_t blen);
 /* Finishes the unit into a program (NULL on memory failure); frees the unit. */
 struct rule_program *rule_unit_finish(struct rule_unit *u, const struct rule_setting *s);
 void rule_unit_free(struct rule_unit *u); /* NULL-safe */

@@ -26,6 +26,12 @@ void *rule_arena_alloc(struct rule_arena *a, size_t n)
     return a->base + at;
 }
 
+/* memcpy() that accepts n == 0 with NULL pointers (an empty array has no items). */
+static void copy(void *dst, const void *src, size_t n)
+{
+    if (n)
+        memcpy(dst, src, n);
+}
 static struct rule_val mk_int(int64_t i)
 {
     return (struct rule_val){.type = RULE_INT, .u.i = i};
@@ -136,7 +142,7 @@ int rule_to_string(const struct rule_val *v, struct rule_arena *ar, struct rule_
                 p[o++] = ',';
                 p[o++] = ' ';
             }
-            memcpy(p + o, parts[i].u.s, parts[i].len);
+            copy(p + o, parts[i].u.s, parts[i].len);
             o += parts[i].len;
         }
         p[o++] = ']';
@@ -262,8 +268,8 @@ static int op_add(const struct rule_val *a, const struct rule_val *b, struct rul
     if (a->type == RULE_ARR && b->type == RULE_ARR) {
         if ((rc = new_array(ar, (size_t)a->len + b->len, &items)))
             return rc;
-        memcpy(items, a->u.a, a->len * sizeof(*items));
-        memcpy(items + a->len, b->u.a, b->len * sizeof(*items));
+        copy(items, a->u.a, a->len * sizeof(*items));
+        copy(items + a->len, b->u.a, b->len * sizeof(*items));
         *out = (struct rule_val){.type = RULE_ARR, .len = a->len + b->len, .u.a = items};
         return 0;
     }
@@ -273,7 +279,7 @@ static int op_add(const struct rule_val *a, const struct rule_val *b, struct rul
         const struct rule_val *v = a->type == RULE_ARR ? b : a;
         if ((rc = new_array(ar, (size_t)arr->len + 1, &items)))
             return rc;
-        memcpy(items, arr->u.a, arr->len * sizeof(*items));
+        copy(items, arr->u.a, arr->len * sizeof(*items));
         items[arr->len] = *v;
         *out = (struct rule_val){.type = RULE_ARR, .len = arr->len + 1, .u.a = items};
         return 0;
@@ -285,8 +291,8 @@ static int op_add(const struct rule_val *a, const struct rule_val *b, struct rul
         char *p = rule_arena_alloc(ar, (size_t)x.len + y.len);
         if (!p)
             return RULE_E_ARENA;
-        memcpy(p, x.u.s, x.len);
-        memcpy(p + x.len, y.u.s, y.len);
+        copy(p, x.u.s, x.len);
+        copy(p + x.len, y.u.s, y.len);
         *out = mk_str(p, (size_t)x.len + y.len);
         return 0;
     }
@@ -906,7 +912,7 @@ FN(sort)
     int rc = new_array(ar, n, &items);
     if (rc)
         return rc;
-    memcpy(items, args[0].u.a, n * sizeof(*items));
+    copy(items, args[0].u.a, n * sizeof(*items));
     /* insertion sort: stable, no allocation, arrays here are small */
     for (uint32_t i = 1; i < n; i++) {
         struct rule_val v = items[i];
@@ -1122,7 +1128,7 @@ FN(ip_reverse_name)
     return 0;
 }
 
-/* --- hash(value, 'md5' | 'sha1' | 'sha256') ---------------------------------- */
+/* --- hash(value, 'md5' | 'sha1' | 'sha256' | 'sha512') ---------------------------------- */
 
 static uint32_t rol(uint32_t x, int n)
 {
@@ -1144,7 +1150,7 @@ static void md_pad(const unsigned char *m, size_t len, bool be,
         block(st, m + i);
     unsigned char tail[128] = {0};
     size_t r = len - i;
-    memcpy(tail, m + i, r);
+    copy(tail, m + i, r);
     tail[r] = 0x80;
     size_t tl = r + 9 <= 64 ? 64 : 128;
     uint64_t bits = (uint64_t)len * 8;
@@ -1289,7 +1295,101 @@ static void sha256_block(uint32_t *st, const unsigned char *p)
     st[7] += h;
 }
 
-/* Returns the digest words of `algo` ("md5", "sha1", "sha256"), or 0 if unknown. */
+/* SHA-512 (FIPS 180-4, section 6.4): 1024-bit blocks, 64-bit words, 80 rounds,
+ * a 128-bit big-endian length in the padding. Kept here because sched/ must not
+ * depend on the TLS library. */
+static uint64_t ror64(uint64_t x, int n)
+{
+    return (x >> n) | (x << (64 - n));
+}
+
+static uint64_t be64(const unsigned char *p)
+{
+    return (uint64_t)be32(p) << 32 | be32(p + 4);
+}
+
+static void sha512_block(uint64_t *st, const unsigned char *p)
+{
+    static const uint64_t K[80] = {
+        0x428a2f98d728ae22, 0x7137449123ef65cd, 0xb5c0fbcfec4d3b2f, 0xe9b5dba58189dbbc,
+        0x3956c25bf348b538, 0x59f111f1b605d019, 0x923f82a4af194f9b, 0xab1c5ed5da6d8118,
+        0xd807aa98a3030242, 0x12835b0145706fbe, 0x243185be4ee4b28c, 0x550c7dc3d5ffb4e2,
+        0x72be5d74f27b896f, 0x80deb1fe3b1696b1, 0x9bdc06a725c71235, 0xc19bf174cf692694,
+        0xe49b69c19ef14ad2, 0xefbe4786384f25e3, 0x0fc19dc68b8cd5b5, 0x240ca1cc77ac9c65,
+        0x2de92c6f592b0275, 0x4a7484aa6ea6e483, 0x5cb0a9dcbd41fbd4, 0x76f988da831153b5,
+        0x983e5152ee66dfab, 0xa831c66d2db43210, 0xb00327c898fb213f, 0xbf597fc7beef0ee4,
+        0xc6e00bf33da88fc2, 0xd5a79147930aa725, 0x06ca6351e003826f, 0x142929670a0e6e70,
+        0x27b70a8546d22ffc, 0x2e1b21385c26c926, 0x4d2c6dfc5ac42aed, 0x53380d139d95b3df,
+        0x650a73548baf63de, 0x766a0abb3c77b2a8, 0x81c2c92e47edaee6, 0x92722c851482353b,
+        0xa2bfe8a14cf10364, 0xa81a664bbc423001, 0xc24b8b70d0f89791, 0xc76c51a30654be30,
+        0xd192e819d6ef5218, 0xd69906245565a910, 0xf40e35855771202a, 0x106aa07032bbd1b8,
+        0x19a4c116b8d2d0c8, 0x1e376c085141ab53, 0x2748774cdf8eeb99, 0x34b0bcb5e19b48a8,
+        0x391c0cb3c5c95a63, 0x4ed8aa4ae3418acb, 0x5b9cca4f7763e373, 0x682e6ff3d6b2b8a3,
+        0x748f82ee5defb2fc, 0x78a5636f43172f60, 0x84c87814a1f0ab72, 0x8cc702081a6439ec,
+        0x90befffa23631e28, 0xa4506cebde82bde9, 0xbef9a3f7b2c67915, 0xc67178f2e372532b,
+        0xca273eceea26619c, 0xd186b8c721c0c207, 0xeada7dd6cde0eb1e, 0xf57d4f7fee6ed178,
+        0x06f067aa72176fba, 0x0a637dc5a2c898a6, 0x113f9804bef90dae, 0x1b710b35131c471b,
+        0x28db77f523047d84, 0x32caab7b40c72493, 0x3c9ebe0a15c9bebc, 0x431d67c49c100d4c,
+        0x4cc5d4becb3e42b6, 0x597f299cfc657e2a, 0x5fcb6fab3ad6faec, 0x6c44198c4a475817};
+    uint64_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = be64(p + 8 * i);
+    for (int i = 16; i < 80; i++) {
+        uint64_t s0 = ror64(w[i - 15], 1) ^ ror64(w[i - 15], 8) ^ (w[i - 15] >> 7);
+        uint64_t s1 = ror64(w[i - 2], 19) ^ ror64(w[i - 2], 61) ^ (w[i - 2] >> 6);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint64_t a = st[0], b = st[1], c = st[2], d = st[3], e = st[4], f = st[5], g = st[6], h = st[7];
+    for (int i = 0; i < 80; i++) {
+        uint64_t t1 =
+            h + (ror64(e, 14) ^ ror64(e, 18) ^ ror64(e, 41)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+        uint64_t t2 = (ror64(a, 28) ^ ror64(a, 34) ^ ror64(a, 39)) + ((a & b) ^ (a & c) ^ (b & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    st[0] += a;
+    st[1] += b;
+    st[2] += c;
+    st[3] += d;
+    st[4] += e;
+    st[5] += f;
+    st[6] += g;
+    st[7] += h;
+}
+
+/* Hashes m into st[8] (as 16 big-endian 32-bit words, the layout hash() prints). */
+static void sha512(const unsigned char *m, size_t len, uint32_t *out)
+{
+    uint64_t st[8] = {0x6a09e667f3bcc908, 0xbb67ae8584caa73b, 0x3c6ef372fe94f82b,
+                      0xa54ff53a5f1d36f1, 0x510e527fade682d1, 0x9b05688c2b3e6c1f,
+                      0x1f83d9abfb41bd6b, 0x5be0cd19137e2179};
+    size_t i = 0;
+    for (; i + 128 <= len; i += 128)
+        sha512_block(st, m + i);
+    unsigned char tail[256] = {0};
+    size_t r = len - i;
+    copy(tail, m + i, r);
+    tail[r] = 0x80;
+    size_t tl = r + 17 <= 128 ? 128 : 256;
+    uint64_t bits = (uint64_t)len * 8; /* the high 64 bits of the length stay 0 */
+    for (int k = 0; k < 8; k++)
+        tail[tl - 1 - k] = (unsigned char)(bits >> (8 * k));
+    sha512_block(st, tail);
+    if (tl == 256)
+        sha512_block(st, tail + 128);
+    for (int k = 0; k < 8; k++) {
+        out[2 * k] = (uint32_t)(st[k] >> 32);
+        out[2 * k + 1] = (uint32_t)st[k];
+    }
+}
+
+/* Returns the digest words of `algo` ("md5", "sha1", "sha256", "sha512"), or 0 if unknown. */
 int rule_hash_words(const char *algo, size_t len)
 {
     if (len == 3 && memcmp(algo, "md5", 3) == 0)
@@ -1298,6 +1398,8 @@ int rule_hash_words(const char *algo, size_t len)
         return 5;
     if (len == 6 && memcmp(algo, "sha256", 6) == 0)
         return 8;
+    if (len == 6 && memcmp(algo, "sha512", 6) == 0)
+        return 16;
     return 0;
 }
 
@@ -1306,7 +1408,7 @@ FN(hash)
     STR_ARG(s, 0);
     STR_ARG(algo, 1);
     int words = rule_hash_words(algo.u.s, algo.len);
-    uint32_t st[8];
+    uint32_t st[16];
     if (words == 4) {
         static const uint32_t iv[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
         memcpy(st, iv, sizeof(iv));
@@ -1320,6 +1422,8 @@ FN(hash)
                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
         memcpy(st, iv, sizeof(iv));
         md_pad((const unsigned char *)s.u.s, s.len, true, sha256_block, st);
+    } else if (words == 16) {
+        sha512((const unsigned char *)s.u.s, s.len, st);
     } else {
         return RULE_E_ARG;
     }
@@ -1341,63 +1445,64 @@ FN(hash)
 /* --- the function table ------------------------------------------------------ */
 
 static const struct rule_fn fns[] = {
-#define PURE(name, n)                                                                              \
+/* sort, dedup and winnow give their argument back unchanged when it is no array */
+#define PURE(name, n, ret)                                                                         \
     {                                                                                              \
-#name, n, FN_PURE, fn_##name                                                               \
+#name, n, FN_PURE, RULE_ST_##ret, fn_##name                                                \
     }
-    PURE(trim, 1),
-    PURE(trim_start, 1),
-    PURE(trim_end, 1),
-    PURE(len, 1),
-    PURE(to_lowercase, 1),
-    PURE(to_uppercase, 1),
-    PURE(is_uppercase, 1),
-    PURE(is_lowercase, 1),
-    PURE(has_digits, 1),
-    PURE(count_spaces, 1),
-    PURE(count_uppercase, 1),
-    PURE(count_lowercase, 1),
-    PURE(count_chars, 1),
-    PURE(contains, 2),
-    PURE(contains_ignore_case, 2),
-    PURE(eq_ignore_case, 2),
-    PURE(starts_with, 2),
-    PURE(ends_with, 2),
-    PURE(lines, 1),
-    PURE(substring, 3),
-    PURE(strip_prefix, 2),
-    PURE(strip_suffix, 2),
-    PURE(split, 2),
-    PURE(rsplit, 2),
-    PURE(split_once, 2),
-    PURE(rsplit_once, 2),
-    PURE(split_n, 3),
-    PURE(split_words, 1),
-    PURE(count, 1),
-    PURE(sort, 2),
-    PURE(dedup, 1),
-    PURE(winnow, 1),
-    PURE(is_intersect, 2),
-    PURE(is_email, 1),
-    PURE(email_part, 2),
-    PURE(is_empty, 1),
-    PURE(is_number, 1),
-    PURE(is_ip_addr, 1),
-    PURE(is_ipv4_addr, 1),
-    PURE(is_ipv6_addr, 1),
-    PURE(ip_reverse_name, 1),
-    PURE(hash, 2),
+    PURE(trim, 1, STR),
+    PURE(trim_start, 1, STR),
+    PURE(trim_end, 1, STR),
+    PURE(len, 1, INT),
+    PURE(to_lowercase, 1, STR),
+    PURE(to_uppercase, 1, STR),
+    PURE(is_uppercase, 1, INT),
+    PURE(is_lowercase, 1, INT),
+    PURE(has_digits, 1, INT),
+    PURE(count_spaces, 1, INT),
+    PURE(count_uppercase, 1, INT),
+    PURE(count_lowercase, 1, INT),
+    PURE(count_chars, 1, INT),
+    PURE(contains, 2, INT),
+    PURE(contains_ignore_case, 2, INT),
+    PURE(eq_ignore_case, 2, INT),
+    PURE(starts_with, 2, INT),
+    PURE(ends_with, 2, INT),
+    PURE(lines, 1, ARR),
+    PURE(substring, 3, STR),
+    PURE(strip_prefix, 2, STR),
+    PURE(strip_suffix, 2, STR),
+    PURE(split, 2, ARR),
+    PURE(rsplit, 2, ARR),
+    PURE(split_once, 2, ARR),
+    PURE(rsplit_once, 2, ARR),
+    PURE(split_n, 3, ARR),
+    PURE(split_words, 1, ARR),
+    PURE(count, 1, INT),
+    PURE(sort, 2, ANY),
+    PURE(dedup, 1, ANY),
+    PURE(winnow, 1, ANY),
+    PURE(is_intersect, 2, INT),
+    PURE(is_email, 1, INT),
+    PURE(email_part, 2, STR),
+    PURE(is_empty, 1, INT),
+    PURE(is_number, 1, INT),
+    PURE(is_ip_addr, 1, INT),
+    PURE(is_ipv4_addr, 1, INT),
+    PURE(is_ipv6_addr, 1, INT),
+    PURE(ip_reverse_name, 1, STR),
+    PURE(hash, 2, STR),
 #undef PURE
-    {"matches", 2, FN_MATCHES, NULL},
-    {"if_then", 3, FN_IF_THEN, NULL},
-    {"is_local_domain", 2, FN_LOOKUP, NULL},
-    {"is_local_address", 2, FN_LOOKUP, NULL},
-    {"key_get", 2, FN_LOOKUP, NULL},
-    {"key_exists", 2, FN_LOOKUP, NULL},
-    {"key_set", 3, FN_LOOKUP, NULL},
-    {"counter_incr", 3, FN_LOOKUP, NULL},
-    {"counter_get", 2, FN_LOOKUP, NULL},
-    {"dns_query", 2, FN_LOOKUP, NULL},
+    {"matches", 2, FN_MATCHES, RULE_ST_INT, NULL},
+    {"if_then", 3, FN_IF_THEN, RULE_ST_ANY, NULL},
+    {"is_local_domain", 2, FN_LOOKUP, RULE_ST_ANY, NULL},
+    {"is_local_address", 2, FN_LOOKUP, RULE_ST_ANY, NULL},
+    {"key_get", 2, FN_LOOKUP, RULE_ST_ANY, NULL},
+    {"key_exists", 2, FN_LOOKUP, RULE_ST_ANY, NULL},
+    {"key_set", 3, FN_LOOKUP, RULE_ST_ANY, NULL},
+    {"counter_incr", 3, FN_LOOKUP, RULE_ST_ANY, NULL},
+    {"counter_get", 2, FN_LOOKUP, RULE_ST_ANY, NULL},
+    {"dns_query", 2, FN_LOOKUP, RULE_ST_ANY, NULL},
 };
 
 const struct rule_fn *rule_fn_find(const char *name, size_t len, int *id)

@@ -53,6 +53,13 @@ static bool var_is_number(int var)
     }
 }
 
+enum rule_stype rule_var_stype(int var)
+{
+    if (var_is_number(var))
+        return RULE_ST_INT;
+    return var == RULE_VAR_RECIPIENTS ? RULE_ST_ARR : RULE_ST_STR;
+}
+
 void rule_vars_init(struct rule_vars *vars)
 {
     for (int i = 0; i < RULE_VAR_COUNT; i++) {
@@ -459,21 +466,42 @@ int rule_result_format(const struct rule_result *r, struct sv_buf *out)
 
 /* --- compiling a setting ---------------------------------------------------------------- */
 
-/* Where byte `off` of an expression written as TOML value `v` is in the file: past
- * the opening quote of a one-line string. Strings whose raw text may differ from
- * their value (escapes, multi-line) are reported at their start. */
+/* Where byte `off` of an expression written as TOML value `v` is in the file; the
+ * config parser maps offsets in a string's decoded text back through escapes and
+ * line breaks. Numbers and booleans are reported where they start. */
 static struct cfg_pos expr_pos(const struct cfg_value *v, size_t off)
 {
-    struct cfg_pos p = v->pos;
-    if (v->type != CFG_STRING)
-        return p;
-    for (size_t i = 0; i < v->u.str.len; i++) {
-        unsigned char c = (unsigned char)v->u.str.ptr[i];
-        if (c < 0x20 || c == '\\' || c == '"' || c == 0x7f)
-            return p;
+    return v->type == CFG_STRING ? cfg_string_pos(v, off) : v->pos;
+}
+
+/* Whether no value of static type `t` converts to the setting's kind (see convert()). */
+static bool never_converts(const struct rule_setting *s, enum rule_stype t)
+{
+    bool number = t == RULE_ST_INT || t == RULE_ST_FLOAT || t == RULE_ST_NUM;
+    switch (s->kind) {
+    case RULE_K_TLS_MODE:
+    case RULE_K_IP_STRATEGY:
+    case RULE_K_STRING: return number || t == RULE_ST_ARR;
+    case RULE_K_RELAY: return t == RULE_ST_FLOAT || t == RULE_ST_ARR; /* 0 means "no relay" */
+    case RULE_K_BOOL:
+    case RULE_K_INT:
+    case RULE_K_DURATION: return t == RULE_ST_ARR;
+    case RULE_K_DURATION_LIST: return false; /* one value is a list of one */
     }
-    p.col += (uint32_t)(1 + off);
-    return p;
+    return false;
+}
+
+static const char *stype_name(enum rule_stype t)
+{
+    switch (t) {
+    case RULE_ST_INT: return "an integer";
+    case RULE_ST_FLOAT: return "a float";
+    case RULE_ST_NUM: return "a number";
+    case RULE_ST_STR: return "a string";
+    case RULE_ST_ARR: return "an array";
+    case RULE_ST_ANY: break;
+    }
+    return "a value of any type";
 }
 
 static void describe(const struct rule_val *v, char *buf, size_t cap)
@@ -563,10 +591,7 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
             return -1;
         }
         if (!literal) {
-            if (v->type == CFG_STRING)
-                cfg_error(diag, expr_pos(v, err.offset), "%s: %s", s->key, err.msg);
-            else
-                cfg_error(diag, v->pos, "%s: %s", s->key, err.msg);
+            cfg_error(diag, expr_pos(v, err.offset), "%s: %s", s->key, err.msg);
             return -1;
         }
         /* compile the text as a quoted string constant */
@@ -577,7 +602,26 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
         int rc = q.ptr ? comp(u, q.ptr, q.len, &err, &is_const, &k) : -1;
         sv_buf_free(&q);
         if (rc) {
-            cfg_error(diag, v->pos, "%s: %s", s->key, err.msg);
+            /* offsets count the quote added in front */
+            cfg_error(diag, expr_pos(v, err.offset ? err.offset - 1 : 0), "%s: %s", s->key,
+                      err.msg);
+            return -1;
+        }
+    }
+    if (typed && !is_const) {
+        /* A result whose type is known at load time and can never convert would
+         * make every evaluation fall back to the default: say so now. A result of
+         * unknown type (an array item, sort() of a variable, if_then() with mixed
+         * branches, ...) stays dynamic: rule_eval_setting() converts it at run
+         * time and the caller logs the fallback. */
+        enum rule_stype t = rule_unit_result_type(u);
+        if (never_converts(s, t)) {
+            size_t at = 0;
+            while (v->type == CFG_STRING && at < len &&
+                   (src[at] == ' ' || src[at] == '\t' || src[at] == '\n' || src[at] == '\r'))
+                at++;
+            cfg_error(diag, expr_pos(v, at), "%s: expected %s, but this expression always gives %s",
+                      s->key, expected(s), stype_name(t));
             return -1;
         }
     }
@@ -600,36 +644,6 @@ static int compile_value(struct rule_unit *u, const struct rule_setting *s,
     return 0;
 }
 
-/* The condition text with blanks outside quotes removed: equal texts mean the
- * same condition. */
-static char *normalize(const char *s, size_t len)
-{
-    char *o = malloc(len + 1);
-    if (!o)
-        return NULL;
-    size_t n = 0;
-    char q = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (q) {
-            if (c == '\\' && i + 1 < len) {
-                o[n++] = c;
-                c = s[++i];
-            } else if (c == q) {
-                q = 0;
-            }
-        } else if (c == '\'' || c == '"') {
-            q = c;
-            c = '\'';
-        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-            continue;
-        }
-        o[n++] = c;
-    }
-    o[n] = 0;
-    return o;
-}
-
 static bool is_rule_list(const struct cfg_value *v)
 {
     if (v->type != CFG_ARRAY)
@@ -645,7 +659,12 @@ static void compile_list(struct rule_unit *u, const struct rule_setting *s,
                          const struct cfg_value *v, struct cfg_diag *diag)
 {
     size_t n = v->u.array.len;
-    char **conds = calloc(n ? n : 1, sizeof(*conds));
+    /* each entry's condition as compiled: [start, start + len) of the unit's code,
+     * so spellings that compile alike ("(a) && (b)", "a && b") count as the same */
+    struct span {
+        size_t start, len;
+        bool ok;
+    } *conds = calloc(n ? n : 1, sizeof(*conds));
     const struct cfg_entry *else_seen = NULL;
     size_t always_true = 0; /* 1-based entry whose condition is constant true */
     bool have_if = false;
@@ -724,17 +743,6 @@ static void compile_list(struct rule_unit *u, const struct rule_setting *s,
             continue;
         }
         const struct cfg_value *cv = e_if->value;
-        if (cv->type == CFG_STRING) {
-            conds[i] = normalize(cv->u.str.ptr, cv->u.str.len);
-            for (size_t j = 0; conds[i] && j < i; j++) {
-                if (conds[j] && strcmp(conds[i], conds[j]) == 0) {
-                    cfg_warn(diag, cv->pos,
-                             "%s: entry %zu can never match: entry %zu has the same condition",
-                             s->key, i + 1, j + 1);
-                    break;
-                }
-            }
-        }
         if (always_true)
             cfg_warn(diag, cv->pos,
                      "%s: entry %zu can never match: the condition of entry %zu is always true",
@@ -743,8 +751,21 @@ static void compile_list(struct rule_unit *u, const struct rule_setting *s,
             rule_unit_emit(u, OP_CLRCAP, 0, 0);
         bool kc = false;
         struct rule_val kv;
+        size_t start = rule_unit_here(u);
         if (compile_value(u, s, cv, false, diag, &kc, &kv, true))
             continue;
+        if (conds) {
+            conds[i] = (struct span){start, rule_unit_here(u) - start, true};
+            for (size_t j = 0; j < i; j++) {
+                if (conds[j].ok &&
+                    rule_unit_same_code(u, conds[j].start, conds[j].len, start, conds[i].len)) {
+                    cfg_warn(diag, cv->pos,
+                             "%s: entry %zu can never match: entry %zu has the same condition",
+                             s->key, i + 1, j + 1);
+                    break;
+                }
+            }
+        }
         if (kc && rule_truthy(&kv) && !always_true)
             always_true = i + 1;
         if (compile_value(u, s, e_then->value, true, diag, NULL, NULL, false) == 0)
@@ -754,8 +775,6 @@ static void compile_list(struct rule_unit *u, const struct rule_setting *s,
     if (have_if && !else_seen)
         cfg_error(diag, v->pos, "%s: missing 'else' entry: end the list with { else = ... }",
                   s->key);
-    for (size_t i = 0; i < n; i++)
-        free(conds[i]);
     free(conds);
 }
 

@@ -4,3 +4,4 @@ salvo_test(NAME test_config_parser SOURCES test_config_parser.c LIBS salvo_confi
 salvo_test(NAME test_config_errors SOURCES test_config_errors.c)
 salvo_test(NAME test_config_cli SOURCES test_config_cli.c)
 salvo_test(NAME test_config_load SOURCES test_config_load.c LIBS salvo_engine)
+salvo_test(NAME test_config_strpos SOURCES test_config_strpos.c LIBS salvo_config)

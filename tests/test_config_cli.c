@@ -261,6 +261,33 @@ static void lookup_order(void **state)
     free(cwd_file);
 }
 
+/* Rule errors inside TOML strings carry the exact line:col through escapes and
+ * multi-line strings; a value that can never fit its setting fails the check. */
+static void rule_errors_at_exact_positions(void **state)
+{
+    (void)state;
+    char *f = tu_write_file(dir, "rules.toml",
+                            "[queue.outbound.tls]\n"
+                            "starttls = [ { if = \"\\u0072etry_num > 0 && bogus\", then = "
+                            "\"require\" }, { else = \"optional\" } ]\n"
+                            "dane = [ { if = \"\"\"\n"
+                            "    retry_num > 1 && \\\n"
+                            "    last_error == \\\"tls\\\"\"\"\", then = \"require\" },\n"
+                            "         { else = \"retry_num\" } ]\n");
+    struct tu_result r;
+    char want[8192];
+    run((const char *[]){"config", "check", "-c", f, NULL}, NULL, &r);
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof(want),
+             "%s:2:44: queue.outbound.tls.starttls: unknown variable 'bogus'\n"
+             "%s:6:20: queue.outbound.tls.dane: expected optional, require or disable, but this "
+             "expression always gives an integer\n",
+             f, f);
+    assert_string_equal(r.err, want);
+    tu_result_free(&r);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +295,7 @@ int main(void)
         cmocka_unit_test(check_exit_codes),
         cmocka_unit_test(decode_file_and_stdin),
         cmocka_unit_test(lookup_order),
+        cmocka_unit_test(rule_errors_at_exact_positions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -305,7 +305,10 @@ static void array_email_ip_functions(void **state)
     RUN(c);
 }
 
-/* Digests cross-checked with coreutils md5sum/sha1sum/sha256sum. */
+#define A10  "aaaaaaaaaa"
+#define A111 A10 A10 A10 A10 A10 A10 A10 A10 A10 A10 A10 "a"
+
+/* Digests cross-checked with coreutils md5sum/sha1sum/sha256sum/sha512sum. */
 static void hash_function(void **state)
 {
     (void)state;
@@ -322,6 +325,23 @@ static void hash_function(void **state)
         {"hash(rcpt, 'sha1')", "da9646a4aa567d2a55934d244909f12c0711479f"},
         {"hash(sender, 'sha256')",
          "aa20c23e3201834050679e1d88941b9a6fed0557c9a705cb2c315e2e63fd486d"},
+        /* FIPS 180-4 / NIST examples: "abc", the empty string, the 896-bit message */
+        {"hash('abc', 'sha512')",
+         "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+         "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"},
+        {"hash('', 'sha512')", "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce"
+                               "47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"},
+        {"hash('abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmno"
+         "ijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu', 'sha512')",
+         "8e959b75dae313da8cf4f72814fc143f8f7779c6eb9f7fa17299aeadb6889018"
+         "501d289e4900f7e4331b99dec4b5433ac7d329eeb6dd26545e96e55b874be909"},
+        /* the padding boundary: 111 bytes fit one block, 112 need two (sha512sum) */
+        {"hash('" A111 "', 'sha512')",
+         "fa9121c7b32b9e01733d034cfc78cbf67f926c7ed83e82200ef86818196921760"
+         "b4beff48404df811b953828274461673c68d04e297b0eb7b2b4d60fc6b566a2"},
+        {"hash('" A111 "a', 'sha512')",
+         "c01d080efd492776a1c43bd23dd99d0a2e626d481e16782e75d54c2503b5dc32"
+         "bd05f0f1ba33e568b88fd2d970929b719ecbb152f58f130a407c8830604b70ca"},
         {"hash(rcpt, last_error)", "ERR:-1005"},
     };
     RUN(c);
@@ -363,7 +383,8 @@ static void load_errors(void **state)
         {"", 1, "unexpected end of expression"},
         {"1 2", 3, "unexpected '2' after the expression"},
         {"3x", 1, "invalid duration '3x' (use ms, s, m, h, d or w, e.g. 90s)"},
-        {"hash('a', 'crc')", 11, "hash(): unknown algorithm (expected 'md5', 'sha1' or 'sha256')"},
+        {"hash('a', 'crc')", 11,
+         "hash(): unknown algorithm (expected 'md5', 'sha1', 'sha256' or 'sha512')"},
         {"$12", 1, "unknown capture '$12' (matches() captures are $0..$9)"},
         {"99999999999999999999", 1, "integer literal '99999999999999999999' is out of range"},
         {"1 # 2", 3, "unexpected character '#'"},

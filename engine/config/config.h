@@ -108,6 +108,13 @@ struct cfg_doc *cfg_doc_parse(const char *file, const char *src, size_t len, str
 struct cfg_doc *cfg_doc_load_file(const char *path, struct cfg_diag *diag);
 void cfg_doc_free(struct cfg_doc *doc); /* NULL-safe */
 
+/* Where byte `off` of a string value's decoded text (v->u.str.ptr) was written:
+ * escapes (\\, \", \uXXXX, \UXXXXXXXX), multi-line strings and line-ending
+ * backslashes are mapped back to their line and column. An offset inside one
+ * escape's bytes gives the escape, one at or past the end the closing quote; a
+ * value that is no string (or was not parsed from text) gives v->pos. Borrows v. */
+struct cfg_pos cfg_string_pos(const struct cfg_value *v, size_t off);
+
 /* Looks up a dotted path ("queue.outbound.tls.starttls") from a table; every
  * segment must be a plain key (no quoting). Returns borrowed value or NULL. */
 const struct cfg_value *cfg_get(const struct cfg_value *table, const char *dotted);

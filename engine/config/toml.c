@@ -258,8 +258,21 @@ static struct cfg_value *parse_value(struct parser *p)
         v = parse_inline_table(p);
     } else if (c == '"' || c == '\'') {
         struct cfg_pos pos = cfg_lex_pos(p, at); /* before the body: positions only move forward */
-        if (cfg_lex_string(p) && (v = new_value(p, CFG_STRING, pos)) != NULL)
+        if (cfg_lex_string(p) && (v = new_value(p, CFG_STRING, pos)) != NULL) {
             v->u.str.ptr = cfg_lex_scratch_dup(p, &v->u.str.len);
+            /* the token as written, for cfg_string_pos() on a later error path */
+            struct cfg_node *n = CFG_NODE(v);
+            n->raw_len = p->pos - at;
+            n->raw = malloc(n->raw_len + 1);
+            if (n->raw) {
+                memcpy(n->raw, p->src + at, n->raw_len);
+                n->raw[n->raw_len] = '\0';
+            } else {
+                cfg_lex_oom(p);
+                free(v->u.str.ptr);
+                v->u.str.ptr = NULL;
+            }
+        }
         if (v && !v->u.str.ptr) {
             cfg_value_free(v);
             v = NULL;

@@ -23,6 +23,10 @@ struct cfg_node {
      * + 1, 0 = empty) so loading stays linear; small tables are searched in order. */
     uint32_t *index;
     size_t index_cap; /* a power of two, at least twice the entry count; 0 = none */
+    /* CFG_STRING values: an owned copy of the token as written, quotes included, so
+     * cfg_string_pos() can map a decoded offset back to the source (NULL = unknown). */
+    char *raw;
+    size_t raw_len;
 };
 
 #define CFG_NODE(val) ((struct cfg_node *)(val))

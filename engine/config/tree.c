@@ -23,6 +23,9 @@ void cfg_value_free(struct cfg_value *v)
         return;
     switch (v->type) {
     case CFG_STRING:
+        free(CFG_NODE(v)->raw);
+        free(v->u.str.ptr);
+        break;
     case CFG_DATETIME:
     case CFG_DATETIME_LOCAL:
     case CFG_DATE_LOCAL:
@@ -314,4 +317,105 @@ int cfg_to_json(const struct cfg_value *v, struct sv_buf *out)
 {
     int rc = json_value(v, out, 0);
     return rc ? rc : sv_buf_putc(out, '\n');
+}
+
+/* --- source positions inside strings --------------------------------------- */
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decoded length of the escape at raw[i] (a backslash) and its raw length. The
+ * parser already validated the text, so a bad escape cannot occur here. */
+static size_t escape_len(const char *raw, size_t i, size_t end, size_t *decoded)
+{
+    char c = i + 1 < end ? raw[i + 1] : 0;
+    if (c != 'u' && c != 'U') {
+        *decoded = 1;
+        return 2;
+    }
+    size_t n = c == 'u' ? 4 : 8;
+    uint32_t cp = 0;
+    for (size_t k = 0; k < n && i + 2 + k < end; k++) {
+        int h = hex_digit(raw[i + 2 + k]);
+        cp = cp * 16 + (uint32_t)(h < 0 ? 0 : h);
+    }
+    *decoded = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    return 2 + n;
+}
+
+struct cfg_pos cfg_string_pos(const struct cfg_value *v, size_t off)
+{
+    const struct cfg_node *n = (const struct cfg_node *)v;
+    struct cfg_pos pos = v->pos;
+    if (v->type != CFG_STRING || !n->raw || n->raw_len < 2)
+        return pos;
+    const char *raw = n->raw;
+    char q = raw[0];
+    bool literal = q == '\'';
+    bool multi = n->raw_len >= 6 && raw[1] == q && raw[2] == q;
+    size_t i = multi ? 3 : 1, end = n->raw_len - (multi ? 3 : 1), d = 0;
+    /* Walks the raw text keeping (line, col) of raw[i] and the decoded offset d
+     * of the character that starts there. */
+#define STEP_NEWLINE()                                                                             \
+    do {                                                                                           \
+        i += raw[i] == '\r' ? 2 : 1;                                                               \
+        pos.line++;                                                                                \
+        pos.col = 1;                                                                               \
+    } while (0)
+    pos.col += (uint32_t)i;
+    if (multi && i < end && (raw[i] == '\n' || raw[i] == '\r'))
+        STEP_NEWLINE(); /* trimmed: the newline right after the opening delimiter */
+    while (i < end) {
+        char c = raw[i];
+        if (c == '\\' && multi && !literal) {
+            size_t k = i + 1;
+            while (k < end && (raw[k] == ' ' || raw[k] == '\t'))
+                k++;
+            if (k < end && (raw[k] == '\n' || raw[k] == '\r')) {
+                /* line-ending backslash: it and the blank run after it decode to
+                 * nothing, so the next character is the one at `off` */
+                pos.col += (uint32_t)(k - i);
+                i = k;
+                while (i < end &&
+                       (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r')) {
+                    if (raw[i] == ' ' || raw[i] == '\t') {
+                        i++;
+                        pos.col++;
+                    } else {
+                        STEP_NEWLINE();
+                    }
+                }
+                continue;
+            }
+        }
+        if (d >= off)
+            return pos;
+        if (c == '\n' || (c == '\r' && i + 1 < end && raw[i + 1] == '\n')) {
+            STEP_NEWLINE();
+            d++;
+            continue;
+        }
+        if (c == '\\' && !literal) {
+            size_t dec, rl = escape_len(raw, i, end, &dec);
+            if (off < d + dec)
+                return pos; /* inside the bytes of one escape: the escape itself */
+            d += dec;
+            i += rl;
+            pos.col += (uint32_t)rl;
+            continue;
+        }
+        d++;
+        i++;
+        pos.col++;
+    }
+#undef STEP_NEWLINE
+    return pos; /* at or past the end: the closing quote */
 }
