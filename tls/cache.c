@@ -224,7 +224,11 @@ void tls_cache_store(struct tls_session_cache *c, struct tls_conn *conn)
             return;
         conn->tls12_cached = true;
     }
-    WOLFSSL_SESSION *s = wolfSSL_get1_session(conn->ssl);
+    /* A detached copy: the connection keeps updating its own session object (a second
+     * ticket), and each cached session must be freed exactly once. */
+    WOLFSSL_SESSION *live = wolfSSL_get1_session(conn->ssl);
+    WOLFSSL_SESSION *s = live ? wolfSSL_SESSION_dup(live) : NULL;
+    wolfSSL_SESSION_free(live);
     if (!s)
         return;
     if (!wolfSSL_SESSION_is_resumable(s)) {
