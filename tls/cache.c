@@ -184,9 +184,10 @@ void tls_cache_offer(struct tls_session_cache *c, struct tls_conn *conn)
     }
     /* The newest ticket; it is used up unless it is the last one, which stays for
      * reuse: better a reused ticket than a full handshake. */
-    WOLFSSL_SESSION *sess = e->n > 1 ? e->sess[--e->n] : e->sess[0];
+    bool popped = e->n > 1;
+    WOLFSSL_SESSION *sess = popped ? e->sess[--e->n] : e->sess[0];
     int ok = wolfSSL_set_session(conn->ssl, sess) == WOLFSSL_SUCCESS;
-    if (sess != e->sess[0])
+    if (popped)
         wolfSSL_SESSION_free(sess); /* the connection holds its own copy */
     if (!ok) {
         c->st.misses++;
