@@ -35,7 +35,7 @@ struct probe_result {
     struct tls_info info;
     char error[600];
     const char *error_class; /* last_error vocabulary, as the engine classifies */
-    const char *error_kind;  /* the precise kind ("hostname-mismatch", "refused"...) */
+    const char *error_kind;  /* the precise kind ("hostname-mismatch", "connect", ...) */
 };
 
 /* The engine's last_error classes (engine/smtp.h SMTP_ERRS, "dns" from deliver.c), so
