@@ -42,8 +42,10 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
 }
 
 /* Loads the config and connects; on failure prints one line and returns the exit
- * code (1 for a bad config or URL, 2 when Redis cannot be used). */
-static int open_queue(const char *conf_path, struct rq **out)
+ * code (1 for a bad config or URL, 2 when Redis cannot be used). `read_only` for the
+ * commands that only look (stats, list, show): they then work on a replica and on a
+ * Redis at maxmemory, when an operator most needs them, and create no keys. */
+static int open_queue(const char *conf_path, bool read_only, struct rq **out)
 {
     *out = NULL;
     struct eng_conf conf;
@@ -53,7 +55,10 @@ static int open_queue(const char *conf_path, struct rq **out)
     /* SALVO_REDIS_URL overrides redis.url (tests, one-off commands). */
     const char *env = getenv("SALVO_REDIS_URL");
     const char *url = env && *env ? env : conf.redis_url;
-    struct rq_opts o = {.url = url, .queue = conf.queue_name, .password = conf.redis_password};
+    struct rq_opts o = {.url = url,
+                        .queue = conf.queue_name,
+                        .password = conf.redis_password,
+                        .read_only = read_only};
     struct rq *q;
     rc = rq_new(&o, &q);
     if (rc) {
@@ -98,6 +103,12 @@ static int read_all(FILE *f, const char *name, struct sv_buf *out)
     }
     if (ferror(f))
         return eng_fail(EXIT_USER, "%s: read error: %s", name, strerror(errno));
+    /* A message is text without NUL (RFC 5322 2.1; 8BITMIME, RFC 6152, allows 8-bit
+     * bytes but still no NUL): SMTP cannot carry it, so refuse it here, not at DATA. */
+    const char *nul = out->len ? memchr(out->ptr, 0, out->len) : NULL;
+    if (nul)
+        return eng_fail(EXIT_USER, "%s: byte %zu: message contains a NUL byte", name,
+                        (size_t)(nul - out->ptr) + 1);
     return 0;
 }
 
@@ -276,7 +287,7 @@ static int enqueue_single(const struct enq_args *a)
     }
 
     struct rq *q;
-    if ((rc = open_queue(a->conf, &q))) {
+    if ((rc = open_queue(a->conf, false, &q))) {
         sv_buf_free(&body);
         return rc;
     }
@@ -456,7 +467,7 @@ static int enqueue_campaign(const struct enq_args *a)
     }
     for (size_t k = 0; k < tc.nused; k++)
         names[k] = tc.cols[tc.used[k]];
-    if ((rc = open_queue(a->conf, &q)))
+    if ((rc = open_queue(a->conf, false, &q)))
         goto out;
     struct rq_msg_spec spec = {.from = a->from,
                                .body = tpl.ptr,
@@ -466,8 +477,15 @@ static int enqueue_campaign(const struct enq_args *a)
                                .nfields = tc.nused,
                                .campaign = a->campaign};
     uint64_t id;
-    if (rq_enq_begin(q, &spec, &e, &id)) {
-        rc = eng_fail(EXIT_RUNTIME, "%s", rq_error(q));
+    if ((rc = rq_enq_begin(q, &spec, &e, &id))) {
+        /* Rebinding the name would orphan the old campaign's name lookups. */
+        if (rc == -EEXIST)
+            rc = eng_fail(EXIT_USER,
+                          "--campaign: '%s' already exists (message %llu); nothing was "
+                          "enqueued, choose another name",
+                          a->campaign, (unsigned long long)id);
+        else
+            rc = eng_fail(EXIT_RUNTIME, "%s", rq_error(q));
         goto out;
     }
     bool tty = isatty(2);
@@ -785,7 +803,7 @@ int cmd_queue(int argc, char **argv)
         limit = (size_t)l;
     }
     struct rq *q;
-    int rc = open_queue(conf, &q);
+    int rc = open_queue(conf, stats || list || show, &q);
     if (rc)
         return rc;
     if (stats)

@@ -34,8 +34,22 @@ struct probe_result {
     bool connected, tls, verified, resumed;
     struct tls_info info;
     char error[600];
-    const char *error_kind;
+    const char *error_class; /* last_error vocabulary, as the engine classifies */
+    const char *error_kind;  /* the precise kind ("hostname-mismatch", "connect", ...) */
 };
+
+/* The engine's last_error classes (engine/smtp.h SMTP_ERRS, "dns" from deliver.c), so
+ * what the probe prints can be matched against rules and events as it is:
+ *   dns         the name does not resolve
+ *   connection  refused, reset, closed early, connect timeout
+ *   io          connected, then a reply or a write timed out
+ *   tls         handshake or verification failed, STARTTLS missing or refused
+ *   unexpected-reply  malformed or hostile reply, greeting or EHLO refused */
+#define CL_DNS   "dns"
+#define CL_CONN  "connection"
+#define CL_IO    "io"
+#define CL_TLS   "tls"
+#define CL_REPLY "unexpected-reply"
 
 static int64_t now_ms(void)
 {
@@ -62,13 +76,15 @@ static int wait_io(int fd, int want, int64_t deadline)
     }
 }
 
-static int fail(struct probe_result *r, const char *kind, const char *fmt, ...) SV_PRINTF(3, 4);
-static int fail(struct probe_result *r, const char *kind, const char *fmt, ...)
+static int fail(struct probe_result *r, const char *cls, const char *kind, const char *fmt, ...)
+    SV_PRINTF(4, 5);
+static int fail(struct probe_result *r, const char *cls, const char *kind, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->error, sizeof(r->error), fmt, ap);
     va_end(ap);
+    r->error_class = cls;
     r->error_kind = kind;
     return -1;
 }
@@ -78,7 +94,7 @@ static int tcp_connect(const struct probe_opts *o, int64_t deadline, struct prob
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC}, *res = NULL;
     int gai = getaddrinfo(o->host, o->port, &hints, &res);
     if (gai != 0)
-        return fail(r, "dns", "cannot resolve %s: %s", o->host, gai_strerror(gai));
+        return fail(r, CL_DNS, "dns", "cannot resolve %s: %s", o->host, gai_strerror(gai));
     int fd = -1, err = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -100,7 +116,7 @@ static int tcp_connect(const struct probe_opts *o, int64_t deadline, struct prob
     }
     freeaddrinfo(res);
     if (fd < 0)
-        return fail(r, "connect", "connect to %s: %s", o->disp, strerror(err));
+        return fail(r, CL_CONN, "connect", "connect to %s: %s", o->disp, strerror(err));
     return fd;
 }
 
@@ -118,9 +134,13 @@ static int read_reply(struct tls_conn *c, char *buf, size_t cap, int64_t deadlin
             if (buf[i] != '\n')
                 continue;
             size_t ll = i + 1 - start;
-            if (ll < 4 || buf[start] < '2' || buf[start] > '5')
-                return fail(r, "smtp", "malformed SMTP reply line: %.*s", (int)(ll > 80 ? 80 : ll),
-                            buf + start);
+            if (ll < 4 || buf[start] < '2' || buf[start] > '5') {
+                size_t shown = i - start; /* without the line end */
+                if (shown && buf[start + shown - 1] == '\r')
+                    shown--;
+                return fail(r, CL_REPLY, "smtp", "malformed SMTP reply line: %.*s",
+                            (int)(shown > 80 ? 80 : shown), buf + start);
+            }
             if (buf[start + 3] == ' ' || buf[start + 3] == '\r') {
                 *extra = i + 1 < len;
                 buf[i + 1 < cap ? i + 1 : cap - 1] = '\0';
@@ -129,20 +149,21 @@ static int read_reply(struct tls_conn *c, char *buf, size_t cap, int64_t deadlin
             start = i + 1;
         }
         if (len + 1 >= cap)
-            return fail(r, "smtp", "SMTP reply longer than %zu bytes", cap);
+            return fail(r, CL_REPLY, "smtp", "SMTP reply longer than %zu bytes", cap);
         ssize_t n = tls_conn_read(c, buf + len, cap - len - 1);
         if (n > 0) {
             len += (size_t)n;
             continue;
         }
         if (n == 0)
-            return fail(r, "smtp", "connection closed while waiting for an SMTP reply");
+            return fail(r, CL_CONN, "smtp", "connection closed while waiting for an SMTP reply");
         if (n == TLS_IO_ERROR)
-            return fail(r, tls_err_name(tls_conn_error_kind(c)), "%s", tls_conn_error(c));
+            return fail(r, CL_CONN, tls_err_name(tls_conn_error_kind(c)), "%s", tls_conn_error(c));
         int w = wait_io(tls_conn_fd(c), (int)n, deadline);
         if (w != 0)
-            return w == -ETIMEDOUT ? fail(r, "timeout", "timed out waiting for an SMTP reply")
-                                   : fail(r, "io", "poll: %s", strerror(-w));
+            return w == -ETIMEDOUT
+                       ? fail(r, CL_IO, "timeout", "timed out waiting for an SMTP reply")
+                       : fail(r, CL_IO, "io", "poll: %s", strerror(-w));
     }
 }
 
@@ -156,10 +177,10 @@ static int write_all(struct tls_conn *c, const char *s, int64_t deadline, struct
             continue;
         }
         if (n == TLS_IO_ERROR)
-            return fail(r, tls_err_name(tls_conn_error_kind(c)), "%s", tls_conn_error(c));
+            return fail(r, CL_CONN, tls_err_name(tls_conn_error_kind(c)), "%s", tls_conn_error(c));
         int w = wait_io(tls_conn_fd(c), (int)n, deadline);
         if (w != 0)
-            return fail(r, "timeout", "write timed out");
+            return fail(r, CL_IO, "timeout", "write timed out");
     }
     return 0;
 }
@@ -176,7 +197,11 @@ static int smtp_cmd(struct tls_conn *c, const char *cmd, int want, char *buf, in
         char *nl = strpbrk(buf, "\r\n");
         if (nl)
             *nl = '\0';
-        return fail(r, "smtp", "%.*s rejected: %s", (int)strcspn(cmd, "\r\n"), cmd, buf);
+        /* A refused STARTTLS is a TLS failure to the engine; anything else a reply
+         * it cannot work with. */
+        bool tls = strncmp(cmd, "STARTTLS", 8) == 0;
+        return fail(r, tls ? CL_TLS : CL_REPLY, "smtp", "%.*s rejected: %s",
+                    (int)strcspn(cmd, "\r\n"), cmd, buf);
     }
     return 0;
 }
@@ -205,10 +230,10 @@ static int handshake(struct tls_conn *c, int64_t deadline, struct probe_result *
         if (rc == 0)
             return 0;
         if (rc == TLS_IO_ERROR)
-            return fail(r, tls_err_name(tls_conn_error_kind(c)), "%s", tls_conn_error(c));
+            return fail(r, CL_TLS, tls_err_name(tls_conn_error_kind(c)), "%s", tls_conn_error(c));
         int w = wait_io(tls_conn_fd(c), rc, deadline);
         if (w != 0)
-            return fail(r, "timeout", "TLS handshake timed out");
+            return fail(r, CL_TLS, "timeout", "TLS handshake timed out");
     }
 }
 
@@ -241,7 +266,7 @@ static int probe_once(const struct probe_opts *o, struct tls_client *cl,
     struct tls_conn *c = NULL;
     if (tls_conn_new_plain(fd, &c) != 0) {
         close(fd);
-        return fail(r, "internal", "out of memory");
+        return fail(r, CL_CONN, "internal", "out of memory");
     }
     *keep = c;
     const char *ehlo = "EHLO salvo-probe.invalid\r\n";
@@ -249,27 +274,30 @@ static int probe_once(const struct probe_opts *o, struct tls_client *cl,
         int code = read_reply(c, buf, PROBE_REPLY_MAX, deadline, r, &extra);
         if (code < 0)
             return -1;
-        if (code != 220)
-            return fail(r, "smtp", "greeting: %s", buf);
+        if (code != 220) {
+            buf[strcspn(buf, "\r\n")] = '\0';
+            return fail(r, CL_REPLY, "smtp", "greeting: %s", buf);
+        }
         if (smtp_cmd(c, ehlo, 250, buf, deadline, r, &extra) != 0)
             return -1;
         if (!ehlo_has(buf, "STARTTLS")) {
             (void)write_all(c, "QUIT\r\n", deadline, r);
-            return fail(r, "no-starttls", "no STARTTLS offered by %s in its EHLO reply", o->disp);
+            return fail(r, CL_TLS, "no-starttls", "no STARTTLS offered by %s in its EHLO reply",
+                        o->disp);
         }
         if (smtp_cmd(c, "STARTTLS\r\n", 220, buf, deadline, r, &extra) != 0)
             return -1;
         /* Anything after the 220 was sent in the clear and must not be read as if it
          * came over TLS (the STARTTLS command injection of CVE-2011-0411). */
         if (extra)
-            return fail(r, "smtp", "server sent data after its STARTTLS reply");
+            return fail(r, CL_TLS, "smtp", "server sent data after its STARTTLS reply");
     }
     uint16_t port = (uint16_t)strtoul(o->port, NULL, 10);
     int rc =
         tls_conn_start_client(c, cl, o->servername, port,
                               o->insecure ? TLS_VERIFY_ALLOW_INVALID : TLS_VERIFY_STRICT, cache);
     if (rc != 0)
-        return fail(r, "internal", "cannot start TLS: %s", strerror(-rc));
+        return fail(r, CL_TLS, "internal", "cannot start TLS: %s", strerror(-rc));
     if (handshake(c, deadline, r) != 0)
         return -1;
     r->tls = true;
@@ -327,7 +355,7 @@ static void print_result(const struct probe_opts *o, long i, const struct probe_
         printf(",\"error\":");
         json_str(stdout, r->error[0] ? r->error : NULL);
         printf(",\"error_class\":");
-        json_str(stdout, r->error[0] ? "tls" : NULL);
+        json_str(stdout, r->error[0] ? r->error_class : NULL);
         printf(",\"error_kind\":");
         json_str(stdout, r->error[0] ? r->error_kind : NULL);
         printf("}\n");

@@ -196,6 +196,7 @@ int rq_new(const struct rq_opts *o, struct rq **out)
     q->events_max = o->events_max > 0 ? o->events_max : 100000;
     q->dead_max = o->dead_max > 0 ? o->dead_max : 100000;
     q->max_deliveries = o->max_deliveries > 0 ? o->max_deliveries : 5;
+    q->read_only = o->read_only;
     q->body_cache_max = o->body_cache_max ? o->body_cache_max : (size_t)64 << 20;
     strcpy(q->reclaim_cursor, "0-0");
     snprintf(q->addr, sizeof(q->addr), "%s", o->url ? o->url : "(no url)");
@@ -409,6 +410,8 @@ int rq_eval(struct rq *q, enum rq_script s, const struct rq_args *a, redisReply 
     const char *what = script_name(s);
     if (!q->c)
         return rq_fail(q, -EIO, "%s: not connected", what);
+    if (q->read_only)
+        return rq_fail(q, -EROFS, "%s: this handle was opened read-only", what);
     size_t argc = 4 + a->n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
@@ -512,6 +515,10 @@ int rq_connect(struct rq *q)
             goto fail;
         freeReplyObject(r);
     }
+    /* Both write (SCRIPT LOAD is refused at maxmemory, XGROUP CREATE MKSTREAM on a
+     * replica and creates a key): a reader does neither. */
+    if (q->read_only)
+        return 0;
     rc = load_scripts(q);
     if (rc)
         goto fail;

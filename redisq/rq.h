@@ -29,7 +29,9 @@ int rq_url_check(const char *url, const char **why);
 
 /* Checks an envelope address (RFC 5321 Mailbox: dot-atom or quoted local part,
  * LDH domain with at least one dot, or an address literal; length limits).
- * Returns 0, or -EINVAL with a static reason in `why`. */
+ * A domain whose last label is all digits ("1.2.3.4") is refused: an IP address must
+ * be a bracketed literal (RFC 5321 4.1.3). Returns 0, or -EINVAL with a static reason
+ * in `why`. */
 int rq_addr_check(const char *addr, const char **why);
 
 struct rq;
@@ -45,14 +47,17 @@ struct rq_opts {
     long dead_max;          /* approximate cap of the dead-letter stream; 0 = 100000 */
     size_t body_cache_max;  /* bytes of bodies kept cached when unused; 0 = 64 MiB */
     int max_deliveries;     /* a job claimed more often without an outcome is dead; 0 = 5 */
+    bool read_only;         /* only read (stats, list, show, lookup): rq_connect() writes nothing,
+                               so it works on a read-only replica, on a Redis at maxmemory, and
+                               leaves a Redis without a queue untouched; scripts fail -EROFS */
 };
 
 /* Creates a handle (not yet connected); copies everything from `o`. Returns 0 and an
  * owned handle in *out, -EINVAL for a bad URL or queue name (message in *out's
  * rq_error() if *out is set), -ENOMEM. */
 int rq_new(const struct rq_opts *o, struct rq **out);
-/* (Re)connects: TCP/unix connect, AUTH, SELECT, loads the Lua scripts, creates the
- * consumer group. Returns 0 or a negative errno (see above). */
+/* (Re)connects: TCP/unix connect, AUTH, SELECT, then (unless read_only) loads the
+ * Lua scripts and creates the consumer group. Returns 0 or a negative errno (see above). */
 int rq_connect(struct rq *q);
 void rq_free(struct rq *q); /* NULL-safe; drops the cached bodies it still holds */
 
@@ -80,7 +85,8 @@ struct rq_msg_spec {
 struct rq_enq;
 
 /* Stores the message (body once) and opens it for recipients; returns 0 with an
- * owned session in *out and the message id in *id. */
+ * owned session in *out and the message id in *id. A campaign name already in use:
+ * -EEXIST with that message's id in *id, nothing written. */
 int rq_enq_begin(struct rq *q, const struct rq_msg_spec *spec, struct rq_enq **out, uint64_t *id);
 /* Adds one recipient; `values` (borrowed, nfields strings) are its stored fields.
  * Recipients are grouped into jobs by domain and written in pipelined batches, so
@@ -227,8 +233,10 @@ struct rq_csv;
 /* A streaming reader of `f` (borrowed; not closed). Returns 0 or -ENOMEM. */
 int rq_csv_new(FILE *f, struct rq_csv **out);
 void rq_csv_free(struct rq_csv *c); /* NULL-safe */
-/* Reads the next record, skipping blank lines: 1, 0 at end of file, -ENOMEM. A
- * record with a syntax error still returns 1, with rq_csv_error() set. */
+/* Reads the next record, skipping blank lines (and a UTF-8 BOM at the start of the
+ * file): 1, 0 at end of file, -ENOMEM (-EIO: a first byte 0xEF not starting a BOM on
+ * a stream that cannot seek back). A record with a syntax error still returns 1, with
+ * rq_csv_error() set. */
 int rq_csv_next(struct rq_csv *c);
 /* Back to the first line (for a second pass); 0 or negative errno. */
 int rq_csv_rewind(struct rq_csv *c);

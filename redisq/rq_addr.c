@@ -38,6 +38,7 @@ static int check_domain(const char *d, size_t n, const char **why)
         return bad(why, "bad address literal");
     }
     size_t label = 0, labels = 1;
+    bool digits = true; /* the current label is all digits so far */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)d[i];
         if (c == '.') {
@@ -47,8 +48,10 @@ static int check_domain(const char *d, size_t n, const char **why)
                 return bad(why, "domain label ends with '-'");
             label = 0;
             labels++;
+            digits = true;
             continue;
         }
+        digits = digits && c >= '0' && c <= '9';
         if (c >= 0x80)
             return bad(why, "non-ASCII domain (use its punycode A-label form)");
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -65,6 +68,10 @@ static int check_domain(const char *d, size_t n, const char **why)
         return bad(why, "domain label ends with '-'");
     if (labels < 2)
         return bad(why, "domain has no dot");
+    /* No top-level domain is numeric: "1.2.3.4" is an IP address written without the
+     * brackets of an address literal (RFC 5321 4.1.3), which MTAs refuse or misroute. */
+    if (digits)
+        return bad(why, "numeric top-level label (an IP address must be bracketed: [1.2.3.4])");
     return 0;
 }
 

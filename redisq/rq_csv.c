@@ -18,6 +18,7 @@ struct rq_csv {
     size_t *off;
     size_t nfields, cap;
     const char *error; /* set with a record-level syntax error */
+    bool bom_checked;  /* the first byte of the file was looked at */
 };
 
 int rq_csv_new(FILE *f, struct rq_csv **out)
@@ -43,6 +44,7 @@ void rq_csv_free(struct rq_csv *c)
 int rq_csv_rewind(struct rq_csv *c)
 {
     c->line = 1;
+    c->bom_checked = false;
     return fseek(c->f, 0, SEEK_SET) ? -errno : 0;
 }
 
@@ -86,6 +88,18 @@ static int next_record(struct rq_csv *c)
     c->error = NULL;
     c->rec_line = c->line;
     int ch = getc(c->f);
+    /* A UTF-8 byte order mark (Excel's "CSV UTF-8") is not part of the first column
+     * name. Anything else starting with 0xEF is put back (the file is seekable: it is
+     * read twice anyway). */
+    if (ch == 0xEF && !c->bom_checked) {
+        long pos = ftell(c->f);
+        int b2 = getc(c->f), b3 = getc(c->f);
+        if (b2 == 0xBB && b3 == 0xBF)
+            ch = getc(c->f);
+        else if (pos < 0 || fseek(c->f, pos, SEEK_SET) != 0)
+            return -EIO;
+    }
+    c->bom_checked = true;
     if (ch == EOF)
         return 0;
     bool quoted = false, after_quote = false;

@@ -56,6 +56,13 @@ int rq_enq_begin(struct rq *q, const struct rq_msg_spec *spec, struct rq_enq **o
     rq_args_free(&a);
     if (rc)
         return rc;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_STRING) {
+        *id = strtoull(r->element[0]->str, NULL, 10);
+        freeReplyObject(r);
+        return rq_fail(q, -EEXIST, "campaign '%s' already exists (message %llu)", spec->campaign,
+                       (unsigned long long)*id);
+    }
     if (r->type != REDIS_REPLY_INTEGER) {
         freeReplyObject(r);
         return rq_fail(q, -EPROTO, "enqueue: unexpected reply");

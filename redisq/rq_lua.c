@@ -75,8 +75,13 @@
     "  return 1\n" \
     "end\n"
 
-/* ARGV: from, body, tpl, fields, name, now -> message id */
+/* ARGV: from, body, tpl, fields, name, now -> message id, or {existing id} when the
+ * name is taken (checked here, before any write, so a reused name changes nothing). */
 static const char enq_begin[] = LUA_PRELUDE
+    "if ARGV[5] ~= '' then\n"
+    "  local old = redis.call('HGET', P .. 'names', ARGV[5])\n"
+    "  if old then return {old} end\n"
+    "end\n"
     "local id = redis.call('INCR', P .. 'seq')\n"
     "local m = P .. 'msg:' .. id\n"
     "redis.call('HSET', m, 'from', ARGV[1], 'body', ARGV[2], 'tpl', ARGV[3], 'fields', ARGV[4],\n"

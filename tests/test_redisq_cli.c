@@ -255,6 +255,145 @@ static void config_file_names_server_and_queue(void **state)
     setenv("SALVO_REDIS_URL", srv.url, 1);
 }
 
+/* Writes `len` bytes (NULs allowed) to ./name. */
+static void write_bytes(const char *name, const char *data, size_t len)
+{
+    FILE *f = fopen(name, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static long long seq(void)
+{
+    return tq_cli_int(&srv, "GET", "salvo:{default}:seq", NULL);
+}
+
+/* Excel's "CSV UTF-8" starts with a byte order mark: it is not part of the first
+ * column's name. */
+static void csv_with_bom_is_accepted(void **state)
+{
+    (void)state;
+    free(tu_write_file(".", "bom.csv",
+                       "\xEF\xBB\xBF"
+                       "email,first\r\nann@x.example,Ann\r\nbob@x.example,Bob\r\n"));
+    free(tu_write_file(".", "bom.eml", "Subject: Hi {{first}}\n\nx\n"));
+    struct tu_result r = RUN(NULL, "enqueue", "--from", "me@sender.example", "--recipients",
+                             "bom.csv", "--template", "bom.eml", "--campaign", "bom");
+    assert_string_equal(r.err, "");
+    assert_int_equal(r.status, 0);
+    tu_result_free(&r);
+    r = RUN(NULL, "queue", "stats", "--json", "--campaign", "bom");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "\"ready\": 2, "));
+    tu_result_free(&r);
+    /* A file starting with another 0xEF sequence is not a BOM: its header is read as it
+     * is (a UTF-8 'ï' starts the first column's name) and the error names it. */
+    free(tu_write_file(".", "ef.csv", "\xEF\xBB\x80mail,first\nann@x.example,Ann\n"));
+    long long before = dbsize();
+    r = RUN(NULL, "enqueue", "--from", "me@sender.example", "--recipients", "ef.csv", "--template",
+            "bom.eml");
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "ef.csv:1: no 'email' column in the header\n"
+                               "salvo: ef.csv: 1 error; nothing was enqueued\n");
+    tu_result_free(&r);
+    assert_int_equal(dbsize(), before);
+}
+
+/* A campaign name names one message: reusing it is refused before anything is written
+ * (no new message, no id used, the name still finds the first campaign). */
+static void campaign_name_reuse_is_refused(void **state)
+{
+    (void)state;
+    free(tu_write_file(".", "a.csv", "email\nann@x.example\n"));
+    free(tu_write_file(".", "a.eml", "Subject: a\n\nx\n"));
+    struct tu_result r = RUN(NULL, "enqueue", "--from", "me@sender.example", "--recipients",
+                             "a.csv", "--template", "a.eml", "--campaign", "autumn");
+    assert_int_equal(r.status, 0);
+    unsigned long long first = strtoull(r.out, NULL, 10);
+    assert_true(first > 0);
+    tu_result_free(&r);
+    long long before = dbsize(), seq_before = seq();
+    r = RUN(NULL, "enqueue", "--from", "me@sender.example", "--recipients", "a.csv", "--template",
+            "a.eml", "--campaign", "autumn");
+    assert_int_equal(r.status, 1);
+    char want[200];
+    snprintf(want, sizeof(want),
+             "salvo: --campaign: 'autumn' already exists (message %llu); nothing was enqueued, "
+             "choose another name\n",
+             first);
+    assert_string_equal(r.err, want);
+    assert_string_equal(r.out, "");
+    tu_result_free(&r);
+    assert_int_equal(dbsize(), before);
+    assert_int_equal(seq(), seq_before);
+    r = RUN(NULL, "queue", "show", "autumn");
+    assert_int_equal(r.status, 0);
+    snprintf(want, sizeof(want), "id         %llu\n", first);
+    assert_memory_equal(r.out, want, strlen(want));
+    tu_result_free(&r);
+}
+
+/* RFC 5321 4.1.3: an IP address is a bracketed literal; "1.2.3.4" is not a domain. */
+static void unbracketed_ip_is_malformed(void **state)
+{
+    (void)state;
+    long long before = dbsize();
+    struct tu_result r =
+        RUN("Subject: x\n\nbody\n", "enqueue", "--from", "a@b.example", "--to", "a@1.2.3.4");
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "salvo: --to: malformed address 'a@1.2.3.4': numeric top-level "
+                               "label (an IP address must be bracketed: [1.2.3.4])\n");
+    tu_result_free(&r);
+    free(tu_write_file(".", "ip.csv", "email\nok@x.example\nb@10.0.0.1\n"));
+    free(tu_write_file(".", "ip.eml", "Subject: a\n\nx\n"));
+    r = RUN(NULL, "enqueue", "--from", "me@sender.example", "--recipients", "ip.csv", "--template",
+            "ip.eml");
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "ip.csv:3: malformed address 'b@10.0.0.1': numeric top-level "
+                               "label (an IP address must be bracketed: [1.2.3.4])\n"
+                               "salvo: ip.csv: 1 error; nothing was enqueued\n");
+    tu_result_free(&r);
+    assert_int_equal(dbsize(), before);
+    /* The bracketed literal is fine. */
+    r = RUN("Subject: x\n\nbody\n", "enqueue", "--from", "a@b.example", "--to", "a@[1.2.3.4]");
+    assert_int_equal(r.status, 0);
+    tu_result_free(&r);
+}
+
+static void nul_byte_in_body_is_refused(void **state)
+{
+    (void)state;
+    long long before = dbsize(), seq_before = seq();
+    static const char body[] = "Subject: x\n\nab\0cd\n"; /* the NUL is byte 15 */
+    write_bytes("nul.eml", body, sizeof(body) - 1);
+    struct tu_result r =
+        RUN(NULL, "enqueue", "--from", "a@b.example", "--to", "c@d.example", "nul.eml");
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "salvo: nul.eml: byte 15: message contains a NUL byte\n");
+    tu_result_free(&r);
+    /* The same on stdin: tu_run feeds a C string, so run it through a shell. */
+    const char *sh[] = {"/bin/sh", "-c",
+                        "printf 'S: x\\n\\n\\000' | \"$0\" enqueue --from "
+                        "a@b.example --to c@d.example",
+                        tu_salvo_bin(), NULL};
+    assert_int_equal(tu_run(sh, NULL, 30, &r), 0);
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "salvo: (stdin): byte 7: message contains a NUL byte\n");
+    tu_result_free(&r);
+    /* A campaign template. */
+    free(tu_write_file(".", "n.csv", "email\nann@x.example\n"));
+    static const char tpl[] = "\0Subject: x\n\nhi\n"; /* byte 1 */
+    write_bytes("nul-tpl.eml", tpl, sizeof(tpl) - 1);
+    r = RUN(NULL, "enqueue", "--from", "me@sender.example", "--recipients", "n.csv", "--template",
+            "nul-tpl.eml");
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "salvo: nul-tpl.eml: byte 1: message contains a NUL byte\n");
+    tu_result_free(&r);
+    assert_int_equal(dbsize(), before);
+    assert_int_equal(seq(), seq_before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -263,6 +402,10 @@ int main(void)
         cmocka_unit_test(redis_down_exits_2_naming_the_address),
         cmocka_unit_test(enqueue_stats_show_cancel),
         cmocka_unit_test(config_file_names_server_and_queue),
+        cmocka_unit_test(csv_with_bom_is_accepted),
+        cmocka_unit_test(campaign_name_reuse_is_refused),
+        cmocka_unit_test(unbracketed_ip_is_malformed),
+        cmocka_unit_test(nul_byte_in_body_is_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

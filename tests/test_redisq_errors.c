@@ -44,7 +44,9 @@ static void address_rules(void **state)
                           "\"a\\\"b\"@x.example",
                           "x@[192.0.2.1]",
                           "x@[IPv6:2001:db8::1]",
-                          "o'neil@x-y.example"};
+                          "o'neil@x-y.example",
+                          "a@123.example",
+                          "a@1.2.3.x4"};
     for (size_t i = 0; i < SV_ARRAY_LEN(good); i++)
         if (rq_addr_check(good[i], &why))
             fail_msg("%s: %s", good[i], why);
@@ -76,6 +78,9 @@ static void address_rules(void **state)
         {"a@b\xc3\xbc.example", "non-ASCII domain (use its punycode A-label form)"},
         {"\"open@x.example", "unterminated quoted local part"},
         {"a@[300.1.1.1]", "bad address literal"},
+        {"a@1.2.3.4", "numeric top-level label (an IP address must be bracketed: [1.2.3.4])"},
+        {"a@mail.example.123",
+         "numeric top-level label (an IP address must be bracketed: [1.2.3.4])"},
         {longlocal, "local part longer than 64 octets"},
         {longlabel, "domain label longer than 63 octets"},
     };
@@ -216,15 +221,125 @@ static void out_of_memory(void **state)
     tu_redis_stop(&srv);
 }
 
+static struct tu_result cli(const char *input, const char *const *args)
+{
+    const char *argv[16] = {tu_salvo_bin()};
+    for (size_t i = 0; args[i] && i < 14; i++)
+        argv[i + 1] = args[i];
+    struct tu_result r;
+    assert_int_equal(tu_run(argv, input, 30, &r), 0);
+    return r;
+}
+#define CLI(input, ...) cli(input, (const char *const[]){__VA_ARGS__, NULL})
+
+static long long dbsize(const struct tu_redis *srv)
+{
+    const char *args[] = {"DBSIZE", NULL};
+    return tu_redis_int(srv, args);
+}
+
+/* The operator's read-only commands print the right counts on `srv`, where the
+ * queue holds message 1 (two recipients, ready) and message 2 (campaign "c1", one). */
+static void reads_work(const struct tu_redis *srv)
+{
+    setenv("SALVO_REDIS_URL", srv->url, 1);
+    long long keys = dbsize(srv);
+    struct tu_result r = CLI(NULL, "queue", "stats", "--json");
+    assert_string_equal(r.err, "");
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.out,
+                        "{\"ready\": 3, \"scheduled\": 0, \"inflight\": 0, \"delivered\": 0, "
+                        "\"bounced\": 0, \"dead\": 0, \"duplicates\": 0, \"reclaimed\": 0}\n");
+    tu_result_free(&r);
+    r = CLI(NULL, "queue", "stats", "--json", "--campaign", "c1");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "{\"message\": 2, \"ready\": 1, "));
+    tu_result_free(&r);
+    r = CLI(NULL, "queue", "list");
+    assert_int_equal(r.status, 0);
+    char *l2 = strchr(r.out, '\n') + 1, *l1 = strchr(l2, '\n') + 1;
+    /* ID CREATED STATE CAMPAIGN TOTAL PENDING DELIVERED BOUNCED DEAD, newest first */
+    char tail[128];
+    assert_memory_equal(l2, "2 ", 2);
+    snprintf(tail, sizeof(tail), " %-10s %-16s %8d %8d %9d %7d %6d\n", "pending", "c1", 1, 1, 0, 0,
+             0);
+    assert_non_null(strstr(l2, tail));
+    assert_memory_equal(l1, "1 ", 2);
+    snprintf(tail, sizeof(tail), " %-10s %-16s %8d %8d %9d %7d %6d\n", "pending", "-", 2, 2, 0, 0,
+             0);
+    assert_non_null(strstr(l1, tail));
+    assert_null(strchr(l1, '\n')[1] ? l1 : NULL); /* two messages, no more */
+    tu_result_free(&r);
+    r = CLI(NULL, "queue", "show", "1");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "from       a@b.example\ncampaign   -\n"));
+    assert_non_null(strstr(r.out, "recipients 2\nready      2\nscheduled  0\n"));
+    tu_result_free(&r);
+    assert_int_equal(dbsize(srv), keys);
+}
+
+/* Enqueues message 1 (two recipients) and campaign "c1" (one) with the CLI. */
+static void enqueue_two(const struct tu_redis *srv, const char *dir)
+{
+    setenv("SALVO_REDIS_URL", srv->url, 1);
+    struct tu_result r = CLI("Subject: x\n\nbody\n", "enqueue", "--from", "a@b.example", "--to",
+                             "c@d.example,e@d.example");
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.out, "1\n");
+    tu_result_free(&r);
+    char *csv = tu_write_file(dir, "c.csv", "email\nf@g.example\n");
+    char *tpl = tu_write_file(dir, "t.eml", "Subject: y\n\nbody\n");
+    r = CLI(NULL, "enqueue", "--from", "a@b.example", "--recipients", csv, "--template", tpl,
+            "--campaign", "c1");
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.out, "2\n");
+    tu_result_free(&r);
+    free(csv);
+    free(tpl);
+}
+
+/* A write command gets exit 2 and one line with the reason. */
+static void write_refused(const struct tu_redis *srv, const char *why)
+{
+    setenv("SALVO_REDIS_URL", srv->url, 1);
+    char want[200];
+    snprintf(want, sizeof(want), "salvo: redis 127.0.0.1:%d: %s", srv->port, why);
+    struct tu_result r = CLI(NULL, "queue", "cancel", "1");
+    assert_int_equal(r.status, 2);
+    assert_memory_equal(r.err, want, strlen(want));
+    assert_int_equal(strchr(r.err, '\n') - r.err + 1, (long)r.err_len);
+    tu_result_free(&r);
+    r = CLI("Subject: x\n\nbody\n", "enqueue", "--from", "a@b.example", "--to", "c@d.example");
+    assert_int_equal(r.status, 2);
+    assert_memory_equal(r.err, want, strlen(want));
+    tu_result_free(&r);
+}
+
+/* An operator points stats/list/show at a replica: they read; writes are refused. */
 static void readonly_replica(void **state)
 {
     (void)state;
+    unsetenv("SALVO_CONFIG");
+    char *dir = tu_mkdtemp();
     struct tu_redis master, replica;
     assert_int_equal(tu_redis_start(&master, false, NULL), 0);
+    enqueue_two(&master, dir);
     char port[16];
     snprintf(port, sizeof(port), "%d", master.port);
     const char *extra[] = {"--replicaof", "127.0.0.1", port, NULL};
     assert_int_equal(tu_redis_start(&replica, false, extra), 0);
+    /* Wait for the initial sync (up to 10 s). */
+    const char *role[] = {"INFO", "replication", NULL};
+    for (int i = 0; i < 200; i++) {
+        char *info = tu_redis_cli(&replica, role);
+        bool up = info && strstr(info, "master_link_status:up");
+        free(info);
+        if (up && dbsize(&replica) == dbsize(&master))
+            break;
+        tq_sleep_ms(50);
+    }
+    assert_int_equal(dbsize(&replica), dbsize(&master));
+
     struct rq *q = new_q(replica.url);
     assert_int_equal(rq_connect(q), -EROFS);
     char want[128];
@@ -232,26 +347,102 @@ static void readonly_replica(void **state)
              "redis 127.0.0.1:%d: read-only replica: writes must go to the master", replica.port);
     assert_string_equal(rq_error(q), want);
     rq_free(q);
+    /* A read-only handle connects and reads; a script is refused without a round trip. */
+    struct rq_opts o = {.url = replica.url, .queue = "default", .read_only = true};
+    assert_int_equal(rq_new(&o, &q), 0);
+    assert_int_equal(rq_connect(q), 0);
+    tq_stats(q, 0, 3, 0, 0, 0, 0, 0);
+    int64_t n;
+    assert_int_equal(rq_msg_cancel(q, 1, &n), -EROFS);
+    snprintf(want, sizeof(want), "redis 127.0.0.1:%d: cancel: this handle was opened read-only",
+             replica.port);
+    assert_string_equal(rq_error(q), want);
+    rq_free(q);
 
-    setenv("SALVO_REDIS_URL", replica.url, 1);
-    const char *argv[] = {tu_salvo_bin(), "queue", "stats", NULL};
-    struct tu_result r;
-    assert_int_equal(tu_run(argv, NULL, 30, &r), 0);
-    assert_int_equal(r.status, 2);
-    char line[160];
-    snprintf(line, sizeof(line), "salvo: %s\n", want);
-    assert_string_equal(r.err, line);
-    tu_result_free(&r);
+    reads_work(&replica);
+    write_refused(&replica, "read-only replica: writes must go to the master\n");
     tu_redis_stop(&replica);
     tu_redis_stop(&master);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* A Redis at maxmemory (noeviction) still answers reads: so do stats/list/show. */
+static void readonly_at_maxmemory(void **state)
+{
+    (void)state;
+    unsetenv("SALVO_CONFIG");
+    char *dir = tu_mkdtemp();
+    struct tu_redis srv;
+    const char *extra[] = {"--maxmemory-policy", "noeviction", NULL};
+    assert_int_equal(tu_redis_start(&srv, false, extra), 0);
+    /* Pointing the read commands at a Redis creates nothing there. */
+    setenv("SALVO_REDIS_URL", srv.url, 1);
+    struct tu_result r = CLI(NULL, "queue", "stats");
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.out, "ready      0\nscheduled  0\ninflight   0\ndelivered  0\n"
+                               "bounced    0\ndead       0\n");
+    tu_result_free(&r);
+    r = CLI(NULL, "queue", "list");
+    assert_int_equal(r.status, 0);
+    assert_null(strchr(r.out, '\n') + 1 < r.out + r.out_len ? r.out : NULL); /* header only */
+    tu_result_free(&r);
+    r = CLI(NULL, "queue", "show", "1");
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "salvo: no message or campaign '1' in this queue\n");
+    tu_result_free(&r);
+    assert_int_equal(dbsize(&srv), 0);
+
+    enqueue_two(&srv, dir);
+    /* Every byte is now over the limit: each write command is refused with OOM. */
+    const char *full[] = {"CONFIG", "SET", "maxmemory", "1", NULL};
+    free(tu_redis_cli(&srv, full));
+    const char *probe[] = {"SET", "k", "v", NULL};
+    char *oom = tu_redis_cli(&srv, probe);
+    assert_non_null(oom);
+    assert_memory_equal(oom, "OOM", 3);
+    free(oom);
+    reads_work(&srv);
+    write_refused(&srv, "out of memory (maxmemory reached): OOM");
+    tu_redis_stop(&srv);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* The queue tests run Redis as production should: AOF on, fsync every second unless a
+ * test asks for every write (the crash test). */
+static void test_redis_runs_with_aof(void **state)
+{
+    (void)state;
+    struct tu_redis srv;
+    const char *aof[] = {"CONFIG", "GET", "append*", NULL};
+    assert_int_equal(tu_redis_start(&srv, false, NULL), 0);
+    char *s = tu_redis_cli(&srv, aof);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "appendonly\nyes"));
+    assert_non_null(strstr(s, "appendfsync\neverysec"));
+    free(s);
+    tu_redis_stop(&srv);
+    assert_int_equal(tu_redis_start(&srv, true, NULL), 0);
+    s = tu_redis_cli(&srv, aof);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "appendonly\nyes"));
+    assert_non_null(strstr(s, "appendfsync\nalways"));
+    free(s);
+    tu_redis_stop(&srv);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(url_forms),       cmocka_unit_test(address_rules),
-        cmocka_unit_test(password_errors), cmocka_unit_test(unix_socket_and_db),
-        cmocka_unit_test(out_of_memory),   cmocka_unit_test(readonly_replica),
+        cmocka_unit_test(url_forms),
+        cmocka_unit_test(address_rules),
+        cmocka_unit_test(password_errors),
+        cmocka_unit_test(unix_socket_and_db),
+        cmocka_unit_test(out_of_memory),
+        cmocka_unit_test(readonly_replica),
+        cmocka_unit_test(readonly_at_maxmemory),
+        cmocka_unit_test(test_redis_runs_with_aof),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

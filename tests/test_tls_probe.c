@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,20 @@ static void has(const char *line, const char *needle)
         fail_msg("'%s' not in: %s", needle, line);
 }
 
+/* The whole JSON line of a failed, unencrypted attempt. */
+static void expect_failure_line(const char *line, bool connected, bool starttls, const char *error,
+                                const char *cls, const char *kind)
+{
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "{\"n\":1,\"connected\":%s,\"starttls\":%s,\"tls\":false,\"version\":null,"
+             "\"cipher\":null,\"verified\":false,\"resumed\":false,\"peer_names\":[],"
+             "\"unverified_reason\":null,\"error\":\"%s\",\"error_class\":\"%s\","
+             "\"error_kind\":\"%s\"}",
+             connected ? "true" : "false", starttls ? "true" : "false", error, cls, kind);
+    assert_string_equal(line, want);
+}
+
 /* ---- openssl s_server: interop, verification outcomes, resumption ------------------- */
 
 static void s_server_verified_and_resumed_tls13(void **state)
@@ -182,6 +197,10 @@ static void s_server_host_name_mismatch(void **state)
                     "*.example.test, example.test\"");
     has(p.lines[0], "\"error_class\":\"tls\"");
     has(p.lines[0], "\"error_kind\":\"hostname-mismatch\"");
+    expect_failure_line(p.lines[0], true, false,
+                        "host name mismatch: wanted a.b.example.test, certificate has "
+                        "*.example.test, example.test",
+                        "tls", "hostname-mismatch");
     probe_free(&p);
 }
 
@@ -197,7 +216,10 @@ static void s_server_expired(void **state)
     assert_int_equal(p.r.status, 1);
     has(p.lines[0], "\"error\":\"certificate expired: expired (depth 0) not valid after "
                     "2020-01-02 00:00:00 UTC\"");
-    has(p.lines[0], "\"error_kind\":\"expired\"");
+    expect_failure_line(p.lines[0], true, false,
+                        "certificate expired: expired (depth 0) not valid after "
+                        "2020-01-02 00:00:00 UTC",
+                        "tls", "expired");
     probe_free(&p);
 }
 
@@ -213,7 +235,10 @@ static void s_server_not_yet_valid(void **state)
     assert_int_equal(p.r.status, 1);
     has(p.lines[0], "\"error\":\"certificate not yet valid: future (depth 0) not valid before "
                     "2099-01-01 00:00:00 UTC\"");
-    has(p.lines[0], "\"error_kind\":\"not-yet-valid\"");
+    expect_failure_line(p.lines[0], true, false,
+                        "certificate not yet valid: future (depth 0) not valid before "
+                        "2099-01-01 00:00:00 UTC",
+                        "tls", "not-yet-valid");
     probe_free(&p);
 }
 
@@ -228,7 +253,10 @@ static void s_server_self_signed_untrusted(void **state)
     assert_int_equal(p.r.status, 1);
     has(p.lines[0], "\"error\":\"untrusted chain: self-signed certificate self (depth 0) is not "
                     "in the trust store\"");
-    has(p.lines[0], "\"error_kind\":\"untrusted\"");
+    expect_failure_line(p.lines[0], true, false,
+                        "untrusted chain: self-signed certificate self (depth 0) is not "
+                        "in the trust store",
+                        "tls", "untrusted");
     probe_free(&p);
 
     /* --insecure: encrypted, not verified, the reason kept; exit 0. */
@@ -273,7 +301,8 @@ static void old_protocol_refused_with_alert(void **state)
     tt_stop(pid);
     assert_int_equal(p.r.status, 1);
     has(p.lines[0], "\"error\":\"handshake failed: peer sent alert protocol_version (70)\"");
-    has(p.lines[0], "\"error_kind\":\"alert\"");
+    expect_failure_line(p.lines[0], true, false,
+                        "handshake failed: peer sent alert protocol_version (70)", "tls", "alert");
     probe_free(&p);
 }
 
@@ -385,7 +414,8 @@ static void python_no_starttls_offered(void **state)
              "\"error\":\"no STARTTLS offered by 127.0.0.1:%d in its EHLO reply\"", port);
     has(p.lines[0], want);
     has(p.lines[0], "\"tls\":false");
-    has(p.lines[0], "\"error_kind\":\"no-starttls\"");
+    snprintf(want, sizeof(want), "no STARTTLS offered by 127.0.0.1:%d in its EHLO reply", port);
+    expect_failure_line(p.lines[0], true, true, want, "tls", "no-starttls");
     probe_free(&p);
 }
 
@@ -480,7 +510,9 @@ static void own_server_no_starttls(void **state)
     struct probe p;
     run_probe(&p, port, "mail.example.test", args);
     assert_int_equal(p.r.status, 1);
-    has(p.lines[0], "\"error_kind\":\"no-starttls\"");
+    char want[128];
+    snprintf(want, sizeof(want), "no STARTTLS offered by 127.0.0.1:%d in its EHLO reply", port);
+    expect_failure_line(p.lines[0], true, true, want, "tls", "no-starttls");
     probe_free(&p);
     tt_smtpd_stop(d);
     tls_server_free(srv);
@@ -672,14 +704,128 @@ static void peer_closing_mid_handshake_and_silent_server(void **state)
     run_probe(&p, port, "mail.example.test", args);
     assert_int_equal(p.r.status, 1);
     has(p.lines[0], "\"error\":\"handshake failed: connection closed by peer\"");
-    has(p.lines[0], "\"error_kind\":\"closed\"");
+    expect_failure_line(p.lines[0], true, false, "handshake failed: connection closed by peer",
+                        "tls", "closed");
     probe_free(&p);
     const char *st[] = {"--starttls", "--timeout", "1", NULL};
     run_probe(&p, port, "mail.example.test", st);
     tt_stop(pid);
     assert_int_equal(p.r.status, 1);
     has(p.lines[0], "\"error\":\"timed out waiting for an SMTP reply\"");
+    /* Connected, then the peer stalled: "io", as the engine says. */
+    expect_failure_line(p.lines[0], true, true, "timed out waiting for an SMTP reply", "io",
+                        "timeout");
     probe_free(&p);
+}
+
+/* ---- error classes: the engine's last_error vocabulary ------------------------------- */
+
+/* A plain TCP server: on each connection sends argv[2] (Python escapes: "" = nothing)
+ * and then closes at once ("close") or after reading what the client sends ("wait"). */
+static const char py_sayer[] = "import socket, sys\n"
+                               "s = socket.socket()\n"
+                               "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                               "s.bind(('127.0.0.1', int(sys.argv[1])))\n"
+                               "s.listen(8)\n"
+                               "say = sys.argv[2].encode().decode('unicode_escape').encode()\n"
+                               "while True:\n"
+                               "    c, _ = s.accept()\n"
+                               "    if say: c.sendall(say)\n"
+                               "    if sys.argv[3] == 'wait': c.recv(65536)\n"
+                               "    c.close()\n";
+
+static pid_t sayer(int *port, const char *say, const char *mode)
+{
+    assert_int_equal(access("/usr/bin/python3", X_OK), 0);
+    char *script = tu_write_file(dir, "sayer.py", py_sayer);
+    *port = tu_free_port();
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", *port);
+    const char *argv[] = {"python3", script, portbuf, say, mode, NULL};
+    pid_t pid = tt_spawn(argv);
+    free(script);
+    assert_int_equal(tt_wait_port(*port, 10000), 0);
+    return pid;
+}
+
+static void refused_connection_is_class_connection(void **state)
+{
+    (void)state;
+    int port = tu_free_port();
+    struct probe p;
+    run_probe(&p, port, "mail.example.test", NULL);
+    assert_int_equal(p.r.status, 1);
+    assert_int_equal(p.n, 1);
+    char err[128];
+    snprintf(err, sizeof(err), "connect to 127.0.0.1:%d: Connection refused", port);
+    expect_failure_line(p.lines[0], false, false, err, "connection", "connect");
+    probe_free(&p);
+}
+
+static void unresolvable_name_is_class_dns(void **state)
+{
+    (void)state;
+    /* .invalid never resolves (RFC 6761); the resolver's own words are expected. */
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int gai = getaddrinfo("no-such-host.invalid", "25", &hints, &res);
+    assert_int_not_equal(gai, 0);
+    const char *argv[] = {tu_salvo_bin(),
+                          "tls",
+                          "probe",
+                          "--connect",
+                          "no-such-host.invalid:25",
+                          "--servername",
+                          "mail.example.test",
+                          "--json",
+                          NULL};
+    struct tu_result r;
+    assert_int_equal(tu_run(argv, NULL, 60, &r), 0);
+    assert_int_equal(r.status, 1);
+    char err[256], line[1100];
+    snprintf(err, sizeof(err), "cannot resolve no-such-host.invalid: %s", gai_strerror(gai));
+    char *nl = strchr(r.out, '\n');
+    assert_non_null(nl);
+    assert_int_equal(nl[1], '\0');
+    snprintf(line, sizeof(line), "%.*s", (int)(nl - r.out), r.out);
+    expect_failure_line(line, false, false, err, "dns", "dns");
+    tu_result_free(&r);
+}
+
+static void peer_closing_before_greeting_is_class_connection(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = sayer(&port, "", "close");
+    struct probe p;
+    const char *st[] = {"--starttls", NULL};
+    run_probe(&p, port, "mail.example.test", st);
+    assert_int_equal(p.r.status, 1);
+    expect_failure_line(p.lines[0], true, true, "connection closed while waiting for an SMTP reply",
+                        "connection", "smtp");
+    probe_free(&p);
+    tt_stop(pid);
+}
+
+static void garbage_and_refused_greeting_are_class_unexpected_reply(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = sayer(&port, "hello, I am not SMTP\\r\\n", "wait");
+    struct probe p;
+    const char *st[] = {"--starttls", NULL};
+    run_probe(&p, port, "mail.example.test", st);
+    assert_int_equal(p.r.status, 1);
+    expect_failure_line(p.lines[0], true, true, "malformed SMTP reply line: hello, I am not SMTP",
+                        "unexpected-reply", "smtp");
+    probe_free(&p);
+    tt_stop(pid);
+    pid = sayer(&port, "554 5.3.2 no service here\\r\\n", "wait");
+    run_probe(&p, port, "mail.example.test", st);
+    assert_int_equal(p.r.status, 1);
+    expect_failure_line(p.lines[0], true, true, "greeting: 554 5.3.2 no service here",
+                        "unexpected-reply", "smtp");
+    probe_free(&p);
+    tt_stop(pid);
 }
 
 /* ---- arguments --------------------------------------------------------------------- */
@@ -749,6 +895,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bad_arguments_exit_1_with_one_line),
         cmocka_unit_test(connection_refused_is_reported),
+        cmocka_unit_test(refused_connection_is_class_connection),
+        cmocka_unit_test(unresolvable_name_is_class_dns),
+        cmocka_unit_test(peer_closing_before_greeting_is_class_connection),
+        cmocka_unit_test(garbage_and_refused_greeting_are_class_unexpected_reply),
         cmocka_unit_test(s_server_verified_and_resumed_tls13),
         cmocka_unit_test(s_server_verified_and_resumed_tls12),
         cmocka_unit_test(s_server_tls12_session_ids_resume),
