@@ -126,7 +126,8 @@ static void on_reconnect(struct ev_loop *loop, ev_timer *t, int revents)
     if (rc == 0) {
         r->redis_up = true;
         sv_info("redis %s: connected", rq_address(r->q));
-        r->t_claim = r->t_promote = r->t_flush = 0;
+        /* Leases first: jobs in flight must not look abandoned to a reclaim. */
+        r->t_touch = r->t_claim = r->t_promote = r->t_flush = 0;
         return;
     }
     r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
@@ -223,7 +224,18 @@ static void feed(struct runner *r)
     }
 }
 
-static void route(struct runner *r, struct rq_batch *b)
+static bool held(struct runner *r, const char *sid)
+{
+    for (struct eng_task *t = r->claimed.next; t != &r->claimed; t = t->next)
+        if (strcmp(t->job->sid, sid) == 0)
+            return true;
+    return false;
+}
+
+/* Gives the jobs of a claim to their workers' backlogs. `recheck`: the claim came
+ * from rq_reclaim, which may return jobs this process still works on (after the
+ * queue thread was held up longer than the lease): those are not started twice. */
+static void route(struct runner *r, struct rq_batch *b, bool recheck)
 {
     struct run_batch *rb = calloc(1, sizeof(*rb) + b->njobs * sizeof(struct eng_task));
     if (!rb) {
@@ -233,8 +245,11 @@ static void route(struct runner *r, struct rq_batch *b)
         return;
     }
     rb->b = b;
-    rb->refs = b->njobs;
+    rb->refs = 1; /* held while routing */
     for (size_t i = 0; i < b->njobs; i++) {
+        if (recheck && held(r, b->jobs[i].sid))
+            continue;
+        rb->refs++;
         struct eng_task *t = &rb->tasks[i];
         t->job = &b->jobs[i];
         t->batch = rb;
@@ -245,6 +260,10 @@ static void route(struct runner *r, struct rq_batch *b)
         else
             r->bl_head[t->worker] = t;
         r->bl_tail[t->worker] = t;
+    }
+    if (--rb->refs == 0) {
+        rq_batch_free(b);
+        free(rb);
     }
 }
 
@@ -342,7 +361,7 @@ static void claim(struct runner *r, int64_t now)
     }
     r->t_claim = n > 0 ? 0 : now + IDLE_CLAIM_MS;
     if (n > 0)
-        route(r, b);
+        route(r, b, false);
 }
 
 static void housekeeping(struct runner *r, int64_t now)
@@ -365,23 +384,6 @@ static void housekeeping(struct runner *r, int64_t now)
             r->t_claim = 0;
     }
     int64_t lease = r->conf->lease_ms;
-    if (now >= r->t_reclaim && !r->stopping) {
-        size_t cap = (size_t)r->nw * TASKS_PER_WORKER;
-        int64_t every = lease / 4 < 200 ? 200 : lease / 4 > 10000 ? 10000 : lease / 4;
-        r->t_reclaim = now + every;
-        if (r->nclaimed < cap) {
-            struct rq_batch *b = NULL;
-            rc = rq_reclaim(r->q, lease, cap - r->nclaimed, &b);
-            if (rc < 0) {
-                redis_down(r, rc);
-                return;
-            }
-            if (rc > 0) {
-                sv_info("reclaimed %d jobs idle for more than %" PRId64 " ms", rc, lease);
-                route(r, b);
-            }
-        }
-    }
     if (now >= r->t_touch) {
         r->t_touch = now + (lease / 3 > 100 ? lease / 3 : 100);
         if (r->nclaimed) {
@@ -396,6 +398,23 @@ static void housekeeping(struct runner *r, int64_t now)
                     redis_down(r, rc);
                     return;
                 }
+            }
+        }
+    }
+    if (now >= r->t_reclaim && !r->stopping) {
+        size_t cap = (size_t)r->nw * TASKS_PER_WORKER;
+        int64_t every = lease / 4 < 200 ? 200 : lease / 4 > 10000 ? 10000 : lease / 4;
+        r->t_reclaim = now + every;
+        if (r->nclaimed < cap) {
+            struct rq_batch *b = NULL;
+            rc = rq_reclaim(r->q, lease, cap - r->nclaimed, &b);
+            if (rc < 0) {
+                redis_down(r, rc);
+                return;
+            }
+            if (rc > 0) {
+                sv_info("reclaimed %d jobs idle for more than %" PRId64 " ms", rc, lease);
+                route(r, b, true);
             }
         }
     }
