@@ -407,6 +407,53 @@ static void store_remote_tls_implicit(struct loader *L, const char *path, const 
         r->tls_implicit = v->u.boolean;
 }
 
+static bool int_in(struct loader *L, const char *path, const struct cfg_value *v, long long lo,
+                   long long hi)
+{
+    if (v->u.integer < lo || v->u.integer > hi) {
+        cfg_error(L->diag, v->pos, "%s: %lld is out of range (%lld-%lld)", path,
+                  (long long)v->u.integer, lo, hi);
+        return false;
+    }
+    return true;
+}
+
+static void store_out_connections(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (int_in(L, path, v, 1, 10000))
+        L->conf->out_connections = (int)v->u.integer;
+}
+
+static void store_out_msgs(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (int_in(L, path, v, 1, 1000000))
+        L->conf->out_msgs_per_conn = (int)v->u.integer;
+}
+
+static void store_out_idle(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (int_in(L, path, v, 0, 86400))
+        L->conf->out_idle_timeout_s = (int)v->u.integer;
+}
+
+static void store_out_mx_port(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (int_in(L, path, v, 1, 65535))
+        L->conf->out_mx_port = (int)v->u.integer;
+}
+
+static void store_out_ca_file(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (!plain_string(L, path, v))
+        return;
+    if (v->u.str.len == 0) {
+        cfg_error(L->diag, v->pos, "%s: must not be empty", path);
+        return;
+    }
+    free(L->conf->out_ca_file);
+    L->conf->out_ca_file = dup_str(L, v);
+}
+
 static const struct schema_key schema[] = {
     {"redis.url", CFG_STRING, store_redis_url},
     {"redis.queue", CFG_STRING, store_redis_queue},
@@ -421,6 +468,11 @@ static const struct schema_key schema[] = {
     {"remote.*.port", CFG_INTEGER, store_remote_port},
     {"remote.*.protocol", CFG_STRING, store_remote_protocol},
     {"remote.*.tls.implicit", CFG_BOOL, store_remote_tls_implicit},
+    {"queue.outbound.limits.connections", CFG_INTEGER, store_out_connections},
+    {"queue.outbound.limits.messages-per-connection", CFG_INTEGER, store_out_msgs},
+    {"queue.outbound.limits.idle-timeout", CFG_INTEGER, store_out_idle},
+    {"queue.outbound.tls.ca-file", CFG_STRING, store_out_ca_file},
+    {"queue.outbound.mx-port", CFG_INTEGER, store_out_mx_port},
 };
 
 /* --- matching paths against the schema ---------------------------------------- */
@@ -682,6 +734,10 @@ int eng_conf_load(const char *path, struct eng_conf *conf, struct cfg_diag *diag
     conf->lease_ms = 60000;
     conf->shutdown_timeout_ms = 10000;
     conf->log_level = SV_LOG_INFO;
+    conf->out_connections = 8;
+    conf->out_msgs_per_conn = 1000;
+    conf->out_idle_timeout_s = 30;
+    conf->out_mx_port = 25;
     if (!conf->redis_url || !conf->queue_name)
         L.oom = true;
     walk(&L, conf->doc->root, "", "");
@@ -700,6 +756,7 @@ void eng_conf_free(struct eng_conf *conf)
     free(conf->redis_url);
     free(conf->queue_name);
     free(conf->redis_password);
+    free(conf->out_ca_file);
     for (size_t i = 0; i < conf->n_nameservers; i++)
         free(conf->nameservers[i]);
     free(conf->nameservers);

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,7 +101,7 @@ struct eng_dns {
     uint64_t rng;
     int depth;         /* > 0 while our code up the stack still uses the resolver */
     bool closing;      /* eng_dns_free was called */
-    bool free_pending; /* ... from a callback: the last frame frees */
+    bool free_pending; /* freed when the outermost frame leaves (depth 0) */
 };
 
 static const char *strategy_name(enum rule_ip_strategy s)
@@ -249,12 +250,9 @@ static long expand(const unsigned char *buf, int len, size_t off, char out[DNS_N
     return enclen;
 }
 
-/* Collects the records of `qtype` owned by `qname` (following CNAMEs in the answer
- * section) into rs, with *ttl the smallest TTL among the records used, and
- * *soa_ttl the negative-caching TTL of an SOA in the authority section (RFC 2308
- * §5: min of its TTL and MINIMUM; 0 without one). Returns 0, or -1 if malformed. */
-static int parse_answer(const unsigned char *buf, int len, const char *qname, uint16_t qtype,
-                        struct dns_rrset *rs, uint32_t *ttl, uint32_t *soa_ttl)
+/* See dns_int.h. CNAMEs are followed in answer order, as resolvers send them. */
+int dns_parse_answer(const unsigned char *buf, int len, const char *qname, uint16_t qtype,
+                     struct dns_rrset *rs, uint32_t *ttl, uint32_t *soa_ttl)
 {
     char owner[DNS_NAME_MAX + 1], cur[DNS_NAME_MAX + 1];
     rs->n = 0;
@@ -300,17 +298,38 @@ static int parse_answer(const unsigned char *buf, int len, const char *qname, ui
                 *ttl = rttl;
             continue;
         }
-        if (type != qtype || rs->n == DNS_MAX_RR)
+        if (type != qtype)
+            continue;
+        if (type == DNS_T_MX) {
+            /* Beyond DNS_MAX_RR records the least preferred one makes room. */
+            if (rdlen < 3)
+                return -1;
+            struct dns_rr r;
+            memset(&r, 0, sizeof(r));
+            r.pref = (uint16_t)rd16(buf + rd);
+            if (expand(buf, len, rd + 2, r.name) < 0)
+                return -1;
+            size_t slot = rs->n;
+            if (rs->n == DNS_MAX_RR) {
+                slot = 0;
+                for (size_t k = 1; k < rs->n; k++)
+                    if (rs->rr[k].pref > rs->rr[slot].pref)
+                        slot = k;
+                if (rs->rr[slot].pref <= r.pref)
+                    continue;
+            } else {
+                rs->n++;
+            }
+            rs->rr[slot] = r;
+            if (rttl < *ttl)
+                *ttl = rttl;
+            continue;
+        }
+        if (rs->n == DNS_MAX_RR)
             continue;
         struct dns_rr *r = &rs->rr[rs->n];
         memset(r, 0, sizeof(*r));
-        if (type == DNS_T_MX) {
-            if (rdlen < 3)
-                return -1;
-            r->pref = (uint16_t)rd16(buf + rd);
-            if (expand(buf, len, rd + 2, r->name) < 0)
-                return -1;
-        } else if (type == DNS_T_A && rdlen == 4) {
+        if (type == DNS_T_A && rdlen == 4) {
             memcpy(r->addr, buf + rd, 4);
         } else if (type == DNS_T_AAAA && rdlen == 16) {
             memcpy(r->addr, buf + rd, 16);
@@ -338,7 +357,7 @@ static void fill_answer(struct eng_dns *d, const struct dns_query *q, int status
     a->rs.n = 0;
     if ((status == ARES_SUCCESS || status == ARES_ENODATA || status == ARES_ENOTFOUND) && abuf) {
         uint32_t ttl, soa_ttl;
-        if (parse_answer(abuf, alen, q->name, q->qtype, &a->rs, &ttl, &soa_ttl) < 0) {
+        if (dns_parse_answer(abuf, alen, q->name, q->qtype, &a->rs, &ttl, &soa_ttl) < 0) {
             a->failed = true;
             snprintf(a->reason, sizeof(a->reason), "failed: malformed %s answer",
                      qtype_name(q->qtype));
@@ -418,6 +437,7 @@ static void finish_err(struct dns_lookup *lk, enum eng_dns_status st, const char
 }
 
 static void answer_done(struct dns_lookup *lk);
+static void deadline_start(struct dns_lookup *lk);
 
 /* The answers of query q arrive (c-ares callback). */
 static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
@@ -452,6 +472,10 @@ static void issue(struct dns_lookup *lk, uint16_t qtype, const char *name, struc
         answer_done(lk);
         return;
     }
+    /* The phase deadline runs only while something is on the network: a lookup
+     * answered from the cache never touches a timer. */
+    if (!ev_is_active(&lk->deadline))
+        deadline_start(lk);
     q->lk = lk;
     q->slot = slot;
     q->qtype = qtype;
@@ -471,6 +495,8 @@ static bool is_ip_literal(const char *s, struct sockaddr_storage *ss)
         memcpy(tmp, s + 1, n - 2);
         tmp[n - 2] = '\0';
         s = tmp;
+        if (strncasecmp(s, "ipv6:", 5) == 0) /* RFC 5321 §4.1.3 IPv6 literal */
+            s += 5;
     }
     struct sockaddr_storage dummy;
     if (!ss)
@@ -504,7 +530,7 @@ static void deadline_start(struct dns_lookup *lk)
 static void start_addr_phase(struct dns_lookup *lk)
 {
     lk->phase = PH_ADDR;
-    deadline_start(lk);
+    ev_timer_stop(lk->d->loop, &lk->deadline); /* the next network query restarts it */
     lk->refs++;
     lk->pending++; /* held until every query is issued: cache hits complete at once */
     for (size_t i = 0; i < lk->nt && lk->phase == PH_ADDR; i++) {
@@ -766,16 +792,14 @@ static int start(struct eng_dns *d, bool is_mx, const char *name, enum rule_ip_s
     if (norm_name(name, norm) < 0)
         return -EINVAL;
     struct sockaddr_storage lit;
-    if (!is_mx && is_ip_literal(norm, &lit)) {
-        /* A relay given as an address needs no query. */
-        char host[DNS_NAME_MAX + 1];
-        size_t n = strlen(norm);
-        if (norm[0] == '[') {
-            memcpy(host, norm + 1, n - 2);
-            host[n - 2] = '\0';
-        } else {
-            memcpy(host, norm, n + 1);
-        }
+    if ((!is_mx || norm[0] == '[') && is_ip_literal(norm, &lit)) {
+        /* A relay given as an address, or a recipient domain that is an address
+         * literal (RFC 5321 §4.1.3, "user@[192.0.2.1]"), needs no query. */
+        char host[INET6_ADDRSTRLEN];
+        const void *a = lit.ss_family == AF_INET
+                            ? (const void *)&((struct sockaddr_in *)&lit)->sin_addr
+                            : (const void *)&((struct sockaddr_in6 *)&lit)->sin6_addr;
+        inet_ntop(lit.ss_family, a, host, sizeof(host));
         struct eng_mx_host h = {.name = host, .preference = 0, .naddrs = 1, .addrs = &lit};
         struct eng_mx_result r = {.status = ENG_DNS_OK, .nhosts = 1, .hosts = &h};
         cb(arg, &r);
@@ -803,7 +827,6 @@ static int start(struct eng_dns *d, bool is_mx, const char *name, enum rule_ip_s
     d->depth++;
     if (is_mx) {
         lk->phase = PH_MX;
-        deadline_start(lk);
         lk->refs++;
         issue(lk, DNS_T_MX, lk->domain, &lk->mx);
         lk_unref(lk);
