@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,18 +27,20 @@
 #include "run_int.h"
 #include "tls.h"
 
-#define TASKS_PER_WORKER    200 /* bounded in flight: 4 jobs of 50 recipients ... x 50 */
-#define CLAIM_MAX           200
-#define FLUSH_EVERY_MS      20
-#define FLUSH_AT_JOBS       64
-#define TICK_S              0.02
-#define IDLE_CLAIM_MS       100
+/* Jobs a worker may hold (bounded in flight: at most 200 x 50 recipients); also
+ * the size of its rings, so handing a task back can never fail. */
+#define TASKS_PER_WORKER    200
+#define CLAIM_MAX           200  /* jobs per rq_claim round trip */
+#define FLUSH_EVERY_MS      20   /* reports wait at most this long for company ... */
+#define FLUSH_AT_JOBS       64   /* ... or until this many are buffered */
+#define TICK_S              0.02 /* housekeeping period */
+#define IDLE_CLAIM_MS       100  /* after an empty claim, ask again this much later */
 #define DRAIN_CHECK_MS      100
 #define PROMOTE_MAX         1000
 #define BACKOFF_MIN_MS      100
 #define BACKOFF_MAX_MS      5000
 #define DNS_CACHE_ENTRIES   65536
-#define STOP_FLUSH_GRACE_MS 5000
+#define STOP_FLUSH_GRACE_MS 5000 /* after the shutdown bound: time to write the reports */
 
 struct run_batch {
     struct rq_batch *b;
