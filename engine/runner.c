@@ -671,6 +671,9 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         r->exit_code = EXIT_RUNTIME;
     }
     progress(r, now_ms(), true);
+    uint64_t rt = rq_round_trips(r->q);
+    sv_info("stopped: %" PRIu64 " redis round trips (%.4f per recipient outcome)", rt,
+            (double)rt / (double)(r->n.delivered + r->n.deferred + r->n.bounced + r->n.dead + 1));
     print_summary(r);
     ev_signal_stop(r->loop, &r->sigterm);
     ev_signal_stop(r->loop, &r->sigint);
