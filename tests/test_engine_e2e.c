@@ -27,6 +27,8 @@ static char *certs;
 /* A salvo run in the background, killed by the next test's reset if a failed
  * assertion left it running (it would take that test's jobs). */
 static struct tr_proc live;
+/* The test's sink, stopped by the next reset if a failed assertion skipped that. */
+static struct ts_sink sink = {.out_fd = -1};
 
 static int setup(void **state)
 {
@@ -46,6 +48,7 @@ static int teardown(void **state)
 {
     (void)state;
     tr_kill9(&live);
+    ts_sink_stop(&sink, NULL, 0);
     tu_redis_stop(&srv);
     tu_rmtree(dir);
     tu_rmtree(certs);
@@ -59,6 +62,7 @@ static int reset(void **state)
 {
     (void)state;
     tr_kill9(&live);
+    ts_sink_stop(&sink, NULL, 0);
     char *r = tu_redis_cli(&srv, (const char *const[]){"FLUSHALL", NULL});
     int ok = r && strcmp(r, "OK") == 0;
     free(r);
@@ -136,16 +140,23 @@ static uint64_t sink_stat(struct ts_sink *s, const char *key)
 /* `salvo run --drain` in the foreground; returns its stdout (owned). */
 static char *run_drain(const char *name, int timeout_ms)
 {
-    assert_int_equal(tr_start(&live, dir, name, (const char *const[]){"run", "--drain", NULL}), 0);
-    int st = tr_wait(&live, timeout_ms);
+    struct tr_proc p;
+    assert_int_equal(tr_start(&p, dir, name, (const char *const[]){"run", "--drain", NULL}), 0);
+    int st = tr_wait(&p, timeout_ms);
     if (st != 0) {
-        char *err = tr_err(&live);
+        char *err = tr_err(&p);
         print_message("salvo run --drain: status %d; stderr:\n%s\n", st, err);
         free(err);
-        tr_kill9(&live);
+        tr_kill9(&p);
     }
     assert_int_equal(st, 0);
-    return tr_out(&live);
+    return tr_out(&p);
+}
+
+/* Signals the background salvo (never pid 0: that would be our process group). */
+static void signal_live(int sig)
+{
+    assert_int_equal(tr_signal(&live, sig), 0);
 }
 
 /* Waits until the sink has accepted at least `n` transactions. */
@@ -177,16 +188,15 @@ static void check_all_delivered(struct ts_sink *s, long long n, const char *what
 static void campaign_exactly_once(void **state)
 {
     (void)state;
-    struct ts_sink s;
-    assert_int_equal(ts_sink_start(&s, (const char *const[]){"--threads", "2", NULL}), 0);
-    write_conf(s.port, NULL);
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    write_conf(sink.port, NULL);
     long long n = enqueue_to("camp", 5000, 10, "example", true);
     int64_t t0 = tr_now_ms();
     char *out = run_drain("camp", 30000);
     int64_t ms = tr_now_ms() - t0;
     print_message("summary: %s", out);
     char buf[4096];
-    assert_int_equal(ts_sink_stats(&s, buf, sizeof(buf)), 0);
+    assert_int_equal(ts_sink_stats(&sink, buf, sizeof(buf)), 0);
     print_message("sink: %s", buf);
     assert_int_equal(tr_summary_num(out, "delivered"), n);
     assert_int_equal(tr_summary_num(out, "deferred"), 0);
@@ -205,9 +215,9 @@ static void campaign_exactly_once(void **state)
                   "wall (%.0f msgs/s incl. start)\n",
                   n, (unsigned long long)tx, (unsigned long long)conns, (long long)ms,
                   (double)n * 1000.0 / (double)(ms ? ms : 1));
-    check_all_delivered(&s, n, "campaign");
+    check_all_delivered(&sink, n, "campaign");
     free(out);
-    ts_sink_stop(&s, NULL, 0);
+    ts_sink_stop(&sink, NULL, 0);
 }
 
 /* STARTTLS required. Three waves of jobs with a pause longer than the pool's idle
@@ -218,19 +228,18 @@ static void campaign_exactly_once(void **state)
 static void starttls_resumes_sessions(void **state)
 {
     (void)state;
-    struct ts_sink s;
     const char *extra[] = {"--threads",  "2",
                            "--tls-cert", tt_path(certs, "wild.pem"),
                            "--tls-key",  tt_path(certs, "wild.key"),
                            NULL};
-    assert_int_equal(ts_sink_start(&s, extra), 0);
+    assert_int_equal(ts_sink_start(&sink, extra), 0);
     char conf[1024];
     snprintf(conf, sizeof(conf),
              "[queue.outbound.tls]\nstarttls = \"'require'\"\nallow-invalid-certs = \"true\"\n"
              "ca-file = \"%s\"\n"
              "[queue.outbound.limits]\nidle-timeout = 1\nconnections = 1\n",
              tt_path(certs, "ca.pem"));
-    write_conf(s.port, conf);
+    write_conf(sink.port, conf);
     assert_int_equal(tr_start(&live, dir, "tls", (const char *const[]){"run", NULL}), 0);
     long long n = 0;
     for (int wave = 0; wave < 3; wave++) {
@@ -238,21 +247,21 @@ static void starttls_resumes_sessions(void **state)
         snprintf(tag, sizeof(tag), "tls%d", wave);
         n += enqueue(tag, 1000, 20); /* 20 jobs of 50 recipients */
         int64_t end = tr_now_ms() + 15000;
-        while (sink_stat(&s, "pairs") < (uint64_t)n && tr_now_ms() < end)
+        while (sink_stat(&sink, "pairs") < (uint64_t)n && tr_now_ms() < end)
             tr_sleep_ms(20);
-        assert_int_equal(sink_stat(&s, "pairs"), (uint64_t)n);
+        assert_int_equal(sink_stat(&sink, "pairs"), (uint64_t)n);
         /* The pooled sessions idle out (1 s) and QUIT. */
         end = tr_now_ms() + 5000;
-        while (sink_stat(&s, "connections_open") > 0 && tr_now_ms() < end)
+        while (sink_stat(&sink, "connections_open") > 0 && tr_now_ms() < end)
             tr_sleep_ms(50);
-        assert_int_equal(sink_stat(&s, "connections_open"), 0);
+        assert_int_equal(sink_stat(&sink, "connections_open"), 0);
     }
-    kill(live.pid, SIGTERM);
+    signal_live(SIGTERM);
     assert_int_equal(tr_wait(&live, 10000), 0);
     char *out = tr_out(&live);
     print_message("summary: %s", out);
     char buf[4096];
-    assert_int_equal(ts_sink_stats(&s, buf, sizeof(buf)), 0);
+    assert_int_equal(ts_sink_stats(&sink, buf, sizeof(buf)), 0);
     print_message("sink: %s", buf);
     uint64_t full = ts_json_u64(buf, "tls_handshakes_full");
     uint64_t resumed = ts_json_u64(buf, "tls_handshakes_resumed");
@@ -271,48 +280,46 @@ static void starttls_resumes_sessions(void **state)
                   (unsigned long long)conns, (unsigned long long)full, (unsigned long long)resumed,
                   100.0 * (double)resumed / (double)conns);
     free(out);
-    ts_sink_stop(&s, NULL, 0);
+    ts_sink_stop(&sink, NULL, 0);
 }
 
 /* kill -9 of salvo mid-campaign; a second run takes the jobs over after the lease. */
 static void kill9_then_second_run_delivers_all(void **state)
 {
     (void)state;
-    struct ts_sink s;
-    assert_int_equal(ts_sink_start(&s, (const char *const[]){"--threads", "2", "--fault",
-                                                             "delay:dot:200", NULL}),
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:200", NULL}),
                      0);
-    write_conf(s.port, NULL);
+    write_conf(sink.port, NULL);
     long long n = enqueue("k9", 3000, 10);
     assert_int_equal(tr_start(&live, dir, "k9a", (const char *const[]){"run", NULL}), 0);
-    wait_transactions(&s, 5, 15000);
+    wait_transactions(&sink, 5, 15000);
     tr_kill9(&live);
-    uint64_t before = sink_stat(&s, "pairs");
+    uint64_t before = sink_stat(&sink, "pairs");
     assert_true(before < (uint64_t)n);
     char *out = run_drain("k9b", 30000);
     print_message("second run: %s", out);
-    uint64_t dups = sink_stat(&s, "duplicates");
+    uint64_t dups = sink_stat(&sink, "duplicates");
     print_message("kill -9 after %llu of %lld delivered: %llu duplicates\n",
                   (unsigned long long)before, n, (unsigned long long)dups);
-    check_all_delivered(&s, n, "kill -9");
+    check_all_delivered(&sink, n, "kill -9");
     /* Only jobs that were in flight at the kill can come twice. */
     assert_true(dups <= (uint64_t)n - before + 2 * 200 * 50);
     free(out);
-    ts_sink_stop(&s, NULL, 0);
+    ts_sink_stop(&sink, NULL, 0);
 }
 
 /* Redis killed (-9) and restarted on its AOF while salvo runs: all delivered. */
 static void redis_restart_mid_run(void **state)
 {
     (void)state;
-    struct ts_sink s;
-    assert_int_equal(ts_sink_start(&s, (const char *const[]){"--threads", "2", "--fault",
-                                                             "delay:dot:200", NULL}),
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:200", NULL}),
                      0);
-    write_conf(s.port, NULL);
+    write_conf(sink.port, NULL);
     long long n = enqueue("rr", 3000, 10);
     assert_int_equal(tr_start(&live, dir, "rr", (const char *const[]){"run", "--drain", NULL}), 0);
-    wait_transactions(&s, 5, 15000);
+    wait_transactions(&sink, 5, 15000);
     tu_redis_kill9(&srv);
     tr_sleep_ms(800);
     assert_int_equal(tu_redis_restart(&srv), 0);
@@ -325,28 +332,28 @@ static void redis_restart_mid_run(void **state)
     assert_non_null(strstr(err, "reconnecting"));
     assert_non_null(strstr(err, ": connected"));
     print_message("redis restart: %llu duplicates\n",
-                  (unsigned long long)sink_stat(&s, "duplicates"));
-    check_all_delivered(&s, n, "redis restart");
+                  (unsigned long long)sink_stat(&sink, "duplicates"));
+    check_all_delivered(&sink, n, "redis restart");
     free(out);
     free(err);
-    ts_sink_stop(&s, NULL, 0);
+    ts_sink_stop(&sink, NULL, 0);
 }
 
 /* SIGTERM mid-run: exit 0 within the bound with the summary; the next run finishes. */
 static void sigterm_is_graceful(void **state)
 {
     (void)state;
-    struct ts_sink s;
-    assert_int_equal(ts_sink_start(&s, (const char *const[]){"--threads", "2", "--fault",
-                                                             "delay:dot:200", NULL}),
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:200", NULL}),
                      0);
     /* Transactions cut short at the bound come back deferred: retry them soon. */
-    write_conf(s.port, "[server]\nshutdown-timeout = \"3s\"\n[queue.schedule]\nretry = [\"1s\"]\n");
+    write_conf(sink.port,
+               "[server]\nshutdown-timeout = \"3s\"\n[queue.schedule]\nretry = [\"1s\"]\n");
     long long n = enqueue("term", 3000, 10);
     assert_int_equal(tr_start(&live, dir, "term", (const char *const[]){"run", NULL}), 0);
-    wait_transactions(&s, 5, 15000);
+    wait_transactions(&sink, 5, 15000);
     int64_t t0 = tr_now_ms();
-    kill(live.pid, SIGTERM);
+    signal_live(SIGTERM);
     int st = tr_wait(&live, 10000);
     int64_t took = tr_now_ms() - t0;
     char *out = tr_out(&live);
@@ -362,33 +369,32 @@ static void sigterm_is_graceful(void **state)
     /* What the first run delivered was recorded. Only a transaction cut at the bound
      * after its final dot (the receiver has it, we never saw the reply) can come
      * again: at most one transaction (50 recipients) per open session (8 per worker). */
-    uint64_t dups = sink_stat(&s, "duplicates");
+    uint64_t dups = sink_stat(&sink, "duplicates");
     print_message("sigterm: %llu duplicates\n", (unsigned long long)dups);
     assert_true(dups <= 16 * 50);
-    check_all_delivered(&s, n, "sigterm");
+    check_all_delivered(&sink, n, "sigterm");
     free(out);
-    ts_sink_stop(&s, NULL, 0);
+    ts_sink_stop(&sink, NULL, 0);
 }
 
 /* A second SIGINT ends the process at once; still nothing is lost. */
 static void second_sigint_exits_at_once(void **state)
 {
     (void)state;
-    struct ts_sink s;
-    assert_int_equal(ts_sink_start(&s, (const char *const[]){"--threads", "2", "--fault",
-                                                             "delay:dot:3000", NULL}),
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:3000", NULL}),
                      0);
-    write_conf(s.port, "[server]\nshutdown-timeout = \"20s\"\n");
+    write_conf(sink.port, "[server]\nshutdown-timeout = \"20s\"\n");
     long long n = enqueue("int", 200, 4);
     assert_int_equal(tr_start(&live, dir, "int", (const char *const[]){"run", NULL}), 0);
     int64_t end = tr_now_ms() + 10000;
-    while (sink_stat(&s, "connections") < 1 && tr_now_ms() < end)
+    while (sink_stat(&sink, "connections") < 1 && tr_now_ms() < end)
         tr_sleep_ms(20);
     tr_sleep_ms(200);
-    kill(live.pid, SIGINT);
+    signal_live(SIGINT);
     assert_true(tr_wait_for_text(live.err_path, "signal 2: stopping", 3000));
     int64_t t0 = tr_now_ms();
-    kill(live.pid, SIGINT);
+    signal_live(SIGINT);
     int st = tr_wait(&live, 5000);
     int64_t took = tr_now_ms() - t0;
     assert_int_equal(st, 130);
@@ -397,9 +403,9 @@ static void second_sigint_exits_at_once(void **state)
     assert_non_null(strstr(err, "stopped at once (signal 2); unfinished jobs stay queued"));
     free(err);
     char *out = run_drain("int2", 30000);
-    check_all_delivered(&s, n, "second SIGINT");
+    check_all_delivered(&sink, n, "second SIGINT");
     free(out);
-    ts_sink_stop(&s, NULL, 0);
+    ts_sink_stop(&sink, NULL, 0);
 }
 
 /* The seed rules: an untrusted certificate fails attempt 0 ("tls"), attempt 1 allows
@@ -407,12 +413,11 @@ static void second_sigint_exits_at_once(void **state)
 static void seed_untrusted_cert_then_relaxed(void **state)
 {
     (void)state;
-    struct ts_sink s;
     const char *extra[] = {"--threads",  "1",
                            "--tls-cert", tt_path(certs, "self.pem"),
                            "--tls-key",  tt_path(certs, "self.key"),
                            NULL};
-    assert_int_equal(ts_sink_start(&s, extra), 0);
+    assert_int_equal(ts_sink_start(&sink, extra), 0);
     char conf[2048];
     snprintf(conf, sizeof(conf),
              "[queue.outbound.tls]\n"
@@ -423,12 +428,12 @@ static void seed_untrusted_cert_then_relaxed(void **state)
              "ca-file = \"%s\"\n"
              "[queue.schedule]\nretry = [\"1s\"]\n",
              tt_path(certs, "ca.pem"));
-    write_conf(s.port, conf);
+    write_conf(sink.port, conf);
     long long n = enqueue("seed", 20, 2);
     char *out = run_drain("seed", 30000);
     print_message("summary: %s", out);
     char buf[4096];
-    assert_int_equal(ts_sink_stats(&s, buf, sizeof(buf)), 0);
+    assert_int_equal(ts_sink_stats(&sink, buf, sizeof(buf)), 0);
     print_message("sink: %s", buf);
     /* Attempt 0 of every recipient: deferred; attempt 1: delivered over TLS. */
     assert_int_equal(tr_summary_num(out, "deferred"), n);
@@ -439,9 +444,39 @@ static void seed_untrusted_cert_then_relaxed(void **state)
     assert_true(tls_ok >= 1);
     /* Never plaintext: every connection that carried mail was encrypted. */
     assert_true(ts_json_u64(buf, "transactions") <= tls_ok * 1000);
-    check_all_delivered(&s, n, "seed");
+    check_all_delivered(&sink, n, "seed");
     free(out);
-    ts_sink_stop(&s, NULL, 0);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* Transactions slower than the lease: the running process renews its leases
+ * (rq_touch), so a second process started meanwhile does not take the jobs over. */
+static void leases_renewed_while_in_flight(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:3000", NULL}),
+                     0);
+    write_conf(sink.port, NULL); /* lease 1s */
+    long long n = enqueue("lease", 200, 4);
+    assert_int_equal(tr_start(&live, dir, "leaseA", (const char *const[]){"run", NULL}), 0);
+    int64_t end = tr_now_ms() + 10000;
+    while (sink_stat(&sink, "connections") < 4 && tr_now_ms() < end)
+        tr_sleep_ms(20);
+    /* B runs until nothing is left: it sees A's jobs in flight for 3 s. */
+    char *out = run_drain("leaseB", 30000);
+    print_message("second process: %s", out);
+    assert_int_equal(tr_summary_num(out, "delivered"), 0);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, "lease");
+    signal_live(SIGTERM);
+    assert_int_equal(tr_wait(&live, 10000), 0);
+    char *a = tr_out(&live);
+    print_message("first process: %s", a);
+    assert_int_equal(tr_summary_num(a, "delivered"), n);
+    free(a);
+    free(out);
+    ts_sink_stop(&sink, NULL, 0);
 }
 
 /* MX routing: dnsmasq serves MX records for 8 domains, each with its own MX host
@@ -450,8 +485,7 @@ static void mx_routing_via_dnsmasq(void **state)
 {
     (void)state;
     const char *addr = "127.0.0.1";
-    struct ts_sink s;
-    assert_int_equal(ts_sink_start(&s, (const char *const[]){"--threads", "2", NULL}), 0);
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
     char dns_conf[4096];
     size_t len = 0;
     for (int i = 0; i < 8; i++)
@@ -464,13 +498,13 @@ static void mx_routing_via_dnsmasq(void **state)
     char conf[256];
     snprintf(conf, sizeof(conf),
              "[resolver]\nnameservers = [\"%s\"]\n[queue.outbound]\nmx-port = %d\n", dns.ns,
-             s.port);
+             sink.port);
     write_conf(0, conf);
     long long n = enqueue_to("mx", 2000, 8, "test", true);
     char *out = run_drain("mx", 30000);
     print_message("summary: %s", out);
     char buf[4096];
-    assert_int_equal(ts_sink_stats(&s, buf, sizeof(buf)), 0);
+    assert_int_equal(ts_sink_stats(&sink, buf, sizeof(buf)), 0);
     print_message("sink: %s", buf);
     assert_int_equal(tr_summary_num(out, "delivered"), n);
     assert_int_equal(ts_json_u64(buf, "duplicates"), 0);
@@ -478,10 +512,10 @@ static void mx_routing_via_dnsmasq(void **state)
     uint64_t tx = ts_json_u64(buf, "transactions"), conns = ts_json_u64(buf, "connections");
     assert_true(conns >= 8);
     assert_true(conns < tx);
-    check_all_delivered(&s, n, "mx");
+    check_all_delivered(&sink, n, "mx");
     free(out);
     tu_dnsmasq_stop(&dns);
-    ts_sink_stop(&s, NULL, 0);
+    ts_sink_stop(&sink, NULL, 0);
 }
 
 int main(void)
@@ -494,6 +528,7 @@ int main(void)
         cmocka_unit_test_setup(sigterm_is_graceful, reset),
         cmocka_unit_test_setup(second_sigint_exits_at_once, reset),
         cmocka_unit_test_setup(seed_untrusted_cert_then_relaxed, reset),
+        cmocka_unit_test_setup(leases_renewed_while_in_flight, reset),
         cmocka_unit_test_setup(mx_routing_via_dnsmasq, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -145,7 +145,7 @@ static void sigterm_while_redis_down(void **state)
     struct tr_proc p;
     assert_int_equal(tr_start(&p, dir, "term", (const char *const[]){"run", NULL}), 0);
     assert_true(tr_wait_for_text(p.err_path, "reconnecting", 5000));
-    kill(p.pid, SIGTERM);
+    assert_int_equal(tr_signal(&p, SIGTERM), 0);
     int st = tr_wait(&p, 5000);
     char *out = tr_out(&p);
     assert_int_equal(st, 0);
@@ -161,7 +161,7 @@ static void sigint_stops_gracefully(void **state)
     struct tr_proc p;
     assert_int_equal(tr_start(&p, dir, "int2", (const char *const[]){"run", NULL}), 0);
     assert_true(tr_wait_for_text(p.err_path, "running: 2 workers", 5000));
-    kill(p.pid, SIGINT);
+    assert_int_equal(tr_signal(&p, SIGINT), 0);
     int st = tr_wait(&p, 5000);
     assert_int_equal(st, 0);
     char *err = tr_err(&p);

@@ -71,6 +71,11 @@ int tr_wait(struct tr_proc *p, int timeout_ms)
     }
 }
 
+int tr_signal(struct tr_proc *p, int sig)
+{
+    return p->pid > 0 ? kill(p->pid, sig) : -1;
+}
+
 void tr_kill9(struct tr_proc *p)
 {
     if (p->pid <= 0)

@@ -19,6 +19,8 @@ int tr_start(struct tr_proc *p, const char *dir, const char *name, const char *c
 /* Waits up to timeout_ms: the exit status (128+signal when killed), or -1 on timeout
  * (the process keeps running). */
 int tr_wait(struct tr_proc *p, int timeout_ms);
+/* Sends `sig` to the running process; -1 if it is not running (never kill(0)). */
+int tr_signal(struct tr_proc *p, int sig);
 /* SIGKILL and reap (NULL-safe for a finished process). */
 void tr_kill9(struct tr_proc *p);
 /* Everything the process wrote so far (owned). */
