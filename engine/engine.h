@@ -27,6 +27,13 @@ struct eng_conf {
     bool worker_pin;      /* server.workers.pin; true by default */
     int log_level;        /* log.level as an enum sv_log_level; info by default */
 
+    /* queue.lease: a claimed job unreported for this long is taken over by another
+     * process (rq_reclaim); "60s" by default. */
+    int64_t lease_ms;
+    /* server.shutdown-timeout: SIGTERM waits this long for transactions in
+     * flight; "10s" by default. */
+    int64_t shutdown_timeout_ms;
+
     /* resolver.nameservers: "ip" or "ip:port" ("[v6]:port") as written; owned */
     char **nameservers;
     size_t n_nameservers;
