@@ -1,0 +1,211 @@
+"""One salvo delivery run against salvo-sink: private Redis, config, enqueue,
+`salvo run --drain` (1 or more processes), figures."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+from benchlib import (SINK_KEYS, Measured, Progress, Redis, delta, die, log, percentile)
+
+PENDING = "pending engine"
+
+
+def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=()):
+    lines = [
+        "# written by bench/salvo-bench",
+        "[redis]",
+        'url = "%s"' % redis_url,
+        'queue = "bench"',
+        "",
+        "[server.workers]",
+        "threads = %d" % threads,
+        "",
+        "[log]",
+        'level = "warn"',
+        "",
+        "[queue.outbound]",
+        'next-hop = "sink"',
+        "",
+        "[queue.outbound.tls]",
+        'starttls = "%s"' % ("require" if tls else "disable"),
+        "",
+        "[remote.sink]",
+        'address = "127.0.0.1"',
+        "port = %d" % sink_port,
+        'protocol = "smtp"',
+        "",
+    ]
+    lines += list(extra)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def salvo_env(ca):
+    env = dict(os.environ)
+    env.pop("SALVO_REDIS_URL", None)
+    env.pop("SALVO_CONFIG", None)
+    if ca:
+        # The test CA for the engine's strict verification (tls/ reads the CA file
+        # its client options name; SSL_CERT_FILE is the conventional override).
+        env["SSL_CERT_FILE"] = ca
+    return env
+
+
+def engine_available(salvo):
+    """False while `salvo run` is the placeholder of the pre-engine tree."""
+    with open(salvo, "rb") as f:
+        return b"'run' is not implemented yet" not in f.read()
+
+
+def run(bench, salvo, sink, **kw):
+    """Returns a dict of figures (see bench/README.md, "salvo-bench"); the run's
+    redis-server is stopped afterwards."""
+    redis = Redis(bench)
+    try:
+        return _run(bench, salvo, sink, redis, **kw)
+    finally:
+        redis.stop()
+
+
+def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2, processes=1,
+        ca=None, extra=(), enqueue_only=False, timeout=1800, label=None, tag="run"):
+    from benchlib import make_campaign
+    conf = bench.path("salvo-%s.toml" % tag)
+    write_config(conf, redis.url, sink.port, threads, tls, ca, extra)
+    env = salvo_env(ca)
+    r = subprocess.run([salvo, "config", "check", "-c", conf], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        die("salvo-bench: config rejected: " + (r.stderr + r.stdout).strip(), 1)
+    csv, tpl = make_campaign(bench, n, k, size, personalised)
+    res = {
+        "engine": "salvo", "label": label or "", "recipients": n, "domains": k,
+        "template_bytes": os.path.getsize(tpl), "personalised": personalised, "tls": tls,
+        "worker_threads": threads, "processes": processes, "config": conf,
+    }
+
+    # Enqueue (timed on its own; not part of the delivery figures).
+    with open(bench.path("enqueue.out"), "w+") as of, open(bench.path("enqueue.err"), "w+") as ef:
+        m = Measured([salvo, "enqueue", "-c", conf, "--from", "news@sender.bench.test",
+                      "--recipients", csv, "--template", tpl, "--campaign", "bench"],
+                     env=env, stdout=of, stderr=ef)
+        m.wait()
+        of.seek(0)
+        ef.seek(0)
+        out, err = of.read(), ef.read()
+    if m.rc != 0:
+        die("salvo-bench: salvo enqueue failed (%d): %s" % (m.rc, err.strip()), 2)
+    res["enqueue"] = {"seconds": round(m.wall, 3), "recipients_per_s": round(n / m.wall),
+                      "peak_rss_mib": round(m.maxrss_kb / 1024, 1)}
+    res["message_id"] = out.strip()
+    if enqueue_only:
+        res["status"] = "enqueue only"
+        return res
+    if not engine_available(salvo):
+        res["status"] = PENDING
+        return res
+
+    sink_before = sink.stats()
+    top0, calls0 = redis.command_counts()
+    start_ms = time.time() * 1000.0
+    procs = []
+    for i in range(processes):
+        lf = open(bench.path("salvo-run-%s-%d.log" % (tag, i)), "w+")
+        procs.append((Measured([salvo, "run", "-c", conf, "--drain"], env=env,
+                               stdout=lf, stderr=subprocess.STDOUT), lf))
+    expected = n  # transactions: one per recipient when personalised
+    stop = threading.Event()
+    first_last = {}
+
+    def progress():
+        pr = Progress("salvo%s: deliver" % (" (TLS)" if tls else ""), n)
+        while not stop.is_set():
+            st = sink.stats()
+            got = st["recipients"] - sink_before["recipients"]
+            pr.update(got)
+            if got >= n and "all" not in first_last:
+                first_last["all"] = time.monotonic()
+            stop.wait(0.25)
+        pr.done()
+
+    th = threading.Thread(target=progress, daemon=True)
+    th.start()
+    rcs = [p.wait(timeout) for p, _ in procs]
+    stop.set()
+    th.join()
+    top1, calls1 = redis.command_counts()
+    sink_after = sink.stats()
+    d = delta(sink_after, sink_before, SINK_KEYS)
+    wall = max(p.wall for p, _ in procs)
+    cpu = sum(p.cpu for p, _ in procs)
+    logs = []
+    for p, lf in procs:
+        lf.seek(0)
+        logs.append(lf.read().strip()[-2000:])
+        lf.close()
+    res["exit_codes"] = rcs
+    res["run_output"] = logs
+    res["seconds"] = round(wall, 3)
+    res["messages"] = d["transactions"]
+    res["msgs_per_s"] = round(d["transactions"] / wall, 1)
+    res["recipients_per_s"] = round(d["recipients"] / wall, 1)
+    res["sink"] = d
+    res["connections"] = d["connections"]
+    res["tls_full"] = d["tls_handshakes_full"]
+    res["tls_resumed"] = d["tls_handshakes_resumed"]
+    if d["transactions"]:
+        res["tls_full_per_msg"] = round(d["tls_handshakes_full"] / d["transactions"], 5)
+    hs = d["tls_handshakes_full"] + d["tls_handshakes_resumed"]
+    if hs:
+        res["tls_resumed_share"] = round(d["tls_handshakes_resumed"] / hs, 4)
+    # Our own two INFO calls are in the difference; take them out.
+    res["redis_cmds_per_rcpt"] = round((calls1 - calls0 - 2) / n, 4)
+    res["redis_client_cmds_note"] = ("commandstats calls, including commands run inside "
+                                     "Lua scripts (Redis 7 counts both)")
+    res["cpu_s"] = round(cpu, 3)
+    res["cpu_s_per_1000_msgs"] = round(cpu / (max(1, d["transactions"]) / 1000.0), 4)
+    res["peak_rss_mib"] = round(max(p.maxrss_kb for p, _ in procs) / 1024, 1)
+    # Latency: the events stream has one entry per recipient outcome with `at` (ms);
+    # the engine records no per-transaction start time, so what is measurable is the
+    # time from the start of `salvo run` to each recipient's delivered event.
+    lat = events_latency(redis, start_ms)
+    res.update(lat)
+    qs = subprocess.run([salvo, "queue", "stats", "-c", conf, "--json"], capture_output=True,
+                        text=True, env=env)
+    try:
+        res["queue_stats"] = json.loads(qs.stdout)
+    except ValueError:
+        res["queue_stats"] = qs.stdout.strip() or qs.stderr.strip()
+    ok = (all(rc == 0 for rc in rcs) and d["recipients"] == n and d["duplicates"] == 0)
+    res["status"] = "ok" if ok else "INCOMPLETE (see exit_codes, sink, queue_stats)"
+    return res
+
+
+def events_latency(redis, start_ms):
+    key = "salvo:{bench}:events"
+    ats = []
+    last = "-"
+    while True:
+        try:
+            batch = redis.cmd("XRANGE", key, last, "+", "COUNT", 10000)
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            return {"latency_note": "events stream unreadable: %s" % e}
+        if not batch:
+            break
+        for eid, fields in batch:
+            f = dict(zip(fields[::2], fields[1::2]))
+            if f.get(b"t") == b"delivered" and b"at" in f:
+                ats.append(float(f[b"at"]) - start_ms)
+        last = "(" + batch[-1][0].decode()
+        if len(batch) < 10000:
+            break
+    if not ats:
+        return {"latency_note": "no delivered events with a time stamp in %s" % key}
+    ats.sort()
+    return {"delivered_events": len(ats),
+            "delivery_time_p50_ms": round(percentile(ats, 50), 1),
+            "delivery_time_p99_ms": round(percentile(ats, 99), 1),
+            "latency_note": "time from the start of `salvo run` to each recipient's "
+                            "delivered event (events stream `at`); per-transaction "
+                            "latency is not recorded by the engine"}
