@@ -79,6 +79,7 @@ class Postfix:
             "smtputf8_enable": "no",
             "readme_directory": "no",
             "smtpd_banner": "$myhostname ESMTP",
+            "smtp_tls_security_level": "none",
         }
         if self.tls:
             settings.update({
@@ -86,11 +87,17 @@ class Postfix:
                 "smtp_tls_CAfile": tls_ca,
                 "smtp_tls_session_cache_database": "btree:%s/smtp_scache" % self.data,
                 "smtp_tls_loglevel": "0",
+                # Without this Postfix opens a new connection per TLS message (its
+                # connection cache keeps plaintext sessions only); with it, tlsproxy
+                # holds the TLS state and connections are reused.
+                "smtp_tls_connection_reuse": "yes",
             })
         with open(os.path.join(self.conf, "main.cf"), "w") as f:
             for k, v in settings.items():
                 f.write("%s = %s\n" % (k, v))
         self.postconf("-F", "*/*/chroot = n")
+        if self.tls:
+            self.postconf("-M", "tlsproxy/unix = tlsproxy unix - - n - 0 tlsproxy")
         # Our smtpd on a loopback port instead of *:25.
         self.postconf("-X", "-M", "smtp/inet")
         self.postconf("-M", "127.0.0.1:%d/inet = 127.0.0.1:%d inet n - n - - smtpd"
