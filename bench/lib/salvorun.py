@@ -110,6 +110,8 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
         res["status"] = PENDING
         return res
 
+    from pfbench import loadavg
+    res["loadavg_at_start"] = loadavg()
     sink_before = sink.stats()
     top0, calls0 = redis.command_counts()
     start_ms = time.time() * 1000.0
