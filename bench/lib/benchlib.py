@@ -192,6 +192,48 @@ class Redis:
         return top, calls
 
 
+# ---------------------------------------------------------------- DNS
+
+
+class Dnsmasq:
+    """dnsmasq on 127.0.0.1:<free port> answering MX dI.bench.test -> mxI.bench.test
+    (preference 10) and A mxI.bench.test -> 127.0.0.1 for the K campaign domains: the
+    "MX via DNS" route (salvo's queue.outbound.mx-port points at the sink)."""
+
+    def __init__(self, bench, k):
+        self.port = free_udp_tcp_port()
+        d = tempfile.mkdtemp(prefix="dnsmasq.", dir=bench.dir)
+        conf = os.path.join(d, "dnsmasq.conf")
+        with open(conf, "w") as f:
+            f.write("local=/bench.test/\n")
+            for i in range(k):
+                f.write("mx-host=d%d.bench.test,mx%d.bench.test,10\n" % (i, i))
+                f.write("host-record=mx%d.bench.test,127.0.0.1\n" % i)
+        argv = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
+                "--bind-interfaces", "--listen-address=127.0.0.1", "--pid-file=",
+                "--port=%d" % self.port, "--conf-file=" + conf,
+                "--log-facility=" + os.path.join(d, "dnsmasq.log")]
+        if os.geteuid() == 0:
+            argv.append("--user=root")  # "nobody" could not read our temp dir
+        self.proc = bench.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_port(self.port):
+            die("salvo-bench: dnsmasq did not start", 2)
+
+
+def free_udp_tcp_port():
+    for _ in range(100):
+        p = free_port()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", p))
+            return p
+        except OSError:
+            continue
+        finally:
+            u.close()
+    die("salvo-bench: no free port", 2)
+
+
 # ---------------------------------------------------------------- certificates
 
 CERT_SCRIPT = r"""
@@ -203,7 +245,7 @@ openssl req -x509 -new -key ca.key -subj '/CN=salvo bench CA' -days 30 -out ca.p
   -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
 key sink
 printf '[ext]\nsubjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
-  "DNS:$2,IP:127.0.0.1" > sink.cnf
+  "DNS:$2,DNS:*.bench.test,IP:127.0.0.1" > sink.cnf
 openssl req -new -key sink.key -subj "/CN=$2" -out sink.csr
 openssl x509 -req -in sink.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
   -extfile sink.cnf -extensions ext -out sink.pem
@@ -211,7 +253,8 @@ openssl x509 -req -in sink.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30
 
 
 def make_certs(bench, name="sink.bench.test"):
-    """EC P-256 CA + leaf for `name` and 127.0.0.1 (as tests/test_tls_helpers.c).
+    """EC P-256 CA + leaf for `name`, *.bench.test (the MX hosts) and 127.0.0.1 (as
+    tests/test_tls_helpers.c).
     Returns (ca, cert, key) paths."""
     d = bench.path("certs")
     os.makedirs(d, exist_ok=True)

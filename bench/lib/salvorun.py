@@ -12,7 +12,9 @@ from benchlib import (SINK_KEYS, Measured, Progress, Redis, delta, die, log, per
 PENDING = "pending engine"
 
 
-def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=()):
+def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=(), dns_port=None):
+    """next-hop to [remote.sink], or with `dns_port` MX lookups via that dnsmasq and
+    queue.outbound.mx-port = the sink's port."""
     lines = [
         "# written by bench/salvo-bench",
         "[redis]",
@@ -26,7 +28,7 @@ def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=()):
         'level = "warn"',
         "",
         "[queue.outbound]",
-        'next-hop = "sink"',
+        ('mx-port = %d' % sink_port) if dns_port else 'next-hop = "sink"',
         "",
         "[queue.outbound.tls]",
         'starttls = "%s"' % ("require" if tls else "disable"),
@@ -41,6 +43,8 @@ def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=()):
         'protocol = "smtp"',
         "",
     ]
+    if dns_port:
+        lines += ["[resolver]", 'nameservers = ["127.0.0.1:%d"]' % dns_port, ""]
     lines += list(extra)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -70,14 +74,16 @@ def run(bench, salvo, sink, **kw):
 
 
 def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2, processes=1,
-        ca=None, extra=(), enqueue_only=False, timeout=1800, label=None, tag="run"):
+        ca=None, extra=(), enqueue_only=False, timeout=1800, label=None, tag="run",
+        dns_port=None):
     from benchlib import make_campaign
     conf = bench.path("salvo-%s.toml" % tag)
     # queue.outbound.tls.ca-file (the test CA, strict verification) came with the
     # engine; a build without it would refuse the key.
     with open(salvo, "rb") as f:
         knows_ca = b"queue.outbound.tls.ca-file" in f.read()
-    write_config(conf, redis.url, sink.port, threads, tls, ca if knows_ca else None, extra)
+    write_config(conf, redis.url, sink.port, threads, tls, ca if knows_ca else None, extra,
+                 dns_port)
     env = salvo_env()
     r = subprocess.run([salvo, "config", "check", "-c", conf], capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -87,6 +93,7 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
         "engine": "salvo", "label": label or "", "recipients": n, "domains": k,
         "template_bytes": os.path.getsize(tpl), "personalised": personalised, "tls": tls,
         "worker_threads": threads, "processes": processes, "config": conf,
+        "route": "mx (dnsmasq)" if dns_port else "next-hop",
     }
 
     # Enqueue (timed on its own; not part of the delivery figures).
