@@ -75,7 +75,7 @@ def run(bench, salvo, sink, **kw):
 
 def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2, processes=1,
         ca=None, extra=(), enqueue_only=False, timeout=1800, label=None, tag="run",
-        dns_port=None):
+        dns_port=None, perf=None):
     from benchlib import make_campaign
     conf = bench.path("salvo-%s.toml" % tag)
     # queue.outbound.tls.ca-file (the test CA, strict verification) came with the
@@ -125,7 +125,11 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     procs = []
     for i in range(processes):
         lf = open(bench.path("salvo-run-%s-%d.log" % (tag, i)), "w+")
-        procs.append((Measured([salvo, "run", "-c", conf, "--drain"], env=env,
+        argv = [salvo, "run", "-c", conf, "--drain"]
+        if perf and i == 0:
+            argv = ["perf", "record", "-F", "999", "-g", "-q", "-o", perf, "--"] + argv
+            res["perf"] = perf
+        procs.append((Measured(argv, env=env,
                                stdout=lf, stderr=subprocess.STDOUT), lf))
     expected = n  # transactions: one per recipient when personalised
     stop = threading.Event()
