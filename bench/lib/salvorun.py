@@ -75,7 +75,7 @@ def run(bench, salvo, sink, **kw):
 
 def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2, processes=1,
         ca=None, extra=(), enqueue_only=False, timeout=1800, label=None, tag="run",
-        dns_port=None, perf=None):
+        dns_port=None, perf=None, stall=60):
     from benchlib import make_campaign
     conf = bench.path("salvo-%s.toml" % tag)
     # queue.outbound.tls.ca-file (the test CA, strict verification) came with the
@@ -136,13 +136,26 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     first_last = {}
 
     def progress():
+        # Also a watchdog: no new recipient at the sink for `stall` seconds while salvo
+        # still runs (e.g. everything deferred for a retry minutes away) ends the run
+        # with SIGTERM (salvo's graceful stop), so a broken run cannot eat the session.
         pr = Progress("salvo%s: deliver" % (" (TLS)" if tls else ""), n)
+        last, last_t = -1, time.monotonic()
         while not stop.is_set():
             st = sink.stats()
             got = st["recipients"] - sink_before["recipients"]
             pr.update(got)
+            now = time.monotonic()
+            if got != last:
+                last, last_t = got, now
+            elif now - last_t > stall:
+                first_last["stalled"] = got
+                for p, _ in procs:
+                    if p.proc.poll() is None:
+                        p.proc.terminate()
+                break
             if got >= n and "all" not in first_last:
-                first_last["all"] = time.monotonic()
+                first_last["all"] = now
             stop.wait(0.25)
         pr.done()
 
@@ -162,6 +175,11 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
         logs.append(lf.read().strip()[-2000:])
         lf.close()
     res["exit_codes"] = rcs
+    if "stalled" in first_last:
+        res["stalled"] = "no progress for %d s at %d of %d recipients: stopped (SIGTERM)" % (
+            stall, first_last["stalled"], n)
+    if "all" in first_last:
+        res["seconds_to_last_delivery"] = round(first_last["all"] - procs[0][0].t0, 3)
     res["run_output"] = logs
     res["seconds"] = round(wall, 3)
     res["messages"] = d["transactions"]
@@ -194,7 +212,7 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
         res["queue_stats"] = json.loads(qs.stdout)
     except ValueError:
         res["queue_stats"] = qs.stdout.strip() or qs.stderr.strip()
-    ok = (all(rc == 0 for rc in rcs) and d["recipients"] == n and d["duplicates"] == 0)
+    ok = ("stalled" not in first_last and all(rc == 0 for rc in rcs) and d["recipients"] == n and d["duplicates"] == 0)
     res["status"] = "ok" if ok else "INCOMPLETE (see exit_codes, sink, queue_stats)"
     return res
 
