@@ -196,6 +196,63 @@ static void store_pin(struct loader *L, const char *path, const struct cfg_value
     L->conf->worker_pin = v->u.boolean;
 }
 
+/* "500ms", "30s", "2m", "1h": a positive duration in milliseconds, or -1. */
+static int64_t parse_duration(const char *s)
+{
+    char *end;
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (errno || n > 1000000000ULL)
+        return -1;
+    int64_t unit;
+    if (strcmp(end, "ms") == 0)
+        unit = 1;
+    else if (strcmp(end, "s") == 0)
+        unit = 1000;
+    else if (strcmp(end, "m") == 0)
+        unit = 60000;
+    else if (strcmp(end, "h") == 0)
+        unit = 3600000;
+    else
+        return -1;
+    return n ? (int64_t)n * unit : -1;
+}
+
+static bool store_duration(struct loader *L, const char *path, const struct cfg_value *v,
+                           int64_t min_ms, int64_t *out)
+{
+    if (!plain_string(L, path, v))
+        return false;
+    int64_t ms = parse_duration(v->u.str.ptr);
+    if (ms < 0) {
+        cfg_error(L->diag, v->pos, "%s: '%s' is not a duration (e.g. \"500ms\", \"30s\", \"2m\")",
+                  path, v->u.str.ptr);
+        return false;
+    }
+    if (ms < min_ms) {
+        cfg_error(L->diag, v->pos, "%s: '%s' is too short (at least %lldms)", path, v->u.str.ptr,
+                  (long long)min_ms);
+        return false;
+    }
+    *out = ms;
+    return true;
+}
+
+/* queue.lease: how long a claimed job may go unreported (and untouched) before
+ * another process takes it over. */
+static void store_lease(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    store_duration(L, path, v, 300, &L->conf->lease_ms);
+}
+
+/* server.shutdown-timeout: how long SIGTERM waits for transactions in flight. */
+static void store_shutdown_timeout(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    store_duration(L, path, v, 1, &L->conf->shutdown_timeout_ms);
+}
+
 static void store_log_level(struct loader *L, const char *path, const struct cfg_value *v)
 {
     enum sv_log_level lvl;
@@ -350,18 +407,72 @@ static void store_remote_tls_implicit(struct loader *L, const char *path, const 
         r->tls_implicit = v->u.boolean;
 }
 
+static bool int_in(struct loader *L, const char *path, const struct cfg_value *v, long long lo,
+                   long long hi)
+{
+    if (v->u.integer < lo || v->u.integer > hi) {
+        cfg_error(L->diag, v->pos, "%s: %lld is out of range (%lld-%lld)", path,
+                  (long long)v->u.integer, lo, hi);
+        return false;
+    }
+    return true;
+}
+
+static void store_out_connections(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (int_in(L, path, v, 1, 10000))
+        L->conf->out_connections = (int)v->u.integer;
+}
+
+static void store_out_msgs(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (int_in(L, path, v, 1, 1000000))
+        L->conf->out_msgs_per_conn = (int)v->u.integer;
+}
+
+static void store_out_idle(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (int_in(L, path, v, 0, 86400))
+        L->conf->out_idle_timeout_s = (int)v->u.integer;
+}
+
+static void store_out_mx_port(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (int_in(L, path, v, 1, 65535))
+        L->conf->out_mx_port = (int)v->u.integer;
+}
+
+static void store_out_ca_file(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    if (!plain_string(L, path, v))
+        return;
+    if (v->u.str.len == 0) {
+        cfg_error(L->diag, v->pos, "%s: must not be empty", path);
+        return;
+    }
+    free(L->conf->out_ca_file);
+    L->conf->out_ca_file = dup_str(L, v);
+}
+
 static const struct schema_key schema[] = {
     {"redis.url", CFG_STRING, store_redis_url},
     {"redis.queue", CFG_STRING, store_redis_queue},
     {"redis.password", CFG_STRING, store_redis_password},
     {"server.workers.threads", CFG_INTEGER, store_threads},
     {"server.workers.pin", CFG_BOOL, store_pin},
+    {"server.shutdown-timeout", CFG_STRING, store_shutdown_timeout},
+    {"queue.lease", CFG_STRING, store_lease},
     {"log.level", CFG_STRING, store_log_level},
     {"resolver.nameservers", CFG_ARRAY, store_nameservers},
     {"remote.*.address", CFG_STRING, store_remote_address},
     {"remote.*.port", CFG_INTEGER, store_remote_port},
     {"remote.*.protocol", CFG_STRING, store_remote_protocol},
     {"remote.*.tls.implicit", CFG_BOOL, store_remote_tls_implicit},
+    {"queue.outbound.limits.connections", CFG_INTEGER, store_out_connections},
+    {"queue.outbound.limits.messages-per-connection", CFG_INTEGER, store_out_msgs},
+    {"queue.outbound.limits.idle-timeout", CFG_INTEGER, store_out_idle},
+    {"queue.outbound.tls.ca-file", CFG_STRING, store_out_ca_file},
+    {"queue.outbound.mx-port", CFG_INTEGER, store_out_mx_port},
 };
 
 /* --- matching paths against the schema ---------------------------------------- */
@@ -620,7 +731,13 @@ int eng_conf_load(const char *path, struct eng_conf *conf, struct cfg_diag *diag
     conf->queue_name = strdup("default");
     conf->worker_threads = 0;
     conf->worker_pin = true;
+    conf->lease_ms = 60000;
+    conf->shutdown_timeout_ms = 10000;
     conf->log_level = SV_LOG_INFO;
+    conf->out_connections = 8;
+    conf->out_msgs_per_conn = 1000;
+    conf->out_idle_timeout_s = 30;
+    conf->out_mx_port = 25;
     if (!conf->redis_url || !conf->queue_name)
         L.oom = true;
     walk(&L, conf->doc->root, "", "");
@@ -639,6 +756,7 @@ void eng_conf_free(struct eng_conf *conf)
     free(conf->redis_url);
     free(conf->queue_name);
     free(conf->redis_password);
+    free(conf->out_ca_file);
     for (size_t i = 0; i < conf->n_nameservers; i++)
         free(conf->nameservers[i]);
     free(conf->nameservers);

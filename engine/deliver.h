@@ -22,10 +22,10 @@ struct ev_loop;
 struct eng_deliverer;
 
 struct eng_deliverer_opts {
-    struct ev_loop *loop;             /* borrowed: the worker's loop */
-    const struct eng_conf *conf;      /* borrowed: rules are cloned per deliverer */
-    struct eng_dns_cache *dns_cache;  /* borrowed, shared by all workers */
-    unsigned worker_id;               /* for logs */
+    struct ev_loop *loop;            /* borrowed: the worker's loop */
+    const struct eng_conf *conf;     /* borrowed: rules are cloned per deliverer */
+    struct eng_dns_cache *dns_cache; /* borrowed, shared by all workers */
+    unsigned worker_id;              /* for logs */
 };
 
 /* Returns 0 and an owned deliverer, or a negative errno with a logged reason

@@ -32,9 +32,9 @@ void eng_dns_cache_free(struct eng_dns_cache *c); /* NULL-safe; no resolver may 
 struct eng_dns;
 
 struct eng_dns_opts {
-    struct ev_loop *loop;             /* borrowed: the worker's loop */
-    struct eng_dns_cache *cache;      /* borrowed, shared; may be NULL (no caching) */
-    const char *const *nameservers;   /* borrowed: "ip", "ip:port", "[v6]:port"; n == 0 = system */
+    struct ev_loop *loop;           /* borrowed: the worker's loop */
+    struct eng_dns_cache *cache;    /* borrowed, shared; may be NULL (no caching) */
+    const char *const *nameservers; /* borrowed: "ip", "ip:port", "[v6]:port"; n == 0 = system */
     size_t n_nameservers;
     int timeout_ms; /* per try; 0 = 3000 */
     int tries;      /* 0 = 2 */
@@ -54,9 +54,9 @@ enum eng_dns_status {
 };
 
 struct eng_mx_host {
-    const char *name;       /* MX host name, lower case, no trailing dot */
-    unsigned preference;    /* from the MX record; 0 for an implicit MX */
-    size_t naddrs;          /* addresses in ip-strategy order; port unset (0) */
+    const char *name;    /* MX host name, lower case, no trailing dot */
+    unsigned preference; /* from the MX record; 0 for an implicit MX */
+    size_t naddrs;       /* addresses in ip-strategy order; port unset (0) */
     const struct sockaddr_storage *addrs;
 };
 

@@ -27,6 +27,13 @@ struct eng_conf {
     bool worker_pin;      /* server.workers.pin; true by default */
     int log_level;        /* log.level as an enum sv_log_level; info by default */
 
+    /* queue.lease: a claimed job unreported for this long is taken over by another
+     * process (rq_reclaim); "60s" by default. */
+    int64_t lease_ms;
+    /* server.shutdown-timeout: SIGTERM waits this long for transactions in
+     * flight; "10s" by default. */
+    int64_t shutdown_timeout_ms;
+
     /* resolver.nameservers: "ip" or "ip:port" ("[v6]:port") as written; owned */
     char **nameservers;
     size_t n_nameservers;
@@ -39,6 +46,13 @@ struct eng_conf {
      * at load time; the engine evaluates them per attempt. */
     struct eng_rule *rules; /* owned array */
     size_t n_rules;
+
+    /* Outbound pools and trust (plain keys, read by engine/deliver). */
+    int out_connections;    /* queue.outbound.limits.connections: per MX per worker; 8 */
+    int out_msgs_per_conn;  /* queue.outbound.limits.messages-per-connection; 1000 */
+    int out_idle_timeout_s; /* queue.outbound.limits.idle-timeout (seconds); 30 */
+    char *out_ca_file;      /* queue.outbound.tls.ca-file; NULL = the system bundle */
+    int out_mx_port;        /* queue.outbound.mx-port: SMTP port of MX hosts; 25 (for tests) */
 };
 
 struct eng_remote {

@@ -24,9 +24,10 @@ static void usage(FILE *out)
     fprintf(out, "usage: salvo <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < SV_ARRAY_LEN(commands); i++)
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n"
-                 "Config: -c FILE, else $SALVO_CONFIG, else ./salvo.toml, else an embedded default.\n"
-                 "Start with:  salvo config check      (then: salvo <command> --help)\n");
+    fprintf(out,
+            "\n"
+            "Config: -c FILE, else $SALVO_CONFIG, else ./salvo.toml, else an embedded default.\n"
+            "Start with:  salvo config check      (then: salvo <command> --help)\n");
 }
 
 int main(int argc, char **argv)

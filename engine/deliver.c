@@ -1,0 +1,901 @@
+/* engine/deliver: one worker's delivery of claimed jobs (see deliver.h).
+ *
+ * Per job: rule variables -> next-hop (relay) or MX lookup -> for each address in
+ * order (limits.mx x limits.multihomed): evaluate the TLS rules with `mx` set, take
+ * a pooled session that satisfies them or open one, run the transaction(s); a
+ * failure before MAIL FROM left moves on to the next address; then one outcome per
+ * recipient. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "deliver.h"
+#include "deliver_int.h"
+#include "tls.h"
+
+#define SETTINGS(X)                                                                                \
+    X(STARTTLS, "queue.outbound.tls.starttls")                                                     \
+    X(ALLOW_INVALID, "queue.outbound.tls.allow-invalid-certs")                                     \
+    X(HOSTNAME, "queue.outbound.hostname")                                                         \
+    X(NEXT_HOP, "queue.outbound.next-hop")                                                         \
+    X(IP_STRATEGY, "queue.outbound.ip-strategy")                                                   \
+    X(LIMIT_MX, "queue.outbound.limits.mx")                                                        \
+    X(LIMIT_MULTIHOMED, "queue.outbound.limits.multihomed")                                        \
+    X(T_CONNECT, "queue.outbound.timeouts.connect")                                                \
+    X(T_GREETING, "queue.outbound.timeouts.greeting")                                              \
+    X(T_TLS, "queue.outbound.timeouts.tls")                                                        \
+    X(T_EHLO, "queue.outbound.timeouts.ehlo")                                                      \
+    X(T_MAIL, "queue.outbound.timeouts.mail-from")                                                 \
+    X(T_RCPT, "queue.outbound.timeouts.rcpt-to")                                                   \
+    X(T_DATA, "queue.outbound.timeouts.data")                                                      \
+    X(RETRY, "queue.schedule.retry")                                                               \
+    X(EXPIRE, "queue.schedule.expire")
+
+#define SET_ENUM(id, key) SET_##id,
+enum { SETTINGS(SET_ENUM) SET_COUNT };
+#undef SET_ENUM
+#define SET_KEY(id, key) key,
+static const char *const set_keys[] = {SETTINGS(SET_KEY)};
+#undef SET_KEY
+
+struct dhost {
+    char *name;
+    size_t naddrs;
+    struct sockaddr_storage *addrs;
+};
+
+struct djob;
+
+struct eng_deliverer {
+    struct eng_deliverer_opts o;
+    struct rule_program *prog[SET_COUNT]; /* clones; NULL = the setting's default */
+    const struct rule_setting *set[SET_COUNT];
+    struct eng_dns *dns;
+    struct tls_client *tls;
+    struct tls_session_cache *tcache;
+    struct eng_pool pool;
+    size_t busy;
+    uint64_t next_id;
+    struct eng_deliver_stats st;
+    bool shutting;
+    void (*shut_done)(void *);
+    void *shut_arg;
+    ev_timer shut_timer;
+    ev_idle shut_check;
+};
+
+struct djob {
+    struct eng_deliverer *d;
+    const struct rq_job *job;
+    eng_deliver_cb cb;
+    void *cb_arg;
+    uint64_t id;
+    struct eng_outcome *o;
+    struct rule_vars vars;
+    struct rule_val *rvals;
+    const char *sender_domain;
+    /* route */
+    struct dhost *hosts;
+    size_t nhosts, hi, ai;
+    int port;
+    bool implicit_tls, relay;
+    /* transactions */
+    struct smtp_txn *txns;
+    size_t ntxn, pending;
+    struct sv_buf *bodies; /* personalised: one rendered body per recipient */
+    bool fresh_retry;      /* retried once on a new connection after a dead pooled one */
+    bool tried;            /* at least one address was attempted */
+    /* a failure before anything was sent, kept when moving to the next address */
+    enum smtp_err last_err;
+    char last_text[320];
+    char last_tls[160];
+    char keybuf[512];
+    struct smtp_policy pol;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void eval(struct djob *j, int which, struct rule_result *r)
+{
+    struct eng_deliverer *d = j->d;
+    if (!d->prog[which]) {
+        rule_setting_default(d->set[which], r);
+        return;
+    }
+    int rc = rule_eval_setting(d->prog[which], &j->vars, r);
+    if (rc < 0)
+        sv_warn("deliver %llu: %s: %s; using the default", (unsigned long long)j->id,
+                set_keys[which], rule_strerror(rc));
+}
+
+static void set_str(struct rule_vars *v, int var, const char *s)
+{
+    v->v[var].type = RULE_STR;
+    v->v[var].len = (uint32_t)strlen(s);
+    v->v[var].u.s = s;
+}
+
+static void set_int(struct rule_vars *v, int var, int64_t i)
+{
+    v->v[var].type = RULE_INT;
+    v->v[var].len = 0;
+    v->v[var].u.i = i;
+}
+
+/* --- outcomes ----------------------------------------------------------------- */
+
+struct rres {
+    enum rq_outcome outcome;
+    int64_t retry_at;
+    char *error, *reply, *tls;
+};
+
+static void classify_deferred(struct djob *j, struct rres *r, const char *cls, const char *reply)
+{
+    struct rule_result rr, ex;
+    eval(j, SET_RETRY, &rr);
+    eval(j, SET_EXPIRE, &ex);
+    int64_t iv = 60000;
+    if (rr.n > 0)
+        iv = rr.list[j->job->retry_num < rr.n ? j->job->retry_num : rr.n - 1];
+    int64_t now = now_ms(), at = now + iv;
+    int64_t created = rq_body_created_ms(j->job->body);
+    if (at > created + ex.i) {
+        r->outcome = RQ_BOUNCED;
+        size_t n = strlen(cls) + strlen(reply) + 64;
+        r->error = malloc(n);
+        if (r->error)
+            snprintf(r->error, n, "expired (last error %s): %s", cls, reply);
+        r->reply = strdup(reply);
+        return;
+    }
+    r->outcome = RQ_DEFERRED;
+    r->retry_at = at;
+    r->error = strdup(cls);
+    r->reply = strdup(reply);
+}
+
+static void set_bounced(struct rres *r, const char *reply)
+{
+    r->outcome = RQ_BOUNCED;
+    r->error = strdup(reply);
+    r->reply = strdup(reply);
+}
+
+/* The outcome of recipient k of transaction t (RFC 5321 4.2.1 classes). */
+static void rcpt_outcome(struct djob *j, const struct smtp_txn *t, size_t k, struct rres *r)
+{
+    r->tls = strdup(t->tls[0] ? t->tls : "none");
+    int mc = t->mail_code, rc = t->rcpt_code ? t->rcpt_code[k] : 0, dc = t->data_code;
+    if (mc / 100 == 5) {
+        set_bounced(r, t->mail_reply ? t->mail_reply : "5xx");
+        return;
+    }
+    if (rc / 100 == 5) {
+        set_bounced(r, t->rcpt_reply[k] ? t->rcpt_reply[k] : "5xx");
+        return;
+    }
+    if (t->err != SMTP_ERR_NONE) {
+        classify_deferred(j, r, smtp_err_name(t->err), t->err_text ? t->err_text : "");
+        return;
+    }
+    if (mc / 100 == 4) {
+        classify_deferred(j, r, "unexpected-reply", t->mail_reply ? t->mail_reply : "");
+        return;
+    }
+    if (rc / 100 != 2) {
+        classify_deferred(j, r, "unexpected-reply",
+                          t->rcpt_reply[k] ? t->rcpt_reply[k] : "no reply to RCPT TO");
+        return;
+    }
+    if (dc / 100 == 2) {
+        r->outcome = RQ_DELIVERED;
+        r->reply = strdup(t->data_reply ? t->data_reply : "");
+        return;
+    }
+    if (dc / 100 == 5) {
+        set_bounced(r, t->data_reply);
+        return;
+    }
+    classify_deferred(j, r, "unexpected-reply", t->data_reply ? t->data_reply : "no reply to DATA");
+}
+
+static void djob_free(struct djob *j)
+{
+    if (!j)
+        return;
+    for (size_t i = 0; i < j->nhosts; i++) {
+        free(j->hosts[i].name);
+        free(j->hosts[i].addrs);
+    }
+    free(j->hosts);
+    for (size_t i = 0; i < j->ntxn; i++) {
+        smtp_txn_clear(&j->txns[i]);
+        free(j->txns[i].rcpt_code);
+        free(j->txns[i].rcpt_reply);
+        free((void *)j->txns[i].rcpt);
+    }
+    free(j->txns);
+    if (j->bodies)
+        for (size_t i = 0; i < j->job->nrcpt; i++)
+            sv_buf_free(&j->bodies[i]);
+    free(j->bodies);
+    free(j->rvals);
+    free(j);
+}
+
+static void check_shutdown(struct eng_deliverer *d);
+
+/* Packs the per-recipient results into the outcome's arena and calls back. */
+static void finish_job(struct djob *j, struct rres *rr)
+{
+    struct eng_deliverer *d = j->d;
+    struct eng_outcome *o = j->o;
+    size_t n = j->job->nrcpt, total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += (rr[i].error ? strlen(rr[i].error) : 0) + (rr[i].reply ? strlen(rr[i].reply) : 0) +
+                 (rr[i].tls ? strlen(rr[i].tls) : 0) + 3;
+    bool oom = sv_buf_reserve(&o->arena, total + 1) < 0;
+    size_t *offs = calloc(3 * n + 1, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) {
+        char *parts[3] = {rr[i].error, rr[i].reply, rr[i].tls};
+        for (int p = 0; p < 3; p++) {
+            if (!oom && offs) {
+                offs[3 * i + p] = o->arena.len;
+                const char *src = parts[p] ? parts[p] : "";
+                memcpy(o->arena.ptr + o->arena.len, src, strlen(src) + 1);
+                o->arena.len += strlen(src) + 1;
+            }
+            free(parts[p]);
+        }
+        o->res[i].outcome = rr[i].outcome;
+        o->res[i].retry_at_ms = rr[i].retry_at;
+        switch (rr[i].outcome) {
+        case RQ_DELIVERED: d->st.rcpt_delivered++; break;
+        case RQ_DEFERRED: d->st.rcpt_deferred++; break;
+        case RQ_BOUNCED:
+        case RQ_DEAD: d->st.rcpt_bounced++; break;
+        default: abort();
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!oom && offs) {
+            o->res[i].error = o->arena.ptr + offs[3 * i];
+            o->res[i].reply = o->arena.ptr + offs[3 * i + 1];
+            o->res[i].tls = o->arena.ptr + offs[3 * i + 2];
+        } else {
+            o->res[i].error = o->res[i].outcome == RQ_DELIVERED ? "" : "io";
+            o->res[i].reply = "out of memory";
+            o->res[i].tls = "none";
+        }
+        if (o->res[i].outcome == RQ_DELIVERED)
+            o->res[i].error = NULL;
+    }
+    free(offs);
+    free(rr);
+    for (size_t i = 0; i < n; i++)
+        sv_debug("deliver %llu: <%s>: %s: %s", (unsigned long long)j->id, j->job->rcpt[i].addr,
+                 o->res[i].outcome == RQ_DELIVERED  ? "delivered"
+                 : o->res[i].outcome == RQ_DEFERRED ? "deferred"
+                                                    : "bounced",
+                 o->res[i].reply ? o->res[i].reply : "");
+    d->st.jobs++;
+    d->busy--;
+    eng_deliver_cb cb = j->cb;
+    void *arg = j->cb_arg;
+    djob_free(j);
+    cb(arg, o);
+    check_shutdown(d);
+}
+
+/* Every recipient gets the same local outcome (DNS, routing, connection failure). */
+static void finish_all(struct djob *j, bool permanent, const char *cls, const char *reply,
+                       const char *tls)
+{
+    struct rres *rr = calloc(j->job->nrcpt ? j->job->nrcpt : 1, sizeof(*rr));
+    if (!rr)
+        abort(); /* tiny; nothing sensible to do without memory here */
+    for (size_t i = 0; i < j->job->nrcpt; i++) {
+        rr[i].tls = strdup(tls ? tls : "none");
+        if (permanent)
+            set_bounced(&rr[i], reply);
+        else
+            classify_deferred(j, &rr[i], cls, reply);
+    }
+    finish_job(j, rr);
+}
+
+static void finish_txns(struct djob *j)
+{
+    struct rres *rr = calloc(j->job->nrcpt ? j->job->nrcpt : 1, sizeof(*rr));
+    if (!rr)
+        abort();
+    size_t base = 0;
+    for (size_t t = 0; t < j->ntxn; t++) {
+        for (size_t k = 0; k < j->txns[t].nrcpt; k++)
+            rcpt_outcome(j, &j->txns[t], k, &rr[base + k]);
+        base += j->txns[t].nrcpt;
+    }
+    finish_job(j, rr);
+}
+
+/* --- attempts ------------------------------------------------------------------- */
+
+static void try_next(struct djob *j);
+
+static void reset_txns(struct djob *j)
+{
+    for (size_t i = 0; i < j->ntxn; i++) {
+        struct smtp_txn *t = &j->txns[i];
+        smtp_txn_clear(t);
+        t->mail_code = t->data_code = 0;
+        memset(t->rcpt_code, 0, t->nrcpt * sizeof(int));
+        memset(t->rcpt_reply, 0, t->nrcpt * sizeof(char *));
+        t->err = SMTP_ERR_NONE;
+        t->mail_sent = t->body_sent = t->reused = t->tls_new = t->tls_resumed = false;
+        t->tls[0] = '\0';
+    }
+}
+
+static void txn_done(void *arg, struct smtp_txn *t)
+{
+    struct djob *j = arg;
+    struct eng_deliverer *d = j->d;
+    if (t->err == SMTP_ERR_NONE &&
+        (t->data_code / 100 == 2 || t->data_code / 100 == 4 || t->data_code / 100 == 5) &&
+        t->body_sent) {
+        j->o->transactions++;
+        d->st.transactions++;
+    }
+    if (t->err == SMTP_ERR_NONE || t->mail_sent) {
+        if (t->reused) {
+            j->o->connections_reused++;
+            d->st.connections_reused++;
+        }
+        if (t->tls_new) {
+            if (t->tls_resumed) {
+                j->o->tls_resumed++;
+                d->st.tls_resumed++;
+            } else {
+                j->o->tls_full++;
+                d->st.tls_full++;
+            }
+        }
+    }
+    if (--j->pending > 0)
+        return;
+    /* All transactions are back. A session failure before any MAIL FROM left
+     * means nothing reached the server: try the next address (or, when a pooled
+     * session had died while idle, a fresh connection to the same one). */
+    bool none_sent = true, failed = false, dead_pooled = false;
+    for (size_t i = 0; i < j->ntxn; i++) {
+        none_sent &=
+            !j->txns[i].mail_sent || (j->txns[i].err == SMTP_ERR_CONNECTION && j->txns[i].reused &&
+                                      !j->txns[i].body_sent && j->txns[i].mail_code == 0);
+        failed |= j->txns[i].err != SMTP_ERR_NONE;
+        dead_pooled |= j->txns[i].reused && j->txns[i].err == SMTP_ERR_CONNECTION;
+    }
+    if (failed && none_sent && !d->shutting) {
+        const struct smtp_txn *f = &j->txns[0];
+        j->last_err = f->err;
+        snprintf(j->last_text, sizeof(j->last_text), "%s", f->err_text ? f->err_text : "");
+        snprintf(j->last_tls, sizeof(j->last_tls), "%s", f->tls[0] ? f->tls : "none");
+        if (dead_pooled && !j->fresh_retry) {
+            j->fresh_retry = true; /* same address, new connection */
+        } else {
+            j->ai++;
+        }
+        reset_txns(j);
+        try_next(j);
+        return;
+    }
+    finish_txns(j);
+}
+
+static void session_closed(void *arg, struct smtp_session *s)
+{
+    struct eng_deliverer *d = arg;
+    eng_pool_remove(&d->pool, s);
+    check_shutdown(d);
+}
+
+static void session_idle(void *arg, struct smtp_session *s)
+{
+    struct eng_deliverer *d = arg;
+    if (d->shutting || smtp_session_transactions(s) >= (unsigned)d->o.conf->out_msgs_per_conn)
+        smtp_session_close(s, true, "done");
+}
+
+static bool addr_to_text(const struct sockaddr_storage *a, char *buf, size_t len)
+{
+    const void *p = a->ss_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)a)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)a)->sin_addr;
+    return inet_ntop(a->ss_family, p, buf, (socklen_t)len) != NULL;
+}
+
+static void try_next(struct djob *j)
+{
+    struct eng_deliverer *d = j->d;
+    while (j->hi < j->nhosts && j->ai >= j->hosts[j->hi].naddrs) {
+        j->hi++;
+        j->ai = 0;
+    }
+    if (j->hi >= j->nhosts) {
+        finish_all(j, false,
+                   smtp_err_name(j->last_err != SMTP_ERR_NONE ? j->last_err : SMTP_ERR_CONNECTION),
+                   j->last_text[0] ? j->last_text : "no address to try", j->last_tls);
+        return;
+    }
+    struct dhost *h = &j->hosts[j->hi];
+    const struct sockaddr_storage *a = &h->addrs[j->ai];
+    char ip[INET6_ADDRSTRLEN] = "?";
+    addr_to_text(a, ip, sizeof(ip));
+
+    /* The attempt's policy, with `mx` known. */
+    set_str(&j->vars, RULE_VAR_MX, h->name);
+    set_str(&j->vars, RULE_VAR_REMOTE_IP, ip);
+    struct rule_result r;
+    eval(j, SET_STARTTLS, &r);
+    j->pol.starttls = (enum rule_tls_mode)r.i;
+    eval(j, SET_ALLOW_INVALID, &r);
+    j->pol.allow_invalid = r.i != 0;
+    snprintf(j->keybuf, sizeof(j->keybuf), "%s [%s]:%d%s", h->name, ip, j->port,
+             j->implicit_tls ? "/tls" : "");
+    sv_debug("deliver %llu: attempt via %s: starttls %s, %s certificates",
+             (unsigned long long)j->id, j->keybuf,
+             j->pol.starttls == RULE_TLS_REQUIRE   ? "require"
+             : j->pol.starttls == RULE_TLS_DISABLE ? "disable"
+                                                   : "optional",
+             j->pol.allow_invalid ? "invalid allowed" : "strict");
+
+    struct smtp_session *s = NULL;
+    unsigned maxm = (unsigned)d->o.conf->out_msgs_per_conn;
+    if (!j->fresh_retry) {
+        s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
+        if (s && smtp_session_transactions(s) >= maxm)
+            s = NULL;
+        if (!s && eng_pool_count(&d->pool, j->keybuf) >= (size_t)d->o.conf->out_connections) {
+            s = eng_pool_busy(&d->pool, j->keybuf, &j->pol, maxm);
+            if (!s)
+                eng_pool_evict_idle(&d->pool, j->keybuf);
+        }
+    }
+    j->tried = true;
+    if (!s) {
+        struct rule_result tr;
+        struct smtp_session_opts so = {
+            .loop = d->o.loop,
+            .id = ++d->next_id,
+            .addr = *a,
+            .host = h->name,
+            .port = (uint16_t)j->port,
+            .implicit_tls = j->implicit_tls,
+            .policy = j->pol,
+            .tls = d->tls,
+            .tls_cache = d->tcache,
+            .closed = session_closed,
+            .idle = session_idle,
+            .arg = d,
+            .idle_ms = (int64_t)d->o.conf->out_idle_timeout_s * 1000,
+        };
+        so.id |= (uint64_t)d->o.worker_id << 48;
+        eval(j, SET_T_CONNECT, &tr);
+        so.to.connect = tr.i;
+        eval(j, SET_T_GREETING, &tr);
+        so.to.greeting = tr.i;
+        eval(j, SET_T_TLS, &tr);
+        so.to.tls = tr.i;
+        eval(j, SET_T_EHLO, &tr);
+        so.to.ehlo = tr.i;
+        eval(j, SET_T_MAIL, &tr);
+        so.to.mail = tr.i;
+        eval(j, SET_T_RCPT, &tr);
+        so.to.rcpt = tr.i;
+        eval(j, SET_T_DATA, &tr);
+        so.to.data = tr.i;
+        char helo[256];
+        eval(j, SET_HOSTNAME, &tr);
+        snprintf(helo, sizeof(helo), "%.*s", (int)tr.len, tr.s ? tr.s : "localhost");
+        so.helo = helo;
+        int rc = smtp_session_open(&so, &s);
+        if (rc < 0) {
+            snprintf(j->last_text, sizeof(j->last_text), "cannot open a socket to %.200s: %s",
+                     j->keybuf, strerror(-rc));
+            j->last_err = SMTP_ERR_CONNECTION;
+            j->ai++;
+            try_next(j);
+            return;
+        }
+        if (eng_pool_add(&d->pool, j->keybuf, s) < 0) {
+            smtp_session_close(s, false, "out of memory");
+            finish_all(j, false, "connection", "out of memory", NULL);
+            return;
+        }
+        j->o->connections_opened++;
+        d->st.connections_opened++;
+    }
+    j->fresh_retry = false;
+    j->pending = j->ntxn;
+    for (size_t i = 0; i < j->ntxn; i++)
+        smtp_session_submit(s, &j->txns[i]);
+}
+
+/* --- routing ---------------------------------------------------------------------- */
+
+static void dns_done(void *arg, const struct eng_mx_result *r)
+{
+    struct djob *j = arg;
+    switch (r->status) {
+    case ENG_DNS_OK: break;
+    case ENG_DNS_NULL_MX: finish_all(j, true, "dns", r->error ? r->error : "null MX", NULL); return;
+    case ENG_DNS_NODOMAIN:
+        finish_all(j, true, "dns", r->error ? r->error : "no such domain", NULL);
+        return;
+    case ENG_DNS_TEMPFAIL:
+        finish_all(j, false, "dns", r->error ? r->error : "DNS lookup failed", NULL);
+        return;
+    default: abort();
+    }
+    j->hosts = calloc(r->nhosts ? r->nhosts : 1, sizeof(*j->hosts));
+    if (!j->hosts) {
+        finish_all(j, false, "dns", "out of memory", NULL);
+        return;
+    }
+    for (size_t i = 0; i < r->nhosts; i++) {
+        struct dhost *h = &j->hosts[i];
+        h->name = strdup(r->hosts[i].name);
+        h->addrs = calloc(r->hosts[i].naddrs ? r->hosts[i].naddrs : 1, sizeof(*h->addrs));
+        j->nhosts++;
+        if (!h->name || !h->addrs) {
+            finish_all(j, false, "dns", "out of memory", NULL);
+            return;
+        }
+        memcpy(h->addrs, r->hosts[i].addrs, r->hosts[i].naddrs * sizeof(*h->addrs));
+        h->naddrs = r->hosts[i].naddrs;
+    }
+    try_next(j);
+}
+
+static bool ip_literal(const char *s, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
+    char buf[64];
+    size_t n = strlen(s);
+    if (n >= 2 && s[0] == '[' && s[n - 1] == ']' && n - 2 < sizeof(buf)) {
+        memcpy(buf, s + 1, n - 2);
+        buf[n - 2] = '\0';
+        s = buf;
+    }
+    if (inet_pton(AF_INET, s, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, s, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
+/* Builds the transactions: one for all recipients, or one per recipient with its
+ * own rendered body (personalised). */
+static int build_txns(struct djob *j)
+{
+    const struct rq_job *job = j->job;
+    size_t blen = 0;
+    const char *body = rq_body_data(job->body, &blen);
+    const char *from = rq_body_from(job->body);
+    bool personal = rq_body_personalised(job->body);
+    bool utf8 = false;
+    for (const char *p = from; *p; p++)
+        utf8 |= (unsigned char)*p >= 0x80;
+    for (size_t i = 0; i < job->nrcpt; i++)
+        for (const char *p = job->rcpt[i].addr; *p; p++)
+            utf8 |= (unsigned char)*p >= 0x80;
+    j->ntxn = personal ? job->nrcpt : 1;
+    j->txns = calloc(j->ntxn, sizeof(*j->txns));
+    if (!j->txns)
+        return -ENOMEM;
+    if (personal) {
+        j->bodies = calloc(job->nrcpt, sizeof(*j->bodies));
+        if (!j->bodies)
+            return -ENOMEM;
+    }
+    for (size_t t = 0; t < j->ntxn; t++) {
+        struct smtp_txn *x = &j->txns[t];
+        size_t first = personal ? t : 0, n = personal ? 1 : job->nrcpt;
+        const char **rc = calloc(n, sizeof(*rc));
+        x->rcpt_code = calloc(n, sizeof(int));
+        x->rcpt_reply = calloc(n, sizeof(char *));
+        x->rcpt = rc;
+        x->nrcpt = n;
+        if (!rc || !x->rcpt_code || !x->rcpt_reply)
+            return -ENOMEM;
+        for (size_t k = 0; k < n; k++)
+            rc[k] = job->rcpt[first + k].addr;
+        x->from = from;
+        if (personal) {
+            if (rq_render(job->body, &job->rcpt[t], &j->bodies[t]) < 0)
+                return -ENOMEM;
+            x->body = j->bodies[t].ptr ? j->bodies[t].ptr : "";
+            x->body_len = j->bodies[t].len;
+        } else {
+            x->body = body;
+            x->body_len = blen;
+        }
+        for (size_t i = 0; i < x->body_len && !x->eightbit; i++)
+            x->eightbit = (unsigned char)x->body[i] >= 0x80;
+        x->smtputf8 = utf8;
+        x->done = txn_done;
+        x->arg = j;
+    }
+    return 0;
+}
+
+int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_cb cb, void *arg)
+{
+    if (d->shutting)
+        return -ESHUTDOWN;
+    if (!job || job->nrcpt == 0 || !job->body)
+        return -EINVAL;
+    struct djob *j = calloc(1, sizeof(*j));
+    struct eng_outcome *o = calloc(1, sizeof(*o));
+    if (!j || !o) {
+        free(j);
+        free(o);
+        return -ENOMEM;
+    }
+    o->job = job;
+    o->res = calloc(job->nrcpt, sizeof(*o->res));
+    j->rvals = calloc(job->nrcpt, sizeof(*j->rvals));
+    j->d = d;
+    j->job = job;
+    j->cb = cb;
+    j->cb_arg = arg;
+    j->o = o;
+    j->id = ((uint64_t)d->o.worker_id << 48) | ++d->next_id;
+    snprintf(j->last_tls, sizeof(j->last_tls), "none");
+    if (!o->res || !j->rvals || build_txns(j) < 0) {
+        djob_free(j);
+        eng_outcome_free(o);
+        return -ENOMEM;
+    }
+
+    /* Rule variables for this job. */
+    struct rule_vars *v = &j->vars;
+    rule_vars_init(v);
+    const char *from = rq_body_from(job->body);
+    const char *at = strrchr(from, '@');
+    set_str(v, RULE_VAR_SENDER, from);
+    set_str(v, RULE_VAR_SENDER_DOMAIN, at ? at + 1 : "");
+    set_str(v, RULE_VAR_RCPT, job->rcpt[0].addr);
+    set_str(v, RULE_VAR_RCPT_DOMAIN, job->domain);
+    for (size_t i = 0; i < job->nrcpt; i++) {
+        j->rvals[i].type = RULE_STR;
+        j->rvals[i].len = (uint32_t)strlen(job->rcpt[i].addr);
+        j->rvals[i].u.s = job->rcpt[i].addr;
+    }
+    v->v[RULE_VAR_RECIPIENTS].type = RULE_ARR;
+    v->v[RULE_VAR_RECIPIENTS].len = (uint32_t)job->nrcpt;
+    v->v[RULE_VAR_RECIPIENTS].u.a = j->rvals;
+    set_int(v, RULE_VAR_RETRY_NUM, job->retry_num);
+    set_str(v, RULE_VAR_LAST_ERROR, job->last_error && *job->last_error ? job->last_error : "none");
+    set_str(v, RULE_VAR_QUEUE_NAME, d->o.conf->queue_name ? d->o.conf->queue_name : "default");
+    int64_t now = now_ms(), created = rq_body_created_ms(job->body);
+    set_int(v, RULE_VAR_QUEUE_AGE, (now - created) / 1000);
+    size_t blen = 0;
+    rq_body_data(job->body, &blen);
+    set_int(v, RULE_VAR_SIZE, (int64_t)blen);
+    struct rule_result ex;
+    eval(j, SET_EXPIRE, &ex);
+    set_int(v, RULE_VAR_EXPIRES_IN, (created + ex.i - now) / 1000);
+
+    d->busy++;
+    struct rule_result nh, strat, lmx, lmh;
+    eval(j, SET_NEXT_HOP, &nh);
+    eval(j, SET_IP_STRATEGY, &strat);
+    eval(j, SET_LIMIT_MX, &lmx);
+    eval(j, SET_LIMIT_MULTIHOMED, &lmh);
+    size_t max_mx = lmx.i > 0 ? (size_t)lmx.i : 1, max_addrs = lmh.i > 0 ? (size_t)lmh.i : 1;
+    j->port = d->o.conf->out_mx_port > 0 ? d->o.conf->out_mx_port : 25;
+    if (nh.s) {
+        const struct eng_remote *rem = NULL;
+        for (size_t i = 0; i < d->o.conf->n_remotes; i++)
+            if (strlen(d->o.conf->remotes[i].name) == nh.len &&
+                memcmp(d->o.conf->remotes[i].name, nh.s, nh.len) == 0)
+                rem = &d->o.conf->remotes[i];
+        if (!rem) {
+            char why[200];
+            snprintf(why, sizeof(why), "next-hop '%.*s' is not a configured [remote.%.*s]",
+                     (int)nh.len, nh.s, (int)nh.len, nh.s);
+            finish_all(j, false, "connection", why, NULL);
+            return 0;
+        }
+        j->relay = true;
+        j->port = rem->port;
+        j->implicit_tls = rem->tls_implicit;
+        struct sockaddr_storage sa;
+        if (ip_literal(rem->address, &sa)) {
+            j->hosts = calloc(1, sizeof(*j->hosts));
+            if (j->hosts) {
+                j->hosts[0].name = strdup(rem->address);
+                j->hosts[0].addrs = malloc(sizeof(sa));
+            }
+            if (!j->hosts || !j->hosts[0].name || !j->hosts[0].addrs) {
+                j->nhosts = j->hosts ? 1 : 0;
+                finish_all(j, false, "connection", "out of memory", NULL);
+                return 0;
+            }
+            j->nhosts = 1;
+            j->hosts[0].addrs[0] = sa;
+            j->hosts[0].naddrs = 1;
+            try_next(j);
+            return 0;
+        }
+        int rc = eng_dns_resolve_host(d->dns, rem->address, (enum rule_ip_strategy)strat.i,
+                                      max_addrs, dns_done, j);
+        if (rc < 0)
+            finish_all(j, false, "dns", "cannot start the address lookup", NULL);
+        return 0;
+    }
+    int rc = eng_dns_resolve_mx(d->dns, job->domain, (enum rule_ip_strategy)strat.i, max_mx,
+                                max_addrs, dns_done, j);
+    if (rc < 0)
+        finish_all(j, false, "dns", "cannot start the MX lookup", NULL);
+    return 0;
+}
+
+/* --- life cycle --------------------------------------------------------------------- */
+
+int eng_deliverer_new(const struct eng_deliverer_opts *o, struct eng_deliverer **out)
+{
+    struct eng_deliverer *d = calloc(1, sizeof(*d));
+    if (!d)
+        return -ENOMEM;
+    d->o = *o;
+    int rc = -ENOMEM;
+    for (int i = 0; i < SET_COUNT; i++) {
+        d->set[i] = rule_setting_find(set_keys[i]);
+        if (!d->set[i]) {
+            sv_error("deliver: unknown setting %s", set_keys[i]);
+            rc = -EINVAL;
+            goto fail;
+        }
+        for (size_t k = 0; k < o->conf->n_rules; k++)
+            if (strcmp(o->conf->rules[k].key, set_keys[i]) == 0) {
+                d->prog[i] = rule_program_clone(o->conf->rules[k].program);
+                if (!d->prog[i])
+                    goto fail;
+            }
+    }
+    if (tls_global_init() < 0) {
+        rc = -EIO;
+        goto fail;
+    }
+    char err[256];
+    struct tls_client_opts to = {.ca_file = o->conf->out_ca_file};
+    rc = tls_client_new(&to, &d->tls, err, sizeof(err));
+    if (rc < 0) {
+        sv_error("deliver: %s", err);
+        goto fail;
+    }
+    rc = tls_session_cache_new(1024, 3600, &d->tcache);
+    if (rc < 0)
+        goto fail;
+    struct eng_dns_opts dopts = {
+        .loop = o->loop,
+        .cache = o->dns_cache,
+        .nameservers = (const char *const *)o->conf->nameservers,
+        .n_nameservers = o->conf->n_nameservers,
+    };
+    rc = eng_dns_new(&dopts, &d->dns);
+    if (rc < 0)
+        goto fail;
+    *out = d;
+    return 0;
+fail:
+    eng_deliverer_free(d);
+    return rc;
+}
+
+static void shut_finish(struct eng_deliverer *d)
+{
+    ev_timer_stop(d->o.loop, &d->shut_timer);
+    ev_idle_stop(d->o.loop, &d->shut_check);
+    void (*done)(void *) = d->shut_done;
+    d->shut_done = NULL;
+    if (done)
+        done(d->shut_arg);
+}
+
+static void check_shutdown(struct eng_deliverer *d)
+{
+    if (!d->shutting || !d->shut_done)
+        return;
+    if (d->busy == 0)
+        eng_pool_close_all(&d->pool, true, "shutting down");
+    if (d->busy == 0 && d->pool.n == 0)
+        ev_idle_start(d->o.loop, &d->shut_check); /* call `done` from the loop, not here */
+}
+
+static void shut_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    shut_finish(w->data);
+}
+
+static void shut_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct eng_deliverer *d = w->data;
+    eng_pool_close_all(&d->pool, false, "shutting down");
+    if (d->busy == 0 && d->pool.n == 0)
+        shut_finish(d);
+}
+
+void eng_deliverer_shutdown(struct eng_deliverer *d, int timeout_ms, void (*done)(void *arg),
+                            void *arg)
+{
+    d->shutting = true;
+    d->shut_done = done;
+    d->shut_arg = arg;
+    ev_init(&d->shut_timer, shut_timer_cb);
+    d->shut_timer.data = d;
+    ev_idle_init(&d->shut_check, shut_idle_cb);
+    d->shut_check.data = d;
+    ev_timer_set(&d->shut_timer, timeout_ms > 0 ? timeout_ms / 1000.0 : 0., 0.);
+    ev_timer_start(d->o.loop, &d->shut_timer);
+    check_shutdown(d);
+}
+
+size_t eng_deliverer_busy(const struct eng_deliverer *d)
+{
+    return d->busy;
+}
+
+void eng_deliverer_stats(const struct eng_deliverer *d, struct eng_deliver_stats *st)
+{
+    *st = d->st;
+}
+
+void eng_deliverer_free(struct eng_deliverer *d)
+{
+    if (!d)
+        return;
+    d->shutting = true;
+    d->shut_done = NULL;
+    if (d->o.loop) {
+        ev_timer_stop(d->o.loop, &d->shut_timer);
+        ev_idle_stop(d->o.loop, &d->shut_check);
+    }
+    eng_pool_close_all(&d->pool, false, "shutting down");
+    eng_dns_free(d->dns); /* pending lookups call back with TEMPFAIL */
+    for (int i = 0; i < SET_COUNT; i++)
+        rule_program_free(d->prog[i]);
+    tls_session_cache_free(d->tcache);
+    tls_client_free(d->tls);
+    free(d);
+}
+
+void eng_outcome_free(struct eng_outcome *o)
+{
+    if (!o)
+        return;
+    free(o->res);
+    sv_buf_free(&o->arena);
+    free(o);
+}

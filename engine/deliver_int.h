@@ -1,0 +1,48 @@
+/* engine/deliver internals shared by deliver.c and pool.c. */
+#ifndef SALVO_ENG_DELIVER_INT_H
+#define SALVO_ENG_DELIVER_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "smtp.h"
+
+/* Open sessions of one worker, keyed by "host [address]:port[/implicit]". One
+ * list per deliverer: a worker talks to a bounded set of MX hosts. */
+struct eng_pool_entry {
+    char *key; /* owned */
+    struct smtp_session *s;
+    bool implicit_tls;
+    struct eng_pool_entry *next;
+};
+
+struct eng_pool {
+    struct eng_pool_entry *head;
+    size_t n;
+};
+
+/* May a session serve an attempt with policy `want`? DESIGN.md hot-path rule 3:
+ * `require` never goes over plaintext; a strict attempt never goes over a session
+ * opened with allow-invalid-certs; plaintext serves `optional` only when the server
+ * did not offer STARTTLS, and `disable` always. */
+bool eng_pool_satisfies(const struct smtp_session *s, const struct smtp_policy *want);
+
+/* An idle usable session for `key` satisfying `want`, or NULL. */
+struct smtp_session *eng_pool_idle(struct eng_pool *p, const char *key,
+                                   const struct smtp_policy *want);
+/* A busy usable session for `key` satisfying `want` with the fewest queued... (the
+ * first found) that has done fewer than max_msgs transactions, or NULL. */
+struct smtp_session *eng_pool_busy(struct eng_pool *p, const char *key,
+                                   const struct smtp_policy *want, unsigned max_msgs);
+/* Usable sessions open to `key`. */
+size_t eng_pool_count(const struct eng_pool *p, const char *key);
+/* Closes (QUIT) one idle session to `key` that does not satisfy `want`; true if one. */
+bool eng_pool_evict_idle(struct eng_pool *p, const char *key);
+/* Adds `s` under `key` (copied); 0 or -ENOMEM. */
+int eng_pool_add(struct eng_pool *p, const char *key, struct smtp_session *s);
+/* Forgets `s` (from its closed callback). */
+void eng_pool_remove(struct eng_pool *p, struct smtp_session *s);
+/* Closes every session (graceful: QUIT the idle ones; else abort with `why`). */
+void eng_pool_close_all(struct eng_pool *p, bool graceful, const char *why);
+
+#endif

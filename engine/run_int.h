@@ -1,0 +1,83 @@
+/* engine/run_int.h: the parts of `salvo run` shared by the queue thread
+ * (runner.c) and the worker threads (worker.c). Module-private.
+ *
+ *   queue thread                         worker i (pinned, own ev_loop)
+ *   rq_claim -> task ---- jobs ring ----> eng_deliver()
+ *            <- ev_async (outcomes) <---- outcomes ring <- eng_outcome
+ *   rq_report, rq_flush
+ *
+ * Each ring has one producer and one consumer. A task travels to its worker and
+ * back exactly once; the queue thread never gives a worker more tasks than its
+ * outcome ring holds, so the worker's push back can never fail. */
+#ifndef SALVO_ENG_RUN_INT_H
+#define SALVO_ENG_RUN_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "deliver.h"
+#include "engine.h"
+#include "rq.h"
+
+struct run_batch;
+
+/* One claimed job on its way through the process. */
+struct eng_task {
+    const struct rq_job *job;     /* borrowed from batch */
+    struct run_batch *batch;      /* the claim it came with (queue thread only) */
+    struct eng_outcome *outcome;  /* set by the worker; NULL: the job was not started
+                                     (shutdown, or eng_deliver refused it) and stays
+                                     pending in Redis for a later reclaim */
+    struct eng_task *prev, *next; /* the queue thread's list of claimed tasks */
+    struct eng_task *qnext;       /* the queue thread's backlog for a busy worker */
+    unsigned worker;              /* index of the worker that owns job->domain */
+    struct eng_worker *owner;     /* set by the worker while it holds the task */
+};
+
+struct eng_worker;
+
+struct eng_worker_opts {
+    unsigned id;
+    int cpu;                         /* core to pin to, -1 = not pinned */
+    const struct eng_conf *conf;     /* borrowed; outlives the worker */
+    struct eng_dns_cache *dns_cache; /* borrowed, shared */
+    size_t max_tasks;                /* tasks the queue thread may have given it at once */
+    int shutdown_timeout_ms;         /* bound for eng_deliverer_shutdown() */
+    void (*notify)(void *arg);       /* called on the worker thread after outcomes were pushed */
+    void *notify_arg;
+};
+
+/* Starts the thread and waits until its deliverer is set up. Returns 0 and an
+ * owned worker, or a negative errno (the reason was logged). */
+int eng_worker_start(const struct eng_worker_opts *o, struct eng_worker **out);
+
+/* Queue thread only. Hands `t` over (0), or -EAGAIN when the ring is full. Call
+ * eng_worker_kick() after a batch of submissions. */
+int eng_worker_submit(struct eng_worker *w, struct eng_task *t);
+void eng_worker_kick(struct eng_worker *w);
+/* Queue thread only: pops up to `max` returned tasks. */
+size_t eng_worker_collect(struct eng_worker *w, struct eng_task **out, size_t max);
+
+/* Asks for a graceful stop: tasks not started come back without outcome, those in
+ * flight finish (bounded by shutdown_timeout_ms), pooled sessions are closed. */
+void eng_worker_stop(struct eng_worker *w);
+/* Has the thread finished (after eng_worker_stop)? Any outcomes it left are still
+ * to be collected. */
+bool eng_worker_finished(const struct eng_worker *w);
+/* Joins the thread (it must be stopped) and frees; tasks left in the rings are not
+ * touched (collect first). NULL-safe. */
+void eng_worker_free(struct eng_worker *w);
+
+/* --- the queue thread (runner.c) ---------------------------------------------- */
+
+struct eng_run_opts {
+    bool drain;    /* exit once nothing is ready, scheduled or in flight */
+    bool progress; /* a live progress line on stderr */
+};
+
+/* Runs the engine with `conf` (borrowed) until drained or signalled. Prints the
+ * summary line on stdout. Returns the process exit code. */
+int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o);
+
+#endif

@@ -1,0 +1,1068 @@
+/* The SMTP client session, after OpenSMTPD's mta_session.c: one state enum from an
+ * X-macro list, every transition through enter() (logged "old -> new"), one switch
+ * for replies, one for I/O events, and a single teardown path (finish()).
+ *
+ *   CONNECT -> [TLS_IMPLICIT] -> GREETING -> EHLO [-> HELO] [-> STARTTLS -> TLS -> EHLO]
+ *           -> READY <-> [RSET] -> MAIL -> RCPT... -> DATA -> BODY -> DOT -> READY ...
+ *           -> QUIT -> CLOSED
+ *
+ * With PIPELINING (RFC 2920) MAIL, every RCPT and DATA leave in one write and the
+ * replies are matched in order; the next transaction's commands follow the final
+ * "." of the previous one in the same write. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "smtp.h"
+#include "tls.h"
+
+#define SMTP_STATES(X)                                                                             \
+    X(CONNECT, "connect")                                                                          \
+    X(TLS_IMPLICIT, "implicit TLS handshake")                                                      \
+    X(GREETING, "greeting")                                                                        \
+    X(EHLO, "EHLO")                                                                                \
+    X(HELO, "HELO")                                                                                \
+    X(STARTTLS, "STARTTLS")                                                                        \
+    X(TLS, "TLS handshake")                                                                        \
+    X(READY, "ready")                                                                              \
+    X(RSET, "RSET")                                                                                \
+    X(MAIL, "MAIL FROM")                                                                           \
+    X(RCPT, "RCPT TO")                                                                             \
+    X(DATA, "DATA")                                                                                \
+    X(BODY, "message")                                                                             \
+    X(DOT, "end of data")                                                                          \
+    X(QUIT, "QUIT")                                                                                \
+    X(CLOSED, "closed")
+
+#define ST_ENUM(id, name) ST_##id,
+enum smtp_state { SMTP_STATES(ST_ENUM) };
+#undef ST_ENUM
+#define ST_NAME(id, name) name,
+static const char *const state_names[] = {SMTP_STATES(ST_NAME)};
+#undef ST_NAME
+
+#define ERR_NAME(id, name) name,
+static const char *const err_names[] = {SMTP_ERRS(ERR_NAME)};
+#undef ERR_NAME
+
+const char *smtp_err_name(enum smtp_err e)
+{
+    return (unsigned)e < SV_ARRAY_LEN(err_names) ? err_names[e] : "?";
+}
+
+/* EHLO capabilities, parsed once per EHLO reply. */
+enum {
+    CAP_PIPELINING = 1u << 0,
+    CAP_SIZE = 1u << 1,
+    CAP_8BITMIME = 1u << 2,
+    CAP_SMTPUTF8 = 1u << 3,
+    CAP_STARTTLS = 1u << 4,
+    CAP_ENHANCED = 1u << 5,
+};
+
+#define BODY_CHUNK 65536
+
+struct smtp_session {
+    struct smtp_session_opts o;
+    char *host, *helo;
+    enum smtp_state state;
+    struct tls_conn *conn;
+    int fd;
+    ev_io io;
+    int io_events;
+    ev_timer timer;
+    struct smtp_reply_parser rp;
+    struct sv_buf out;
+    size_t out_off;
+    unsigned caps;
+    uint64_t size_max;
+    bool tls_done, resumed, need_rset, closing, offered_starttls, settled;
+    struct smtp_txn *head, *tail; /* head is the transaction in progress */
+    unsigned ntxn;
+    int depth; /* nesting of our own callbacks: free only at 0 */
+    bool finished;
+    enum smtp_err err;
+    char errbuf[320];
+    char tlsinfo[160];
+    /* body streaming state (the head transaction) */
+    size_t bpos;
+    bool bol, prev_cr, discard;
+    /* a body that needs no change is written straight from the shared buffer */
+    const char *zc;
+    size_t zc_len, zc_off;
+};
+
+static void enter(struct smtp_session *s, enum smtp_state next)
+{
+    sv_debug("smtp %llu %s: %s -> %s", (unsigned long long)s->o.id, s->host, state_names[s->state],
+             state_names[next]);
+    s->state = next;
+}
+
+static void want(struct smtp_session *s, int events)
+{
+    if (s->io_events == events)
+        return;
+    ev_io_stop(s->o.loop, &s->io);
+    if (events) {
+        ev_io_set(&s->io, s->fd, events);
+        ev_io_start(s->o.loop, &s->io);
+    }
+    s->io_events = events;
+}
+
+static void arm(struct smtp_session *s, int64_t ms)
+{
+    ev_timer_stop(s->o.loop, &s->timer);
+    if (ms <= 0)
+        return;
+    ev_timer_set(&s->timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(s->o.loop, &s->timer);
+}
+
+static char *dupstr(const char *a)
+{
+    return strdup(a ? a : "");
+}
+
+/* The single teardown path: fails what is queued, tells the owner, frees. */
+static void finish(struct smtp_session *s)
+{
+    if (s->finished)
+        return;
+    s->finished = true;
+    ev_io_stop(s->o.loop, &s->io);
+    ev_timer_stop(s->o.loop, &s->timer);
+    s->io_events = 0;
+    if (s->state != ST_CLOSED)
+        enter(s, ST_CLOSED);
+    s->depth++;
+    while (s->head) {
+        struct smtp_txn *t = s->head;
+        s->head = t->next;
+        t->next = NULL;
+        t->err = s->err != SMTP_ERR_NONE ? s->err : SMTP_ERR_CONNECTION;
+        free(t->err_text);
+        t->err_text = dupstr(s->errbuf[0] ? s->errbuf : "connection closed");
+        snprintf(t->tls, sizeof(t->tls), "%s", s->tlsinfo);
+        t->done(t->arg, t);
+    }
+    s->tail = NULL;
+    if (s->o.closed)
+        s->o.closed(s->o.arg, s);
+    s->depth--;
+    tls_conn_free(s->conn); /* closes the fd */
+    smtp_reply_parser_free(&s->rp);
+    sv_buf_free(&s->out);
+    free(s->host);
+    free(s->helo);
+    free(s);
+}
+
+/* Ends the session with an error; the caller returns right after. */
+static void fail(struct smtp_session *s, enum smtp_err e, const char *fmt, ...) SV_PRINTF(3, 4);
+static void fail(struct smtp_session *s, enum smtp_err e, const char *fmt, ...)
+{
+    if (s->state == ST_CLOSED)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errbuf, sizeof(s->errbuf), fmt, ap);
+    va_end(ap);
+    s->err = e;
+    sv_info("smtp %llu %s: %s: %s (in %s)", (unsigned long long)s->o.id, s->host, smtp_err_name(e),
+            s->errbuf, state_names[s->state]);
+    enter(s, ST_CLOSED); /* the outermost frame (io_cb, timer_cb, an API call) frees */
+}
+
+static void trace_out(struct smtp_session *s, const char *p, size_t n)
+{
+    if (sv_log_get_level() < SV_LOG_TRACE)
+        return;
+    while (n > 0) {
+        size_t l = 0;
+        while (l < n && p[l] != '\n')
+            l++;
+        int w = (int)(l > 0 && p[l - 1] == '\r' ? l - 1 : l);
+        sv_log(SV_LOG_TRACE, "smtp %llu >>> %.*s", (unsigned long long)s->o.id, w > 200 ? 200 : w,
+               p);
+        p += l < n ? l + 1 : l;
+        n -= l < n ? l + 1 : l;
+    }
+}
+
+static void send_cmd(struct smtp_session *s, const char *fmt, ...) SV_PRINTF(2, 3);
+static void send_cmd(struct smtp_session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char line[1100];
+    int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line) - 2)
+        n = (int)sizeof(line) - 3;
+    trace_out(s, line, (size_t)n);
+    memcpy(line + n, "\r\n", 2);
+    if (sv_buf_append(&s->out, line, (size_t)n + 2) < 0)
+        fail(s, SMTP_ERR_CONNECTION, "out of memory");
+}
+
+static void flush_out(struct smtp_session *s);
+
+/* Appends the next piece of the body, dot-stuffed, bare LF -> CRLF (RFC 5321
+ * 4.5.2, 2.3.8); after the last piece the final ".". */
+/* True when the body goes on the wire unchanged: CRLF line ends only, no line
+ * starting with '.', ending with CRLF. One pass, no copy. */
+static bool body_clean(const char *b, size_t len)
+{
+    if (len < 2 || b[0] == '.' || b[len - 2] != '\r' || b[len - 1] != '\n')
+        return false;
+    const char *p = b, *end = b + len;
+    while ((p = memchr(p, '\n', (size_t)(end - p)))) {
+        if (p == b || p[-1] != '\r' || (p + 1 < end && p[1] == '.'))
+            return false;
+        p++;
+    }
+    return true;
+}
+
+static void fill_body(struct smtp_session *s)
+{
+    struct smtp_txn *t = s->head;
+    if (s->bpos == 0 && body_clean(t->body, t->body_len)) {
+        s->zc = t->body;
+        s->zc_len = t->body_len;
+        s->zc_off = 0;
+        s->bpos = t->body_len;
+        if (sv_buf_append(&s->out, ".\r\n", 3) < 0)
+            fail(s, SMTP_ERR_CONNECTION, "out of memory");
+        return;
+    }
+    if (sv_buf_reserve(&s->out, 2 * BODY_CHUNK + 8) < 0) {
+        fail(s, SMTP_ERR_CONNECTION, "out of memory");
+        return;
+    }
+    char *o = s->out.ptr + s->out.len;
+    size_t end = t->body_len - s->bpos > BODY_CHUNK ? s->bpos + BODY_CHUNK : t->body_len;
+    for (size_t i = s->bpos; i < end; i++) {
+        char c = t->body[i];
+        if (s->bol && c == '.')
+            *o++ = '.';
+        if (c == '\n' && !s->prev_cr)
+            *o++ = '\r';
+        *o++ = c;
+        s->bol = c == '\n';
+        s->prev_cr = c == '\r';
+    }
+    s->bpos = end;
+    if (s->bpos == t->body_len) {
+        if (!s->bol) {
+            if (!s->prev_cr)
+                *o++ = '\r';
+            *o++ = '\n';
+        }
+        memcpy(o, ".\r\n", 3);
+        o += 3;
+    }
+    s->out.len = (size_t)(o - s->out.ptr);
+    s->out.ptr[s->out.len] = '\0';
+}
+
+static bool rcpt_ok(const struct smtp_txn *t)
+{
+    for (size_t i = 0; i < t->nrcpt; i++)
+        if (t->rcpt_code[i] >= 200 && t->rcpt_code[i] < 300)
+            return true;
+    return false;
+}
+
+/* MAIL FROM (+ every RCPT and DATA with PIPELINING). */
+static void send_mail(struct smtp_session *s, struct smtp_txn *t)
+{
+    char params[96] = "";
+    size_t pl = 0;
+    if (s->caps & CAP_SIZE)
+        pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%zu", t->body_len);
+    if (t->eightbit && (s->caps & CAP_8BITMIME))
+        pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
+    if (t->smtputf8)
+        snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
+    send_cmd(s, "MAIL FROM:<%s>%s", t->from, params);
+    t->mail_sent = true;
+    t->rcpt_sent = 0;
+    if (s->caps & CAP_PIPELINING) {
+        for (size_t i = 0; i < t->nrcpt; i++)
+            send_cmd(s, "RCPT TO:<%s>", t->rcpt[i]);
+        t->rcpt_sent = t->nrcpt;
+        send_cmd(s, "DATA");
+    }
+}
+
+static void start_next(struct smtp_session *s);
+
+static void txn_done(struct smtp_session *s)
+{
+    struct smtp_txn *t = s->head;
+    s->head = t->next;
+    if (!s->head)
+        s->tail = NULL;
+    t->next = NULL;
+    snprintf(t->tls, sizeof(t->tls), "%s", s->tlsinfo);
+    t->tls_new = s->ntxn == 0 && s->tls_done;
+    t->tls_resumed = s->resumed;
+    s->ntxn++;
+    s->depth++;
+    t->done(t->arg, t);
+    s->depth--;
+    if (s->state == ST_CLOSED)
+        return;
+    start_next(s);
+}
+
+/* Starts the head transaction, or goes idle. */
+static void start_next(struct smtp_session *s)
+{
+    struct smtp_txn *t = s->head;
+    s->settled = true;
+    if (!t) {
+        enter(s, ST_READY);
+        arm(s, s->o.idle_ms);
+        if (s->o.idle) {
+            s->depth++;
+            s->o.idle(s->o.arg, s);
+            s->depth--;
+        }
+        return;
+    }
+    t->reused = s->ntxn > 0;
+    if (t->smtputf8 && !(s->caps & CAP_SMTPUTF8)) {
+        /* RFC 6531 3.4: without the extension a non-ASCII address cannot be sent. */
+        t->mail_code = 550;
+        free(t->mail_reply);
+        char why[200];
+        snprintf(why, sizeof(why),
+                 "local: %s does not offer SMTPUTF8, needed for a non-ASCII address", s->host);
+        t->mail_reply = dupstr(why);
+        s->head = t; /* txn_done pops it */
+        txn_done(s);
+        return;
+    }
+    if (t->presented) {
+        enter(s, ST_MAIL);
+        arm(s, s->o.to.mail);
+        return;
+    }
+    if (s->need_rset) {
+        send_cmd(s, "RSET");
+        s->need_rset = false;
+        enter(s, ST_RSET);
+        if (s->caps & CAP_PIPELINING) {
+            send_mail(s, t);
+            t->presented = true;
+        }
+    } else {
+        send_mail(s, t);
+        enter(s, ST_MAIL);
+    }
+    arm(s, s->o.to.mail);
+    flush_out(s);
+}
+
+static void parse_caps(struct smtp_session *s, const struct smtp_reply *r)
+{
+    s->caps = 0;
+    s->size_max = 0;
+    const char *t = r->text.ptr ? r->text.ptr : "";
+    bool first = true;
+    while (*t) {
+        size_t n = strcspn(t, "\n");
+        if (!first) {
+            size_t k = strcspn(t, " \n");
+            if (k == 10 && strncasecmp(t, "PIPELINING", 10) == 0)
+                s->caps |= CAP_PIPELINING;
+            else if (k == 4 && strncasecmp(t, "SIZE", 4) == 0) {
+                s->caps |= CAP_SIZE;
+                if (n > 5)
+                    s->size_max = strtoull(t + 5, NULL, 10);
+            } else if (k == 8 && strncasecmp(t, "8BITMIME", 8) == 0)
+                s->caps |= CAP_8BITMIME;
+            else if (k == 8 && strncasecmp(t, "SMTPUTF8", 8) == 0)
+                s->caps |= CAP_SMTPUTF8;
+            else if (k == 8 && strncasecmp(t, "STARTTLS", 8) == 0)
+                s->caps |= CAP_STARTTLS;
+            else if (k == 19 && strncasecmp(t, "ENHANCEDSTATUSCODES", 19) == 0)
+                s->caps |= CAP_ENHANCED;
+        }
+        first = false;
+        t += n;
+        if (*t == '\n')
+            t++;
+    }
+}
+
+static void start_tls(struct smtp_session *s, enum smtp_state st);
+
+/* After EHLO/HELO: STARTTLS if the policy and the server allow, else ready. */
+static void after_hello(struct smtp_session *s)
+{
+    if (!tls_conn_is_tls(s->conn)) {
+        if (s->o.policy.starttls != RULE_TLS_DISABLE && (s->caps & CAP_STARTTLS)) {
+            send_cmd(s, "STARTTLS");
+            enter(s, ST_STARTTLS);
+            arm(s, s->o.to.ehlo);
+            flush_out(s);
+            return;
+        }
+        if (s->o.policy.starttls == RULE_TLS_REQUIRE) {
+            s->err = SMTP_ERR_TLS;
+            fail(s, SMTP_ERR_TLS, "STARTTLS required but not offered by %s", s->host);
+            return;
+        }
+    }
+    start_next(s);
+}
+
+static char *fmt_reply(const struct smtp_reply *r)
+{
+    struct sv_buf b = {0};
+    if (smtp_reply_format(r, &b) < 0) {
+        sv_buf_free(&b);
+        return NULL;
+    }
+    return b.ptr ? b.ptr : strdup("");
+}
+
+/* One complete reply, matched to what we are waiting for. */
+static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
+{
+    if (sv_log_get_level() >= SV_LOG_TRACE) {
+        char *f = fmt_reply(r);
+        sv_log(SV_LOG_TRACE, "smtp %llu <<< %.300s", (unsigned long long)s->o.id, f ? f : "");
+        free(f);
+    }
+    struct smtp_txn *t = s->head;
+    int c = r->code;
+    char *text;
+    switch (s->state) {
+    case ST_GREETING:
+        if (c != 220) {
+            text = fmt_reply(r);
+            fail(s, SMTP_ERR_REPLY, "greeting from %s: %s", s->host, text ? text : "");
+            free(text);
+            return;
+        }
+        send_cmd(s, "EHLO %s", s->helo);
+        enter(s, ST_EHLO);
+        arm(s, s->o.to.ehlo);
+        flush_out(s);
+        return;
+    case ST_EHLO:
+        if (c / 100 == 2) {
+            parse_caps(s, r);
+            if (!tls_conn_is_tls(s->conn))
+                s->offered_starttls = (s->caps & CAP_STARTTLS) != 0;
+            after_hello(s);
+            return;
+        }
+        if (c / 100 == 5 && !tls_conn_is_tls(s->conn)) { /* RFC 5321 4.1.4: fall back to HELO */
+            send_cmd(s, "HELO %s", s->helo);
+            enter(s, ST_HELO);
+            arm(s, s->o.to.ehlo);
+            flush_out(s);
+            return;
+        }
+        text = fmt_reply(r);
+        fail(s, SMTP_ERR_REPLY, "EHLO refused by %s: %s", s->host, text ? text : "");
+        free(text);
+        return;
+    case ST_HELO:
+        if (c / 100 == 2) {
+            s->caps = 0;
+            after_hello(s);
+            return;
+        }
+        text = fmt_reply(r);
+        fail(s, SMTP_ERR_REPLY, "HELO refused by %s: %s", s->host, text ? text : "");
+        free(text);
+        return;
+    case ST_STARTTLS:
+        if (c != 220) {
+            /* Offered but refused: never plaintext on this attempt. */
+            text = fmt_reply(r);
+            fail(s, SMTP_ERR_TLS, "STARTTLS refused by %s: %s", s->host, text ? text : "");
+            free(text);
+            return;
+        }
+        enter(s, ST_TLS); /* do_read checks for injected data, then starts TLS */
+        return;
+    case ST_RSET:
+        if (c / 100 != 2) {
+            text = fmt_reply(r);
+            fail(s, SMTP_ERR_REPLY, "RSET refused by %s: %s", s->host, text ? text : "");
+            free(text);
+            return;
+        }
+        if (t && t->presented) {
+            enter(s, ST_MAIL);
+        } else if (t) {
+            send_mail(s, t);
+            enter(s, ST_MAIL);
+            flush_out(s);
+        }
+        arm(s, s->o.to.mail);
+        return;
+    case ST_MAIL:
+        t->mail_code = c;
+        t->mail_reply = fmt_reply(r);
+        if (t->rcpt_sent == 0 && c / 100 == 2) {
+            send_cmd(s, "RCPT TO:<%s>", t->rcpt[0]);
+            t->rcpt_sent = 1;
+            flush_out(s);
+        } else if (t->rcpt_sent == 0) {
+            txn_done(s); /* nothing else was sent */
+            return;
+        }
+        enter(s, ST_RCPT);
+        arm(s, s->o.to.rcpt);
+        return;
+    case ST_RCPT:
+        t->rcpt_code[t->rcpt_replied] = c;
+        t->rcpt_reply[t->rcpt_replied] = fmt_reply(r);
+        t->rcpt_replied++;
+        if (t->rcpt_replied < t->nrcpt) {
+            if (t->rcpt_sent == t->rcpt_replied) {
+                send_cmd(s, "RCPT TO:<%s>", t->rcpt[t->rcpt_sent++]);
+                flush_out(s);
+            }
+            arm(s, s->o.to.rcpt);
+            return;
+        }
+        if (!(s->caps & CAP_PIPELINING)) {
+            if (t->mail_code / 100 != 2 || !rcpt_ok(t)) {
+                s->need_rset = t->mail_code / 100 == 2;
+                txn_done(s);
+                return;
+            }
+            send_cmd(s, "DATA");
+            flush_out(s);
+        }
+        enter(s, ST_DATA);
+        arm(s, s->o.to.data);
+        return;
+    case ST_DATA:
+        if (c == 354) {
+            s->bpos = 0;
+            s->bol = true;
+            s->prev_cr = false;
+            s->discard = t->mail_code / 100 != 2 || !rcpt_ok(t);
+            if (s->discard) {
+                /* RFC 2920 3.1: a server that accepts DATA with no valid recipient
+                 * gets an empty message, whose reply is then ignored. */
+                if (sv_buf_append(&s->out, ".\r\n", 3) < 0) {
+                    fail(s, SMTP_ERR_CONNECTION, "out of memory");
+                    return;
+                }
+            }
+            enter(s, ST_BODY);
+            arm(s, s->o.to.data);
+            flush_out(s);
+            return;
+        }
+        t->data_code = c;
+        t->data_reply = fmt_reply(r);
+        s->need_rset = t->mail_code / 100 == 2;
+        txn_done(s);
+        return;
+    case ST_DOT:
+        if (!s->discard) {
+            t->data_code = c;
+            t->data_reply = fmt_reply(r);
+        }
+        txn_done(s);
+        return;
+    case ST_BODY:
+        text = fmt_reply(r);
+        fail(s, SMTP_ERR_REPLY, "%s replied before the end of the message: %s", s->host,
+             text ? text : "");
+        free(text);
+        return;
+    case ST_READY:
+        /* Unsolicited while idle: typically "421 timeout" before a close. */
+        text = fmt_reply(r);
+        fail(s, SMTP_ERR_CONNECTION, "%s closed the idle session: %s", s->host, text ? text : "");
+        free(text);
+        return;
+    case ST_QUIT: enter(s, ST_CLOSED); return;
+    case ST_CONNECT:
+    case ST_TLS_IMPLICIT:
+    case ST_TLS:
+    case ST_CLOSED: return;
+    default: abort();
+    }
+}
+
+static void on_eof(struct smtp_session *s)
+{
+    if (s->state == ST_QUIT) {
+        enter(s, ST_CLOSED);
+        return;
+    }
+    fail(s, SMTP_ERR_CONNECTION, "connection closed by %s during %s", s->host,
+         state_names[s->state]);
+}
+
+/* Reads and parses until the socket has nothing more or the state wants to stop
+ * reading (TLS handshake next, closed). */
+static void do_read(struct smtp_session *s)
+{
+    char buf[16384];
+    for (;;) {
+        ssize_t n = tls_conn_read(s->conn, buf, sizeof(buf));
+        if (n == TLS_IO_WANT_READ)
+            return;
+        if (n == TLS_IO_WANT_WRITE) {
+            want(s, EV_READ | EV_WRITE);
+            return;
+        }
+        if (n == TLS_IO_ERROR) {
+            fail(s, SMTP_ERR_CONNECTION, "read from %s during %s: %s", s->host,
+                 state_names[s->state], tls_conn_error(s->conn));
+            return;
+        }
+        if (n == 0) {
+            on_eof(s);
+            return;
+        }
+        size_t off = 0;
+        while (off < (size_t)n) {
+            size_t used = 0;
+            int rc = smtp_reply_feed(&s->rp, buf + off, (size_t)n - off, &used);
+            off += used;
+            if (rc < 0) {
+                fail(s, SMTP_ERR_REPLY, "%s during %s: %s", s->host, state_names[s->state],
+                     s->rp.err);
+                return;
+            }
+            if (rc == 0)
+                break;
+            on_reply(s, &s->rp.r);
+            if (s->state == ST_CLOSED)
+                return;
+            if (s->state == ST_TLS) {
+                /* RFC 3207 5: anything after the 220 was sent in the clear before
+                 * the handshake and must not be taken as TLS-protected. */
+                if (off < (size_t)n || smtp_reply_partial(&s->rp) || s->rp.linelen > 0) {
+                    fail(s, SMTP_ERR_TLS,
+                         "%s sent data after its 220 reply to STARTTLS (response injection)",
+                         s->host);
+                    return;
+                }
+                start_tls(s, ST_TLS);
+                return;
+            }
+        }
+    }
+}
+
+static void flush_out(struct smtp_session *s)
+{
+    while (s->state != ST_CLOSED) {
+        if (s->zc && s->zc_off < s->zc_len) { /* the body itself comes before out */
+            ssize_t n = tls_conn_write(s->conn, s->zc + s->zc_off, s->zc_len - s->zc_off);
+            if (n == TLS_IO_WANT_WRITE || n == TLS_IO_WANT_READ) {
+                want(s, EV_READ | EV_WRITE);
+                return;
+            }
+            if (n < 0) {
+                fail(s, SMTP_ERR_CONNECTION, "write to %s during %s: %s", s->host,
+                     state_names[s->state], tls_conn_error(s->conn));
+                return;
+            }
+            s->zc_off += (size_t)n;
+            arm(s, s->o.to.data); /* the data timeout bounds a stall, not a long body */
+            continue;
+        }
+        if (s->out_off == s->out.len) {
+            s->out_off = 0;
+            s->out.len = 0;
+            if (s->state == ST_BODY && !s->discard && s->bpos < s->head->body_len + 1 &&
+                !s->head->body_sent) {
+                fill_body(s);
+                if (s->state == ST_CLOSED)
+                    return;
+                if (s->bpos == s->head->body_len) {
+                    s->head->body_sent = true;
+                    /* Pipeline the next transaction behind the final dot (RFC 2920
+                     * 3.1: the message content may start a group). */
+                    struct smtp_txn *n = s->head->next;
+                    if (n && (s->caps & CAP_PIPELINING) && !n->presented &&
+                        !(n->smtputf8 && !(s->caps & CAP_SMTPUTF8))) {
+                        send_mail(s, n);
+                        n->presented = true;
+                    }
+                }
+                continue;
+            }
+            if (s->state == ST_BODY) {
+                if (s->discard)
+                    s->head->body_sent = false;
+                s->zc = NULL;
+                enter(s, ST_DOT);
+                arm(s, s->o.to.data);
+            }
+            want(s, EV_READ);
+            return;
+        }
+        ssize_t n = tls_conn_write(s->conn, s->out.ptr + s->out_off, s->out.len - s->out_off);
+        if (n == TLS_IO_WANT_WRITE || n == TLS_IO_WANT_READ) {
+            want(s, EV_READ | EV_WRITE);
+            return;
+        }
+        if (n < 0) {
+            fail(s, SMTP_ERR_CONNECTION, "write to %s during %s: %s", s->host,
+                 state_names[s->state], tls_conn_error(s->conn));
+            return;
+        }
+        s->out_off += (size_t)n;
+        if (s->state == ST_BODY)
+            arm(s, s->o.to.data);
+    }
+}
+
+static void tls_facts(struct smtp_session *s)
+{
+    struct tls_info ti;
+    if (tls_conn_info(s->conn, &ti) < 0) {
+        snprintf(s->tlsinfo, sizeof(s->tlsinfo), "none");
+        return;
+    }
+    s->resumed = ti.resumed;
+    if (ti.verified)
+        snprintf(s->tlsinfo, sizeof(s->tlsinfo), "%s %s verified", ti.version, ti.cipher);
+    else
+        snprintf(s->tlsinfo, sizeof(s->tlsinfo), "%s %s unverified: %s", ti.version, ti.cipher,
+                 ti.why_unverified ? ti.why_unverified : "?");
+}
+
+static void drive_tls(struct smtp_session *s)
+{
+    int rc = tls_conn_handshake(s->conn);
+    if (rc == TLS_IO_WANT_READ) {
+        want(s, EV_READ);
+        return;
+    }
+    if (rc == TLS_IO_WANT_WRITE) {
+        want(s, EV_READ | EV_WRITE);
+        return;
+    }
+    if (rc < 0) {
+        fail(s, SMTP_ERR_TLS, "TLS handshake with %s failed: %s: %s", s->host,
+             tls_err_name(tls_conn_error_kind(s->conn)), tls_conn_error(s->conn));
+        return;
+    }
+    s->tls_done = true;
+    tls_facts(s);
+    sv_debug("smtp %llu %s: TLS %s%s", (unsigned long long)s->o.id, s->host, s->tlsinfo,
+             s->resumed ? " (resumed)" : "");
+    want(s, EV_READ);
+    if (s->state == ST_TLS_IMPLICIT) {
+        enter(s, ST_GREETING);
+        arm(s, s->o.to.greeting);
+    } else {
+        /* RFC 3207 4.2: forget what we knew and say EHLO again. */
+        s->caps = 0;
+        send_cmd(s, "EHLO %s", s->helo);
+        enter(s, ST_EHLO);
+        arm(s, s->o.to.ehlo);
+        flush_out(s);
+        if (s->state == ST_CLOSED)
+            return;
+    }
+    do_read(s); /* records may already be decrypted and buffered */
+}
+
+static void start_tls(struct smtp_session *s, enum smtp_state st)
+{
+    enum tls_verify mode = s->o.policy.allow_invalid ? TLS_VERIFY_ALLOW_INVALID : TLS_VERIFY_STRICT;
+    int rc = tls_conn_start_client(s->conn, s->o.tls, s->host, s->o.port, mode, s->o.tls_cache);
+    if (rc < 0) {
+        fail(s, SMTP_ERR_TLS, "cannot start TLS with %s: %s", s->host, strerror(-rc));
+        return;
+    }
+    if (s->state != st)
+        enter(s, st);
+    arm(s, s->o.to.tls);
+    drive_tls(s);
+}
+
+static void on_connected(struct smtp_session *s)
+{
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+        soerr = errno;
+    if (soerr == EINPROGRESS || soerr == EALREADY)
+        return;
+    if (soerr) {
+        fail(s, SMTP_ERR_CONNECTION, "connect to %s port %u: %s", s->host, s->o.port,
+             strerror(soerr));
+        return;
+    }
+    want(s, EV_READ);
+    if (s->o.implicit_tls) {
+        start_tls(s, ST_TLS_IMPLICIT);
+        return;
+    }
+    enter(s, ST_GREETING);
+    arm(s, s->o.to.greeting);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    struct smtp_session *s = w->data;
+    s->depth++;
+    switch (s->state) {
+    case ST_CONNECT: on_connected(s); break;
+    case ST_TLS_IMPLICIT:
+    case ST_TLS: drive_tls(s); break;
+    case ST_GREETING:
+    case ST_EHLO:
+    case ST_HELO:
+    case ST_STARTTLS:
+    case ST_READY:
+    case ST_RSET:
+    case ST_MAIL:
+    case ST_RCPT:
+    case ST_DATA:
+    case ST_BODY:
+    case ST_DOT:
+    case ST_QUIT:
+        if (revents & EV_WRITE)
+            flush_out(s);
+        if (s->state != ST_CLOSED && (revents & EV_READ))
+            do_read(s);
+        break;
+    case ST_CLOSED: break;
+    default: abort();
+    }
+    s->depth--;
+    if (s->state == ST_CLOSED && s->depth == 0)
+        finish(s);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct smtp_session *s = w->data;
+    s->depth++;
+    switch (s->state) {
+    case ST_CONNECT:
+        fail(s, SMTP_ERR_CONNECTION, "connect to %s port %u timed out after %lld ms", s->host,
+             s->o.port, (long long)s->o.to.connect);
+        break;
+    case ST_QUIT: enter(s, ST_CLOSED); break;
+    case ST_TLS_IMPLICIT:
+    case ST_TLS: fail(s, SMTP_ERR_TLS, "TLS handshake with %s timed out", s->host); break;
+    case ST_READY: /* idle too long in the pool */
+        s->closing = true;
+        send_cmd(s, "QUIT");
+        enter(s, ST_QUIT);
+        arm(s, 2000);
+        flush_out(s);
+        break;
+    case ST_GREETING:
+    case ST_EHLO:
+    case ST_HELO:
+    case ST_STARTTLS:
+    case ST_RSET:
+    case ST_MAIL:
+    case ST_RCPT:
+    case ST_DATA:
+    case ST_BODY:
+    case ST_DOT:
+        fail(s, SMTP_ERR_IO, "timed out waiting for %s during %s",
+             s->state == ST_BODY ? "the peer to read the message" : "a reply",
+             state_names[s->state]);
+        break;
+    case ST_CLOSED: break;
+    default: abort();
+    }
+    s->depth--;
+    if (s->state == ST_CLOSED && s->depth == 0)
+        finish(s);
+}
+
+int smtp_session_open(const struct smtp_session_opts *o, struct smtp_session **out)
+{
+    struct smtp_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->o = *o;
+    s->host = strdup(o->host ? o->host : "?");
+    s->helo = strdup(o->helo && *o->helo ? o->helo : "localhost");
+    s->fd = -1;
+    snprintf(s->tlsinfo, sizeof(s->tlsinfo), "none");
+    smtp_reply_parser_init(&s->rp);
+    if (!s->host || !s->helo) {
+        free(s->host);
+        free(s->helo);
+        free(s);
+        return -ENOMEM;
+    }
+    struct sockaddr_storage a = o->addr;
+    socklen_t alen;
+    if (a.ss_family == AF_INET6) {
+        ((struct sockaddr_in6 *)&a)->sin6_port = htons(o->port);
+        alen = sizeof(struct sockaddr_in6);
+    } else {
+        ((struct sockaddr_in *)&a)->sin_port = htons(o->port);
+        alen = sizeof(struct sockaddr_in);
+    }
+    int fd = socket(a.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = fd < 0 ? -errno : tls_conn_new_plain(fd, &s->conn);
+    if (rc < 0) {
+        if (fd >= 0)
+            close(fd);
+        free(s->host);
+        free(s->helo);
+        free(s);
+        return rc;
+    }
+    s->fd = fd;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ev_io_init(&s->io, io_cb, fd, EV_WRITE);
+    s->io.data = s;
+    ev_init(&s->timer, timer_cb);
+    s->timer.data = s;
+    s->state = ST_CONNECT;
+    *out = s;
+    sv_debug("smtp %llu %s: connecting to port %u", (unsigned long long)o->id, s->host, o->port);
+    if (connect(fd, (struct sockaddr *)&a, alen) < 0 && errno != EINPROGRESS) {
+        /* Report through the normal path: the owner gets `closed` from the loop. */
+        int e = errno;
+        s->depth++;
+        fail(s, SMTP_ERR_CONNECTION, "connect to %s port %u: %s", s->host, o->port, strerror(e));
+        s->depth--;
+        /* finish() later, from a zero timer, so callers never see a callback
+         * before this returns. */
+        ev_timer_set(&s->timer, 0., 0.);
+        ev_timer_start(o->loop, &s->timer);
+        return 0;
+    }
+    ev_io_start(o->loop, &s->io);
+    s->io_events = EV_WRITE;
+    arm(s, o->to.connect);
+    return 0;
+}
+
+void smtp_session_submit(struct smtp_session *s, struct smtp_txn *t)
+{
+    t->next = NULL;
+    t->presented = false;
+    t->rcpt_sent = t->rcpt_replied = 0;
+    if (s->tail)
+        s->tail->next = t;
+    else
+        s->head = t;
+    s->tail = t;
+    if (s->state == ST_READY && s->head == t) {
+        /* Taken from the pool after a previous transaction: RSET first (RFC 5321
+         * 4.1.1.5; pipelined with MAIL, it costs no round trip and checks that the
+         * server still holds no transaction state for us). */
+        if (s->ntxn > 0)
+            s->need_rset = true;
+        s->depth++;
+        start_next(s);
+        s->depth--;
+        if (s->state == ST_CLOSED && s->depth == 0)
+            finish(s);
+    }
+}
+
+void smtp_session_close(struct smtp_session *s, bool graceful, const char *why)
+{
+    if (s->state == ST_CLOSED || (graceful && s->state == ST_QUIT))
+        return;
+    s->closing = true;
+    s->depth++;
+    if (graceful && s->state == ST_READY && !s->head) {
+        send_cmd(s, "QUIT");
+        enter(s, ST_QUIT);
+        arm(s, 2000);
+        flush_out(s);
+    } else {
+        s->err = SMTP_ERR_CONNECTION;
+        snprintf(s->errbuf, sizeof(s->errbuf), "%s", why ? why : "session closed");
+        enter(s, ST_CLOSED);
+    }
+    s->depth--;
+    if (s->state == ST_CLOSED && s->depth == 0)
+        finish(s);
+}
+
+bool smtp_session_usable(const struct smtp_session *s)
+{
+    return !s->closing && s->state != ST_CLOSED && s->state != ST_QUIT;
+}
+bool smtp_session_busy(const struct smtp_session *s)
+{
+    return s->head != NULL || s->state != ST_READY;
+}
+bool smtp_session_is_tls(const struct smtp_session *s)
+{
+    return s->conn && tls_conn_is_tls(s->conn);
+}
+const struct smtp_policy *smtp_session_policy(const struct smtp_session *s)
+{
+    return &s->o.policy;
+}
+unsigned smtp_session_transactions(const struct smtp_session *s)
+{
+    return s->ntxn;
+}
+uint64_t smtp_session_id(const struct smtp_session *s)
+{
+    return s->o.id;
+}
+bool smtp_session_tls_resumed(const struct smtp_session *s)
+{
+    return s->resumed;
+}
+bool smtp_session_settled(const struct smtp_session *s)
+{
+    return s->settled;
+}
+bool smtp_session_offered_starttls(const struct smtp_session *s)
+{
+    return s->offered_starttls;
+}
+bool smtp_session_tls_done(const struct smtp_session *s)
+{
+    return s->tls_done;
+}
+
+void smtp_txn_clear(struct smtp_txn *t)
+{
+    if (!t)
+        return;
+    free(t->mail_reply);
+    free(t->data_reply);
+    free(t->err_text);
+    if (t->rcpt_reply)
+        for (size_t i = 0; i < t->nrcpt; i++)
+            free(t->rcpt_reply[i]);
+    t->mail_reply = t->data_reply = t->err_text = NULL;
+}

@@ -1,0 +1,315 @@
+/* engine/deliver over plain SMTP to a real salvo-sink: multi-recipient
+ * transactions, per-recipient outcomes, connection reuse, personalised bodies,
+ * faults (4xx/5xx RCPT, disconnect mid-DATA, stalled greeting, hostile replies). */
+#include "test_engine_deliver_util.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+static const char body1[] = "Message-ID: <m1@src.test>\r\nSubject: one\r\n\r\nline 1\r\n"
+                            ".starts with a dot\nbare LF line\r\nlast line without newline";
+/* What the sink counts for body1: CRLF everywhere, the dot-stuffing undone, and the
+ * CRLF we add at the end (the final ".\r\n" is not counted). */
+static const char body1_wire[] =
+    "Message-ID: <m1@src.test>\r\nSubject: one\r\n\r\nline 1\r\n"
+    ".starts with a dot\r\nbare LF line\r\nlast line without newline\r\n";
+
+static void test_multi_rcpt(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "");
+    td_enqueue(&t, (const char *[]){"a@example.test", "b@example.test", "c@example.test", NULL},
+               body1);
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 1);
+    struct eng_outcome *o = t.out[first];
+    assert_int_equal(o->job->nrcpt, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(o->res[i].outcome, RQ_DELIVERED);
+        assert_non_null(strstr(o->res[i].reply, "250"));
+        assert_string_equal(o->res[i].tls, "none");
+    }
+    assert_int_equal(o->transactions, 1);
+    assert_int_equal(o->connections_opened, 1);
+    assert_int_equal(td_stat(&sink, "transactions"), 1);
+    assert_int_equal(td_stat(&sink, "recipients"), 3);
+    assert_int_equal(td_stat(&sink, "pairs"), 3);
+    assert_int_equal(td_stat(&sink, "bytes"), strlen(body1_wire));
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* Twenty jobs (twenty domains) at once with one connection allowed: they queue on
+ * the one session, pipelined back to back. */
+static void test_reuse(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\n");
+    char addrs[20][64];
+    const char *rc[21];
+    for (int i = 0; i < 20; i++) {
+        snprintf(addrs[i], sizeof(addrs[i]), "u%d@d%d.test", i, i);
+        rc[i] = addrs[i];
+    }
+    rc[20] = NULL;
+    td_enqueue(&t, rc, "Message-ID: <m2@src.test>\r\n\r\nhello\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 20);
+    unsigned opened = 0, reused = 0, txns = 0;
+    for (size_t i = first; i < t.nout; i++) {
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DELIVERED);
+        opened += t.out[i]->connections_opened;
+        reused += t.out[i]->connections_reused;
+        txns += t.out[i]->transactions;
+    }
+    assert_int_equal(opened, 1);
+    assert_int_equal(reused, 19);
+    assert_int_equal(txns, 20);
+    assert_int_equal(td_stat(&sink, "connections"), 1);
+    assert_int_equal(td_stat(&sink, "transactions"), 20);
+    assert_int_equal(td_stat(&sink, "pairs"), 20);
+    /* A second round reuses the idle pooled session. */
+    td_report_and_promote(&t, b, first);
+    td_enqueue(&t, (const char *[]){"x@again.test", NULL},
+               "Message-ID: <m3@src.test>\r\n\r\nx\r\n");
+    b = td_run(&t, &first);
+    assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(t.out[first]->connections_reused, 1);
+    assert_int_equal(td_stat(&sink, "connections"), 1);
+    struct eng_deliver_stats st;
+    eng_deliverer_stats(t.d, &st);
+    assert_int_equal(st.jobs, 21);
+    assert_int_equal(st.transactions, 21);
+    assert_int_equal(st.connections_opened, 1);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* Personalised: one transaction per recipient with its rendered body. */
+static void test_personalised(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "");
+    const char tpl[] = "Message-ID: <p-{{email}}>\r\n\r\nHello {{name}}\r\n";
+    const char *fields[] = {"name"};
+    struct rq_msg_spec spec = {.from = "sender@src.test",
+                               .body = tpl,
+                               .body_len = sizeof(tpl) - 1,
+                               .personalised = true,
+                               .fields = fields,
+                               .nfields = 1};
+    struct rq_enq *e;
+    uint64_t id;
+    assert_int_equal(rq_enq_begin(t.q, &spec, &e, &id), 0);
+    assert_int_equal(rq_enq_add(e, "ann@example.test", (const char *[]){"Ann"}), 0);
+    assert_int_equal(rq_enq_add(e, "bob@example.test", (const char *[]){"Bob"}), 0);
+    assert_int_equal(rq_enq_end(e), 0);
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    struct eng_outcome *o = t.out[first];
+    assert_int_equal(o->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(o->res[1].outcome, RQ_DELIVERED);
+    assert_int_equal(o->transactions, 2);
+    assert_int_equal(td_stat(&sink, "transactions"), 2);
+    assert_int_equal(td_stat(&sink, "pairs"), 2);
+    assert_int_equal(td_stat(&sink, "connections"), 1);
+    size_t want = strlen("Message-ID: <p-ann@example.test>\r\n\r\nHello Ann\r\n") +
+                  strlen("Message-ID: <p-bob@example.test>\r\n\r\nHello Bob\r\n");
+    assert_int_equal(td_stat(&sink, "bytes"), want);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+static void test_rcpt_faults(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", "rcpt:later:451",
+                                              "--fault", "rcpt:bounce:550", NULL}),
+        0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.schedule]\nretry = [\"7m\"]\n");
+    td_enqueue(
+        &t, (const char *[]){"ok@example.test", "later@example.test", "bounce@example.test", NULL},
+        "Message-ID: <f1@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    int64_t before = (int64_t)time(NULL) * 1000;
+    struct rq_batch *b = td_run(&t, &first);
+    struct eng_outcome *o = t.out[first];
+    assert_int_equal(o->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(o->res[1].outcome, RQ_DEFERRED);
+    assert_string_equal(o->res[1].error, "unexpected-reply");
+    assert_memory_equal(o->res[1].reply, "451 ", 4);
+    assert_true(o->res[1].retry_at_ms >= before + 7 * 60000 - 1000 &&
+                o->res[1].retry_at_ms <= before + 7 * 60000 + 5000);
+    assert_int_equal(o->res[2].outcome, RQ_BOUNCED);
+    assert_memory_equal(o->res[2].reply, "550 ", 4);
+    assert_int_equal(td_stat(&sink, "transactions"), 1);
+    assert_int_equal(td_stat(&sink, "recipients"), 1);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* One fault, one job: every recipient deferred with `cls`, reply containing `text`. */
+static void fault_case(const char *fault, const char *toml, const char *cls, const char *text)
+{
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", fault, NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, toml);
+    td_enqueue(&t, (const char *[]){"a@example.test", "b@example.test", NULL},
+               "Message-ID: <f2@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    time_t t0 = time(NULL);
+    struct rq_batch *b = td_run(&t, &first);
+    assert_true(time(NULL) - t0 < 10);
+    struct eng_outcome *o = t.out[first];
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(o->res[i].outcome, RQ_DEFERRED);
+        assert_string_equal(o->res[i].error, cls);
+        if (!strstr(o->res[i].reply, text))
+            fail_msg("%s: reply '%s' lacks '%s'", fault, o->res[i].reply, text);
+    }
+    assert_int_equal(td_stat(&sink, "transactions"), 0);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+static void test_disconnect_data(void **state)
+{
+    (void)state;
+    fault_case("disconnect:data", "", "connection", "connection closed by 127.0.0.1");
+}
+
+static void test_stall_greeting(void **state)
+{
+    (void)state;
+    fault_case("stall:greeting", "[queue.outbound.timeouts]\ngreeting = \"300ms\"\n", "io",
+               "timed out waiting for a reply during greeting");
+    fault_case("stall:dot", "[queue.outbound.timeouts]\ndata = \"300ms\"\n", "io",
+               "timed out waiting for a reply during end of data");
+}
+
+static void test_hostile(void **state)
+{
+    (void)state;
+    fault_case("hostile:multiline", "", "unexpected-reply", "reply of more than 100 lines");
+    fault_case("hostile:longline", "", "unexpected-reply", "reply line longer than 2048 bytes");
+    fault_case("hostile:badcode", "", "unexpected-reply", "bad reply code");
+    fault_case("hostile:badcode:rcpt", "", "unexpected-reply", "during RCPT TO: bad reply code");
+}
+
+static void test_connect_refused(void **state)
+{
+    (void)state;
+    struct td t;
+    td_setup(&t, tu_free_port(), "");
+    td_enqueue(&t, (const char *[]){"a@example.test", NULL}, "x\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    struct eng_outcome *o = t.out[first];
+    assert_int_equal(o->res[0].outcome, RQ_DEFERRED);
+    assert_string_equal(o->res[0].error, "connection");
+    assert_non_null(strstr(o->res[0].reply, "Connection refused"));
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+}
+
+/* queue.outbound.limits.idle-timeout: a pooled session idle that long gets QUIT. */
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nidle-timeout = 1\n");
+    td_enqueue(&t, (const char *[]){"a@example.test", NULL},
+               "Message-ID: <i@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(td_stat(&sink, "connections_open"), 1);
+    ev_timer tm;
+    ev_timer_init(&tm, td_timeout, 1.5, 0.);
+    ev_timer_start(t.loop, &tm);
+    ev_run(t.loop, 0);
+    assert_int_equal(td_stat(&sink, "connections_open"), 0);
+    assert_int_equal(td_stat(&sink, "commands"), 5); /* EHLO MAIL RCPT DATA QUIT */
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* Shutdown while a transaction is stuck (no reply to DATA): after the bound, the
+ * session is aborted and the recipients come back deferred "connection". */
+static void shut_done(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static void test_shutdown_aborts(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", "stall:data", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "");
+    td_enqueue(&t, (const char *[]){"a@example.test", NULL},
+               "Message-ID: <s@src.test>\r\n\r\nx\r\n");
+    struct rq_batch *b = NULL;
+    assert_int_equal(rq_claim(t.q, 10, &b), 1);
+    t.want = 1;
+    assert_int_equal(eng_deliver(t.d, &b->jobs[0], td_cb, &t), 0);
+    for (int i = 0; i < 20; i++) /* let it reach DATA */
+        ev_run(t.loop, EVRUN_NOWAIT), usleep(10000);
+    assert_int_equal(t.nout, 0);
+    assert_int_equal(eng_deliverer_busy(t.d), 1);
+    int done = 0;
+    time_t t0 = time(NULL);
+    eng_deliverer_shutdown(t.d, 300, shut_done, &done);
+    assert_int_equal(eng_deliver(t.d, &b->jobs[0], td_cb, &t), -ESHUTDOWN);
+    while (!done && time(NULL) - t0 < 5)
+        ev_run(t.loop, EVRUN_ONCE);
+    assert_int_equal(done, 1);
+    assert_int_equal(t.nout, 1);
+    assert_int_equal(t.out[0]->res[0].outcome, RQ_DEFERRED);
+    assert_string_equal(t.out[0]->res[0].error, "connection");
+    assert_string_equal(t.out[0]->res[0].reply, "shutting down");
+    assert_int_equal(eng_deliverer_busy(t.d), 0);
+    td_report_and_promote(&t, b, 0);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_multi_rcpt),      cmocka_unit_test(test_reuse),
+        cmocka_unit_test(test_personalised),    cmocka_unit_test(test_rcpt_faults),
+        cmocka_unit_test(test_disconnect_data), cmocka_unit_test(test_stall_greeting),
+        cmocka_unit_test(test_hostile),         cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_shutdown_aborts), cmocka_unit_test(test_idle_timeout),
+    };
+    if (getenv("TD_FILTER"))
+        cmocka_set_test_filter(getenv("TD_FILTER"));
+    return cmocka_run_group_tests(tests, td_group_setup, td_group_teardown);
+}

@@ -1,0 +1,162 @@
+/* engine/deliver routed by DNS (a real dnsmasq): MX in preference order with
+ * fallback on connection failure, a relay given by host name, verified TLS against
+ * the test CA, null MX and NXDOMAIN bounced, and a session opened with
+ * allow-invalid-certs never reused for a strict attempt. */
+#include "dnsmasq.h"
+#include "test_engine_deliver_util.h"
+#include "test_tls_helpers.h"
+
+static char *certs;
+static struct tu_dnsmasq dns;
+
+static const char zone[] = "mx-host=example.test,mx.example.test,10\n"
+                           "mx-host=lax.test,mx.example.test,10\n"
+                           "host-record=mx.example.test,127.0.0.1\n"
+                           "mx-host=multi.test,dead.example.test,5\n"
+                           "mx-host=multi.test,mx.example.test,20\n"
+                           "host-record=dead.example.test,127.0.0.2\n"
+                           "dns-rr=nullmx.test,15,000000\n";
+
+static const char *config(int port, const char *rest)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof(buf),
+             "[resolver]\nnameservers = [\"%s\"]\n"
+             "[queue.outbound]\nmx-port = %d\n"
+             "[queue.outbound.tls]\nca-file = \"%s\"\n%s",
+             dns.ns, port, tt_path(certs, "ca.pem"), rest);
+    return buf;
+}
+
+static int sink_wild(struct ts_sink *s)
+{
+    const char *argv[] = {"--threads",  "1",
+                          "--tls-cert", tt_path(certs, "wild.pem"),
+                          "--tls-key",  tt_path(certs, "wild.key"),
+                          NULL};
+    return ts_sink_start(s, argv);
+}
+
+static void test_mx_verified_and_fallback(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_wild(&sink), 0);
+    struct td t;
+    td_setup(&t, 0, config(sink.port, "starttls = \"require\"\n"));
+    td_enqueue(&t,
+               (const char *[]){"a@example.test", "b@multi.test", "c@nullmx.test",
+                                "d@nxdomain.test", NULL},
+               "Message-ID: <mx1@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 4);
+    for (size_t i = first; i < t.nout; i++) {
+        const struct eng_outcome *o = t.out[i];
+        const char *dom = o->job->domain;
+        if (strcmp(dom, "example.test") == 0 || strcmp(dom, "multi.test") == 0) {
+            assert_int_equal(o->res[0].outcome, RQ_DELIVERED);
+            if (strncmp(o->res[0].tls, "TLSv1.3 ", 8) != 0 ||
+                strcmp(o->res[0].tls + strlen(o->res[0].tls) - 9, " verified") != 0)
+                fail_msg("%s: tls facts: %s", dom, o->res[0].tls);
+        } else {
+            assert_int_equal(o->res[0].outcome, RQ_BOUNCED);
+            assert_string_equal(o->res[0].tls, "none");
+        }
+    }
+    assert_int_equal(td_stat(&sink, "transactions"), 2);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* A session opened under allow-invalid-certs (lax.test) is not reused for a strict
+ * attempt to the same MX; a strict session serves a lax attempt. */
+static void test_strict_not_over_lax(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_wild(&sink), 0);
+    struct td t;
+    td_setup(&t, 0,
+             config(sink.port,
+                    "starttls = \"require\"\n"
+                    "allow-invalid-certs = [ { if = \"rcpt_domain == 'lax.test'\", then = true},\n"
+                    "{ else = false } ]\n"));
+    const char *order[] = {"a@lax.test", "b@example.test", "c@lax.test"};
+    unsigned want_reused[] = {0, 0, 1};
+    for (int i = 0; i < 3; i++) {
+        char body[64];
+        snprintf(body, sizeof(body), "Message-ID: <l%d@src.test>\r\n\r\nx\r\n", i);
+        td_enqueue(&t, (const char *[]){order[i], NULL}, body);
+        size_t first;
+        struct rq_batch *b = td_run(&t, &first);
+        assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+        assert_int_equal(t.out[first]->connections_reused, want_reused[i]);
+        td_report_and_promote(&t, b, first);
+    }
+    assert_int_equal(td_stat(&sink, "connections"), 2);
+    assert_int_equal(td_stat(&sink, "transactions"), 3);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* A relay given by host name is resolved (eng_dns_resolve_host) and verified. */
+static void test_relay_by_name(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_wild(&sink), 0);
+    char rest[256];
+    snprintf(rest, sizeof(rest),
+             "starttls = \"require\"\n[remote.relay1]\naddress = \"mx.example.test\"\nport = %d\n",
+             sink.port);
+    struct td t;
+    char cfg[4096];
+    snprintf(cfg, sizeof(cfg), "%s", config(sink.port, rest));
+    /* next-hop has to go into [queue.outbound], which config() opened first */
+    char *p = strstr(cfg, "mx-port");
+    assert_non_null(p);
+    char final[4200];
+    snprintf(final, sizeof(final), "%.*snext-hop = \"relay1\"\n%s", (int)(p - cfg), cfg, p);
+    td_setup(&t, 0, final);
+    td_enqueue(&t, (const char *[]){"a@elsewhere.test", NULL},
+               "Message-ID: <r1@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+    assert_non_null(strstr(t.out[first]->res[0].tls, " verified"));
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+static int setup(void **state)
+{
+    if (td_group_setup(state) != 0)
+        return -1;
+    certs = tu_mkdtemp();
+    if (!certs || tt_make_certs(certs) != 0)
+        return -1;
+    return tu_dnsmasq_start(&dns, zone) < 0 ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    tu_dnsmasq_stop(&dns);
+    tu_rmtree(certs);
+    free(certs);
+    return td_group_teardown(state);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mx_verified_and_fallback),
+        cmocka_unit_test(test_strict_not_over_lax),
+        cmocka_unit_test(test_relay_by_name),
+    };
+    if (getenv("TD_FILTER"))
+        cmocka_set_test_filter(getenv("TD_FILTER"));
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

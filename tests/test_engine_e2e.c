@@ -1,0 +1,473 @@
+/* End to end: real redis-server, real salvo-sink, `salvo enqueue` and `salvo run`.
+ * Every recipient must arrive exactly once at the sink (its (Message-ID, recipient)
+ * pairs), also across kill -9 of salvo, a Redis kill -9 + restart and SIGTERM; the
+ * summary line must agree with the sink's counters. Routing is the smart-host case:
+ * queue.outbound.next-hop names [remote.sink]. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "dnsmasq.h"
+#include "redis_server.h"
+#include "test_engine_run_util.h"
+#include "test_sink_util.h"
+#include "test_tls_helpers.h"
+#include "testutil.h"
+
+static struct tu_redis srv;
+static char *dir;
+static char *certs;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (tu_redis_start(&srv, true, NULL))
+        return -1;
+    dir = tu_mkdtemp();
+    certs = tu_mkdtemp();
+    unsetenv("SALVO_CONFIG");
+    setenv("SALVO_REDIS_URL", srv.url, 1);
+    if (!dir || !certs || tt_make_certs(certs))
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tu_redis_stop(&srv);
+    tu_rmtree(dir);
+    tu_rmtree(certs);
+    free(dir);
+    free(certs);
+    return 0;
+}
+
+/* A fresh queue for each test. */
+static int reset(void **state)
+{
+    (void)state;
+    char *r = tu_redis_cli(&srv, (const char *const[]){"FLUSHALL", NULL});
+    int ok = r && strcmp(r, "OK") == 0;
+    free(r);
+    return ok ? 0 : -1;
+}
+
+/* dir/salvo.toml: two workers, a 1 s lease, plus `extra`; with sink_port > 0
+ * everything goes to the sink as a relay (queue.outbound.next-hop). */
+static void write_conf(int sink_port, const char *extra)
+{
+    char buf[4096], relay[256] = "";
+    if (sink_port > 0)
+        snprintf(relay, sizeof(relay),
+                 "[queue.outbound]\nnext-hop = \"'sink'\"\n"
+                 "[remote.sink]\naddress = \"127.0.0.1\"\nport = %d\n",
+                 sink_port);
+    snprintf(buf, sizeof(buf),
+             "[server.workers]\nthreads = 2\npin = false\n"
+             "[queue]\nlease = \"1s\"\n"
+             "%s%s",
+             relay, extra ? extra : "");
+    char *p = tu_write_file(dir, "salvo.toml", buf);
+    assert_non_null(p);
+    free(p);
+}
+
+/* Enqueues a campaign of n recipients over ndomains domains; returns n. */
+static long long enqueue_to(const char *tag, int n, int ndomains, const char *tld)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "%s.csv", tag);
+    size_t cap = (size_t)n * 48 + 16;
+    char *csv = malloc(cap);
+    assert_non_null(csv);
+    size_t len = (size_t)snprintf(csv, cap, "email\n");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(csv + len, cap - len, "user%d@d%d.%s\n", i, i % ndomains, tld);
+    free(tu_write_file(dir, name, csv));
+    free(csv);
+    char tmpl[256];
+    snprintf(tmpl, sizeof(tmpl),
+             "Message-ID: <%s@salvo.test>\nFrom: news@sender.example\nSubject: %s\n\n"
+             "Hello {{email}}\n",
+             tag, tag);
+    char tname[64];
+    snprintf(tname, sizeof(tname), "%s.eml", tag);
+    free(tu_write_file(dir, tname, tmpl));
+    const char *argv[] = {tu_salvo_bin(), "enqueue", "--from",     "news@sender.example",
+                          "--recipients", name,      "--template", tname,
+                          "--campaign",   tag,       NULL};
+    struct tu_result r;
+    assert_int_equal(tu_run_env(argv, NULL, 60, dir, NULL, &r), 0);
+    if (r.status != 0)
+        print_message("enqueue: %s\n", r.err);
+    assert_int_equal(r.status, 0);
+    tu_result_free(&r);
+    return n;
+}
+
+static long long enqueue(const char *tag, int n, int ndomains)
+{
+    return enqueue_to(tag, n, ndomains, "example");
+}
+
+static uint64_t sink_stat(struct ts_sink *s, const char *key)
+{
+    char buf[4096];
+    assert_int_equal(ts_sink_stats(s, buf, sizeof(buf)), 0);
+    return ts_json_u64(buf, key);
+}
+
+/* `salvo run --drain` in the foreground; returns its stdout (owned). */
+static char *run_drain(const char *name, int timeout_ms)
+{
+    struct tr_proc p;
+    assert_int_equal(tr_start(&p, dir, name, (const char *const[]){"run", "--drain", NULL}), 0);
+    int st = tr_wait(&p, timeout_ms);
+    if (st != 0) {
+        char *err = tr_err(&p);
+        print_message("salvo run --drain: status %d; stderr:\n%s\n", st, err);
+        free(err);
+        tr_kill9(&p);
+    }
+    assert_int_equal(st, 0);
+    return tr_out(&p);
+}
+
+/* Waits until the sink has accepted at least `n` transactions. */
+static void wait_transactions(struct ts_sink *s, uint64_t n, int timeout_ms)
+{
+    int64_t end = tr_now_ms() + timeout_ms;
+    while (sink_stat(s, "transactions") < n) {
+        if (tr_now_ms() > end)
+            fail_msg("the sink saw fewer than %llu transactions", (unsigned long long)n);
+        tr_sleep_ms(20);
+    }
+}
+
+static void check_all_delivered(struct ts_sink *s, long long n, const char *what)
+{
+    char buf[4096];
+    assert_int_equal(ts_sink_stats(s, buf, sizeof(buf)), 0);
+    print_message("%s: sink %s", what, buf);
+    assert_int_equal(ts_json_u64(buf, "pairs"), (uint64_t)n);
+    assert_int_equal(tr_queue_stat(dir, "delivered"), n);
+    assert_int_equal(tr_queue_stat(dir, "ready"), 0);
+    assert_int_equal(tr_queue_stat(dir, "scheduled"), 0);
+    assert_int_equal(tr_queue_stat(dir, "inflight"), 0);
+}
+
+/* --- the tests ---------------------------------------------------------------------- */
+
+/* Thousands of recipients over 10 domains, exactly once, few connections. */
+static void campaign_exactly_once(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    assert_int_equal(ts_sink_start(&s, (const char *const[]){"--threads", "2", NULL}), 0);
+    write_conf(s.port, NULL);
+    long long n = enqueue("camp", 5000, 10);
+    int64_t t0 = tr_now_ms();
+    char *out = run_drain("camp", 30000);
+    int64_t ms = tr_now_ms() - t0;
+    print_message("summary: %s", out);
+    char buf[4096];
+    assert_int_equal(ts_sink_stats(&s, buf, sizeof(buf)), 0);
+    print_message("sink: %s", buf);
+    assert_int_equal(tr_summary_num(out, "delivered"), n);
+    assert_int_equal(tr_summary_num(out, "deferred"), 0);
+    assert_int_equal(tr_summary_num(out, "bounced"), 0);
+    uint64_t tx = ts_json_u64(buf, "transactions"), conns = ts_json_u64(buf, "connections");
+    assert_int_equal(ts_json_u64(buf, "pairs"), (uint64_t)n);
+    assert_int_equal(ts_json_u64(buf, "recipients"), (uint64_t)n);
+    assert_int_equal(ts_json_u64(buf, "duplicates"), 0);
+    assert_int_equal(tr_summary_num(out, "transactions"), (long long)tx);
+    assert_int_equal(tr_summary_num(out, "connections"), (long long)conns);
+    /* 50 recipients per transaction; pooled connections carry many of them. */
+    assert_true(tx >= (uint64_t)n / 50);
+    assert_true(conns * 4 <= tx);
+    assert_int_equal(tr_summary_num(out, "reused"), (long long)(tx - conns));
+    print_message("campaign: %lld recipients, %llu transactions, %llu connections, %lld ms "
+                  "wall (%.0f msgs/s incl. start)\n",
+                  n, (unsigned long long)tx, (unsigned long long)conns, (long long)ms,
+                  (double)n * 1000.0 / (double)(ms ? ms : 1));
+    check_all_delivered(&s, n, "campaign");
+    free(out);
+    ts_sink_stop(&s, NULL, 0);
+}
+
+/* STARTTLS required; a connection carries few messages, so new connections resume
+ * the TLS session of earlier ones. */
+static void starttls_resumes_sessions(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    const char *extra[] = {"--threads",  "2",
+                           "--tls-cert", tt_path(certs, "wild.pem"),
+                           "--tls-key",  tt_path(certs, "wild.key"),
+                           NULL};
+    assert_int_equal(ts_sink_start(&s, extra), 0);
+    char conf[1024];
+    snprintf(conf, sizeof(conf),
+             "[queue.outbound.tls]\nstarttls = \"'require'\"\nallow-invalid-certs = \"true\"\n"
+             "ca-file = \"%s\"\n"
+             "[queue.outbound.limits]\nmessages-per-connection = 4\n",
+             tt_path(certs, "ca.pem"));
+    write_conf(s.port, conf);
+    long long n = enqueue("tls", 2000, 20);
+    char *out = run_drain("tls", 30000);
+    print_message("summary: %s", out);
+    char buf[4096];
+    assert_int_equal(ts_sink_stats(&s, buf, sizeof(buf)), 0);
+    print_message("sink: %s", buf);
+    uint64_t full = ts_json_u64(buf, "tls_handshakes_full");
+    uint64_t resumed = ts_json_u64(buf, "tls_handshakes_resumed");
+    uint64_t conns = ts_json_u64(buf, "connections");
+    assert_int_equal(ts_json_u64(buf, "pairs"), (uint64_t)n);
+    assert_int_equal(ts_json_u64(buf, "duplicates"), 0);
+    /* Every connection was encrypted (require), most of them resumed. */
+    assert_int_equal(full + resumed, conns);
+    assert_true(conns >= 10);
+    assert_true(resumed > 0);
+    assert_int_equal(tr_summary_num(out, "full"), (long long)full);
+    assert_int_equal(tr_summary_num(out, "resumed"), (long long)resumed);
+    print_message("tls: %llu connections, %llu full, %llu resumed (%.0f%% resumed)\n",
+                  (unsigned long long)conns, (unsigned long long)full, (unsigned long long)resumed,
+                  100.0 * (double)resumed / (double)conns);
+    free(out);
+    ts_sink_stop(&s, NULL, 0);
+}
+
+/* kill -9 of salvo mid-campaign; a second run takes the jobs over after the lease. */
+static void kill9_then_second_run_delivers_all(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    assert_int_equal(
+        ts_sink_start(&s, (const char *const[]){"--threads", "2", "--fault", "delay:dot:30", NULL}),
+        0);
+    write_conf(s.port, NULL);
+    long long n = enqueue("k9", 3000, 10);
+    struct tr_proc p;
+    assert_int_equal(tr_start(&p, dir, "k9a", (const char *const[]){"run", NULL}), 0);
+    wait_transactions(&s, 5, 15000);
+    tr_kill9(&p);
+    uint64_t before = sink_stat(&s, "pairs");
+    assert_true(before < (uint64_t)n);
+    char *out = run_drain("k9b", 30000);
+    print_message("second run: %s", out);
+    uint64_t dups = sink_stat(&s, "duplicates");
+    print_message("kill -9 after %llu of %lld delivered: %llu duplicates\n",
+                  (unsigned long long)before, n, (unsigned long long)dups);
+    check_all_delivered(&s, n, "kill -9");
+    /* Only jobs that were in flight at the kill can come twice. */
+    assert_true(dups <= (uint64_t)n - before + 2 * 200 * 50);
+    free(out);
+    ts_sink_stop(&s, NULL, 0);
+}
+
+/* Redis killed (-9) and restarted on its AOF while salvo runs: all delivered. */
+static void redis_restart_mid_run(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    assert_int_equal(
+        ts_sink_start(&s, (const char *const[]){"--threads", "2", "--fault", "delay:dot:20", NULL}),
+        0);
+    write_conf(s.port, NULL);
+    long long n = enqueue("rr", 3000, 10);
+    struct tr_proc p;
+    assert_int_equal(tr_start(&p, dir, "rr", (const char *const[]){"run", "--drain", NULL}), 0);
+    wait_transactions(&s, 5, 15000);
+    tu_redis_kill9(&srv);
+    tr_sleep_ms(800);
+    assert_int_equal(tu_redis_restart(&srv), 0);
+    int st = tr_wait(&p, 30000);
+    char *out = tr_out(&p), *err = tr_err(&p);
+    print_message("summary: %s", out);
+    if (st != 0)
+        print_message("stderr: %s\n", err);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(err, "reconnecting"));
+    assert_non_null(strstr(err, ": connected"));
+    print_message("redis restart: %llu duplicates\n",
+                  (unsigned long long)sink_stat(&s, "duplicates"));
+    check_all_delivered(&s, n, "redis restart");
+    free(out);
+    free(err);
+    ts_sink_stop(&s, NULL, 0);
+}
+
+/* SIGTERM mid-run: exit 0 within the bound with the summary; the next run finishes. */
+static void sigterm_is_graceful(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    assert_int_equal(
+        ts_sink_start(&s, (const char *const[]){"--threads", "2", "--fault", "delay:dot:50", NULL}),
+        0);
+    /* Transactions cut short at the bound come back deferred: retry them soon. */
+    write_conf(s.port, "[server]\nshutdown-timeout = \"3s\"\n[queue.schedule]\nretry = [\"1s\"]\n");
+    long long n = enqueue("term", 3000, 10);
+    struct tr_proc p;
+    assert_int_equal(tr_start(&p, dir, "term", (const char *const[]){"run", NULL}), 0);
+    wait_transactions(&s, 5, 15000);
+    int64_t t0 = tr_now_ms();
+    kill(p.pid, SIGTERM);
+    int st = tr_wait(&p, 10000);
+    int64_t took = tr_now_ms() - t0;
+    char *out = tr_out(&p);
+    print_message("after SIGTERM (%lld ms): %s", (long long)took, out);
+    assert_int_equal(st, 0);
+    assert_true(took < 3000 + 2000);
+    long long first = tr_summary_num(out, "delivered");
+    assert_true(first > 0);
+    /* Whatever the first run delivered is recorded: no duplicates afterwards. */
+    free(out);
+    out = run_drain("term2", 30000);
+    print_message("second run: %s", out);
+    assert_int_equal(first + tr_summary_num(out, "delivered"), n);
+    assert_int_equal(sink_stat(&s, "duplicates"), 0);
+    check_all_delivered(&s, n, "sigterm");
+    free(out);
+    ts_sink_stop(&s, NULL, 0);
+}
+
+/* A second SIGINT ends the process at once; still nothing is lost. */
+static void second_sigint_exits_at_once(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    assert_int_equal(ts_sink_start(&s, (const char *const[]){"--threads", "2", "--fault",
+                                                             "delay:dot:3000", NULL}),
+                     0);
+    write_conf(s.port, "[server]\nshutdown-timeout = \"20s\"\n");
+    long long n = enqueue("int", 200, 4);
+    struct tr_proc p;
+    assert_int_equal(tr_start(&p, dir, "int", (const char *const[]){"run", NULL}), 0);
+    int64_t end = tr_now_ms() + 10000;
+    while (sink_stat(&s, "connections") < 1 && tr_now_ms() < end)
+        tr_sleep_ms(20);
+    tr_sleep_ms(200);
+    kill(p.pid, SIGINT);
+    assert_true(tr_wait_for_text(p.err_path, "signal 2: stopping", 3000));
+    int64_t t0 = tr_now_ms();
+    kill(p.pid, SIGINT);
+    int st = tr_wait(&p, 5000);
+    int64_t took = tr_now_ms() - t0;
+    assert_int_equal(st, 130);
+    assert_true(took < 1500);
+    char *err = tr_err(&p);
+    assert_non_null(strstr(err, "stopped at once (signal 2); unfinished jobs stay queued"));
+    free(err);
+    char *out = run_drain("int2", 30000);
+    check_all_delivered(&s, n, "second SIGINT");
+    free(out);
+    ts_sink_stop(&s, NULL, 0);
+}
+
+/* The seed rules: an untrusted certificate fails attempt 0 ("tls"), attempt 1 allows
+ * invalid certificates and delivers over TLS. */
+static void seed_untrusted_cert_then_relaxed(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    const char *extra[] = {"--threads",  "1",
+                           "--tls-cert", tt_path(certs, "self.pem"),
+                           "--tls-key",  tt_path(certs, "self.key"),
+                           NULL};
+    assert_int_equal(ts_sink_start(&s, extra), 0);
+    char conf[2048];
+    snprintf(conf, sizeof(conf),
+             "[queue.outbound.tls]\n"
+             "allow-invalid-certs = [ { if = \"retry_num > 0 && last_error == 'tls'\", then = "
+             "true },\n                        { else = false } ]\n"
+             "starttls = [ { if = \"retry_num > 1 && last_error == 'tls'\", then = \"disable\" "
+             "},\n             { else = \"require\" } ]\n"
+             "ca-file = \"%s\"\n"
+             "[queue.schedule]\nretry = [\"1s\"]\n",
+             tt_path(certs, "ca.pem"));
+    write_conf(s.port, conf);
+    long long n = enqueue("seed", 20, 2);
+    char *out = run_drain("seed", 30000);
+    print_message("summary: %s", out);
+    char buf[4096];
+    assert_int_equal(ts_sink_stats(&s, buf, sizeof(buf)), 0);
+    print_message("sink: %s", buf);
+    /* Attempt 0 of every recipient: deferred; attempt 1: delivered over TLS. */
+    assert_int_equal(tr_summary_num(out, "deferred"), n);
+    assert_int_equal(tr_summary_num(out, "delivered"), n);
+    assert_int_equal(ts_json_u64(buf, "pairs"), (uint64_t)n);
+    uint64_t tls_ok =
+        ts_json_u64(buf, "tls_handshakes_full") + ts_json_u64(buf, "tls_handshakes_resumed");
+    assert_true(tls_ok >= 1);
+    /* Never plaintext: every connection that carried mail was encrypted. */
+    assert_true(ts_json_u64(buf, "transactions") <= tls_ok * 1000);
+    check_all_delivered(&s, n, "seed");
+    free(out);
+    ts_sink_stop(&s, NULL, 0);
+}
+
+/* MX routing: dnsmasq serves MX records for 8 domains, all pointing at hosts on
+ * one loopback address where the sink listens on port 25. */
+static void mx_routing_via_dnsmasq(void **state)
+{
+    (void)state;
+    char addr[32], listen[48];
+    snprintf(addr, sizeof(addr), "127.0.%d.%d", 10 + (int)(getpid() % 200),
+             2 + (int)(getpid() % 250));
+    snprintf(listen, sizeof(listen), "%s:25", addr);
+    struct ts_sink s;
+    assert_int_equal(
+        ts_sink_start(&s, (const char *const[]){"--threads", "2", "--listen", listen, NULL}), 0);
+    char dns_conf[4096];
+    size_t len = 0;
+    for (int i = 0; i < 8; i++)
+        len += (size_t)snprintf(dns_conf + len, sizeof(dns_conf) - len,
+                                "mx-host=d%d.test,mx%d.d%d.test,10\n"
+                                "host-record=mx%d.d%d.test,%s\n",
+                                i, i, i, i, i, addr);
+    struct tu_dnsmasq dns = {0};
+    assert_true(tu_dnsmasq_start(&dns, dns_conf) > 0);
+    char conf[256];
+    snprintf(conf, sizeof(conf), "[resolver]\nnameservers = [\"%s\"]\n", dns.ns);
+    write_conf(0, conf);
+    long long n = enqueue_to("mx", 2000, 8, "test");
+    char *out = run_drain("mx", 30000);
+    print_message("summary: %s", out);
+    char buf[4096];
+    assert_int_equal(ts_sink_stats(&s, buf, sizeof(buf)), 0);
+    print_message("sink: %s", buf);
+    assert_int_equal(tr_summary_num(out, "delivered"), n);
+    assert_int_equal(ts_json_u64(buf, "duplicates"), 0);
+    /* Eight MX hosts (one per domain): separate pools, each reused. */
+    uint64_t tx = ts_json_u64(buf, "transactions"), conns = ts_json_u64(buf, "connections");
+    assert_true(conns >= 8);
+    assert_true(conns < tx);
+    check_all_delivered(&s, n, "mx");
+    free(out);
+    tu_dnsmasq_stop(&dns);
+    ts_sink_stop(&s, NULL, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(campaign_exactly_once, reset),
+        cmocka_unit_test_setup(starttls_resumes_sessions, reset),
+        cmocka_unit_test_setup(kill9_then_second_run_delivers_all, reset),
+        cmocka_unit_test_setup(redis_restart_mid_run, reset),
+        cmocka_unit_test_setup(sigterm_is_graceful, reset),
+        cmocka_unit_test_setup(second_sigint_exits_at_once, reset),
+        cmocka_unit_test_setup(seed_untrusted_cert_then_relaxed, reset),
+        cmocka_unit_test_setup(mx_routing_via_dnsmasq, reset),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
