@@ -196,23 +196,26 @@ class Redis:
 
 
 class Dnsmasq:
-    """dnsmasq on 127.0.0.1:<free port> answering MX dI.bench.test -> mxI.bench.test
-    (preference 10) and A mxI.bench.test -> 127.0.0.1 for the K campaign domains: the
-    "MX via DNS" route (salvo's queue.outbound.mx-port points at the sink)."""
+    """dnsmasq on 127.0.0.1:<free port> answering A sink.bench.test -> 127.0.0.1 (the
+    next-hop relay's name: salvo verifies the certificate against the relay's name,
+    and an IP literal is matched against no SAN), and MX dI.bench.test ->
+    mxI.bench.test (preference 10), A mxI.bench.test -> 127.0.0.1 for the K campaign
+    domains: the "MX via DNS" route (queue.outbound.mx-port points at the sink)."""
 
     def __init__(self, bench, k):
         self.port = free_udp_tcp_port()
         d = tempfile.mkdtemp(prefix="dnsmasq.", dir=bench.dir)
         conf = os.path.join(d, "dnsmasq.conf")
         with open(conf, "w") as f:
-            f.write("local=/bench.test/\n")
+            f.write("local=/bench.test/\nlocal-ttl=3600\n")
+            f.write("host-record=sink.bench.test,127.0.0.1\n")
             for i in range(k):
                 f.write("mx-host=d%d.bench.test,mx%d.bench.test,10\n" % (i, i))
                 f.write("host-record=mx%d.bench.test,127.0.0.1\n" % i)
         argv = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
                 "--bind-interfaces", "--listen-address=127.0.0.1", "--pid-file=",
                 "--port=%d" % self.port, "--conf-file=" + conf,
-                "--log-facility=" + os.path.join(d, "dnsmasq.log")]
+                "--log-facility=" + os.path.join(d, "dnsmasq.log")] + (["--log-queries"] if os.environ.get("BENCH_DNS_LOG") else [])
         if os.geteuid() == 0:
             argv.append("--user=root")  # "nobody" could not read our temp dir
         self.proc = bench.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -362,15 +365,18 @@ def make_campaign(bench, n, k, size, personalised):
     return csv_path, tpl_path
 
 
-def template(size, personalised):
+def template(size, personalised, tag=None):
+    """`tag` (default: random) makes the Message-IDs of each run unique, so one
+    salvo-sink can count duplicates over several runs."""
+    tag = tag or os.urandom(4).hex()
     if personalised:
-        head = ("Message-ID: <bench.{{code}}@sender.bench.test>\r\n"
+        head = ("Message-ID: <bench.{{code}}." + tag + "@sender.bench.test>\r\n"
                 "From: News <news@sender.bench.test>\r\nTo: {{first}} <{{email}}>\r\n"
                 "Subject: {{first}}, your code {{code}}\r\nMIME-Version: 1.0\r\n"
                 "Content-Type: text/plain; charset=utf-8\r\n\r\n"
                 "Dear {{first}},\r\n\r\nyour personal code is {{code}}.\r\n\r\n")
     else:
-        head = ("Message-ID: <bench.campaign@sender.bench.test>\r\n"
+        head = ("Message-ID: <bench.campaign." + tag + "@sender.bench.test>\r\n"
                 "From: News <news@sender.bench.test>\r\nTo: undisclosed-recipients:;\r\n"
                 "Subject: Our news\r\nMIME-Version: 1.0\r\n"
                 "Content-Type: text/plain; charset=utf-8\r\n\r\nDear reader,\r\n\r\n")

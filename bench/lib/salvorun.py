@@ -12,9 +12,13 @@ from benchlib import (SINK_KEYS, Measured, Progress, Redis, delta, die, log, per
 PENDING = "pending engine"
 
 
-def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=(), dns_port=None):
-    """next-hop to [remote.sink], or with `dns_port` MX lookups via that dnsmasq and
-    queue.outbound.mx-port = the sink's port."""
+def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=(), dns_port=None,
+                 route="next-hop", relay="ip"):
+    """route "next-hop": [remote.sink] at 127.0.0.1 (relay "ip"; with TLS the
+    certificate is not verified, allow-invalid-certs = true: what Postfix's
+    `encrypt` level does) or at sink.bench.test (relay "name": resolved by our
+    dnsmasq, certificate verified against the test CA). route "mx": MX lookups via
+    dnsmasq, queue.outbound.mx-port = the sink's port, verified."""
     lines = [
         "# written by bench/salvo-bench",
         "[redis]",
@@ -28,17 +32,19 @@ def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=(), dn
         'level = "warn"',
         "",
         "[queue.outbound]",
-        ('mx-port = %d' % sink_port) if dns_port else 'next-hop = "sink"',
+        ('mx-port = %d' % sink_port) if route == "mx" else 'next-hop = "sink"',
         "",
         "[queue.outbound.tls]",
         'starttls = "%s"' % ("require" if tls else "disable"),
     ]
+    if tls and route == "next-hop" and relay == "ip":
+        lines.append("allow-invalid-certs = true")
     if ca:
         lines.append('ca-file = "%s"' % ca)
     lines += [
         "",
         "[remote.sink]",
-        'address = "127.0.0.1"',
+        'address = "%s"' % ("127.0.0.1" if relay == "ip" else "sink.bench.test"),
         "port = %d" % sink_port,
         'protocol = "smtp"',
         "",
@@ -75,7 +81,7 @@ def run(bench, salvo, sink, **kw):
 
 def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2, processes=1,
         ca=None, extra=(), enqueue_only=False, timeout=1800, label=None, tag="run",
-        dns_port=None, perf=None, stall=60):
+        dns_port=None, route="next-hop", relay="ip", perf=None, stall=60, monitor=False):
     from benchlib import make_campaign
     conf = bench.path("salvo-%s.toml" % tag)
     # queue.outbound.tls.ca-file (the test CA, strict verification) came with the
@@ -83,7 +89,7 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     with open(salvo, "rb") as f:
         knows_ca = b"queue.outbound.tls.ca-file" in f.read()
     write_config(conf, redis.url, sink.port, threads, tls, ca if knows_ca else None, extra,
-                 dns_port)
+                 dns_port, route, relay)
     env = salvo_env()
     r = subprocess.run([salvo, "config", "check", "-c", conf], capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -93,7 +99,7 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
         "engine": "salvo", "label": label or "", "recipients": n, "domains": k,
         "template_bytes": os.path.getsize(tpl), "personalised": personalised, "tls": tls,
         "worker_threads": threads, "processes": processes, "config": conf,
-        "route": "mx (dnsmasq)" if dns_port else "next-hop",
+        "route": route if route == "mx" else "next-hop (%s)" % relay,
     }
 
     # Enqueue (timed on its own; not part of the delivery figures).
@@ -120,6 +126,7 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     from pfbench import loadavg
     res["loadavg_at_start"] = loadavg()
     sink_before = sink.stats()
+    mon = Monitor(redis.port) if monitor else None
     top0, calls0 = redis.command_counts()
     start_ms = time.time() * 1000.0
     procs = []
@@ -165,6 +172,8 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     stop.set()
     th.join()
     top1, calls1 = redis.command_counts()
+    if mon:
+        res.update(mon.stop(n))
     sink_after = sink.stats()
     d = delta(sink_after, sink_before, SINK_KEYS)
     wall = max(p.wall for p, _ in procs)
@@ -215,6 +224,49 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     ok = ("stalled" not in first_last and all(rc == 0 for rc in rcs) and d["recipients"] == n and d["duplicates"] == 0)
     res["status"] = "ok" if ok else "INCOMPLETE (see exit_codes, sink, queue_stats)"
     return res
+
+
+class Monitor:
+    """Counts the commands clients send during the run with Redis MONITOR, which
+    marks the ones a Lua script runs ("[0 lua]"): commands sent by salvo per
+    recipient, an upper bound on its round trips per recipient (a pipelined batch
+    is one round trip and several commands). MONITOR costs Redis time: a run with
+    it is for this figure, not for msgs/s."""
+
+    def __init__(self, port):
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        self.f = self.sock.makefile("rb")
+        assert self.f.readline().startswith(b"+OK")
+        self.counts = {"client": 0, "lua": 0}
+        self.by_cmd = {}
+        self.th = threading.Thread(target=self._read, daemon=True)
+        self.th.start()
+
+    def _read(self):
+        import re
+        rx = re.compile(rb'^\+[\d.]+ \[\d+ ([^\]]+)\] "([^"]*)"')
+        for line in self.f:
+            m = rx.match(line)
+            if not m:
+                continue
+            who = "lua" if m.group(1) == b"lua" else "client"
+            cmd = m.group(2).decode(errors="replace").lower()
+            if who == "client" and cmd == "info":
+                continue  # the harness's own
+            self.counts[who] += 1
+            if who == "client":
+                self.by_cmd[cmd] = self.by_cmd.get(cmd, 0) + 1
+
+    def stop(self, n):
+        time.sleep(0.2)
+        import socket
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.th.join(timeout=5)
+        self.sock.close()
+        return {"client_cmds_per_rcpt": round(self.counts["client"] / n, 4),
+                "client_cmds": self.by_cmd, "script_cmds": self.counts["lua"]}
 
 
 def events_latency(redis, start_ms):
