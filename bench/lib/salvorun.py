@@ -99,6 +99,9 @@ def run_reps(bench, salvo, sink, reps=1, **kw):
     med = dict(done[len(done) // 2])
     med["reps_msgs_per_s"] = [r.get("msgs_per_s") for r in runs]
     med["reps_status"] = [r["status"] for r in runs]
+    med["failed_runs"] = [{k: r.get(k) for k in ("run_output", "stalled", "queue_stats", "sink",
+                                                 "not_delivered_sample", "exit_codes")}
+                          for r in bad]
     if bad:
         med["status"] = bad[0]["status"] + " (in %d of %d runs)" % (len(bad), len(runs))
     return med
@@ -252,6 +255,8 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
         res["queue_stats"] = qs.stdout.strip() or qs.stderr.strip()
     ok = ("stalled" not in first_last and all(rc == 0 for rc in rcs) and d["recipients"] == n and d["duplicates"] == 0)
     res["status"] = "ok" if ok else "INCOMPLETE (see exit_codes, sink, queue_stats)"
+    if not ok:
+        res["not_delivered_sample"] = failure_sample(redis)
     return res
 
 
@@ -296,6 +301,21 @@ class Monitor:
         self.sock.close()
         return {"client_cmds_per_rcpt": round(self.counts["client"] / n, 4),
                 "client_cmds": self.by_cmd, "script_cmds": self.counts["lua"]}
+
+
+def failure_sample(redis, count=5):
+    """The last few non-delivered events (type, reply, TLS facts): why a run failed."""
+    out = []
+    try:
+        for _, fields in redis.cmd("XREVRANGE", "salvo:{bench}:events", "+", "-"):
+            f = {k.decode(): v.decode(errors="replace") for k, v in zip(fields[::2], fields[1::2])}
+            if f.get("t") != "delivered":
+                out.append({k: f.get(k) for k in ("t", "reply", "tls", "r")})
+                if len(out) >= count:
+                    break
+    except Exception as e:  # noqa: BLE001 - diagnostic only
+        out.append({"error": str(e)})
+    return out
 
 
 def events_latency(redis, start_ms):
