@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,18 +27,20 @@
 #include "run_int.h"
 #include "tls.h"
 
-#define TASKS_PER_WORKER    200 /* bounded in flight: 4 jobs of 50 recipients ... x 50 */
-#define CLAIM_MAX           200
-#define FLUSH_EVERY_MS      20
-#define FLUSH_AT_JOBS       64
-#define TICK_S              0.02
-#define IDLE_CLAIM_MS       100
+/* Jobs a worker may hold (bounded in flight: at most 200 x 50 recipients); also
+ * the size of its rings, so handing a task back can never fail. */
+#define TASKS_PER_WORKER    200
+#define CLAIM_MAX           200  /* jobs per rq_claim round trip */
+#define FLUSH_EVERY_MS      20   /* reports wait at most this long for company ... */
+#define FLUSH_AT_JOBS       64   /* ... or until this many are buffered */
+#define TICK_S              0.02 /* housekeeping period */
+#define IDLE_CLAIM_MS       100  /* after an empty claim, ask again this much later */
 #define DRAIN_CHECK_MS      100
 #define PROMOTE_MAX         1000
 #define BACKOFF_MIN_MS      100
 #define BACKOFF_MAX_MS      5000
 #define DNS_CACHE_ENTRIES   65536
-#define STOP_FLUSH_GRACE_MS 5000
+#define STOP_FLUSH_GRACE_MS 5000 /* after the shutdown bound: time to write the reports */
 
 struct run_batch {
     struct rq_batch *b;
@@ -670,6 +671,9 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         r->exit_code = EXIT_RUNTIME;
     }
     progress(r, now_ms(), true);
+    uint64_t rt = rq_round_trips(r->q);
+    sv_info("stopped: %" PRIu64 " redis round trips (%.4f per recipient outcome)", rt,
+            (double)rt / (double)(r->n.delivered + r->n.deferred + r->n.bounced + r->n.dead + 1));
     print_summary(r);
     ev_signal_stop(r->loop, &r->sigterm);
     ev_signal_stop(r->loop, &r->sigint);
