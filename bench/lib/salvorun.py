@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -13,7 +14,7 @@ PENDING = "pending engine"
 
 
 def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=(), dns_port=None,
-                 route="next-hop", relay="ip"):
+                 route="next-hop", relay="ip", log_level="warn"):
     """route "next-hop": [remote.sink] at 127.0.0.1 (relay "ip"; with TLS the
     certificate is not verified, allow-invalid-certs = true: what Postfix's
     `encrypt` level does) or at sink.bench.test (relay "name": resolved by our
@@ -29,7 +30,7 @@ def write_config(path, redis_url, sink_port, threads, tls, ca=None, extra=(), dn
         "threads = %d" % threads,
         "",
         "[log]",
-        'level = "warn"',
+        'level = "%s"' % log_level,
         "",
         "[queue.outbound]",
         ('mx-port = %d' % sink_port) if route == "mx" else 'next-hop = "sink"',
@@ -109,7 +110,8 @@ def run_reps(bench, salvo, sink, reps=1, **kw):
 
 def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2, processes=1,
         ca=None, extra=(), enqueue_only=False, timeout=1800, label=None, tag="run",
-        dns_port=None, route="next-hop", relay="ip", perf=None, stall=60, monitor=False):
+        dns_port=None, route="next-hop", relay="ip", perf=None, stall=60, monitor=False,
+        log_level="warn"):
     from benchlib import make_campaign
     conf = bench.path("salvo-%s.toml" % tag)
     # queue.outbound.tls.ca-file (the test CA, strict verification) came with the
@@ -117,7 +119,7 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     with open(salvo, "rb") as f:
         knows_ca = b"queue.outbound.tls.ca-file" in f.read()
     write_config(conf, redis.url, sink.port, threads, tls, ca if knows_ca else None, extra,
-                 dns_port, route, relay)
+                 dns_port, route, relay, log_level)
     env = salvo_env()
     r = subprocess.run([salvo, "config", "check", "-c", conf], capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -222,6 +224,11 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     if "all" in first_last:
         res["seconds_to_last_delivery"] = round(first_last["all"] - procs[0][0].t0, 3)
     res["run_output"] = logs
+    for line in "\n".join(logs).splitlines():
+        m = re.search(r"stopped: (\d+) redis round trips \(([\d.]+) per recipient", line)
+        if m:
+            res.setdefault("redis_round_trips", []).append(int(m.group(1)))
+            res.setdefault("redis_round_trips_per_rcpt", []).append(float(m.group(2)))
     res["seconds"] = round(wall, 3)
     res["messages"] = d["transactions"]
     res["msgs_per_s"] = round(d["transactions"] / wall, 1)
