@@ -25,8 +25,10 @@ int eng_conf_load_or_report(const char *opt_path, struct eng_conf *conf)
     int rc = eng_conf_load(eng_conf_path(opt_path), conf, &diag);
     cfg_diag_print(&diag, stderr);
     cfg_diag_free(&diag);
-    if (rc != 0)
+    if (rc != 0) {
+        eng_conf_free(conf); /* nothing for the caller to free; a second free is a no-op */
         return EXIT_USER;
+    }
     sv_log_set_level((enum sv_log_level)conf->log_level);
     return EXIT_OK;
 }

@@ -81,7 +81,7 @@ int eng_conf_load(const char *path, struct eng_conf *conf, struct cfg_diag *diag
 void eng_conf_free(struct eng_conf *conf); /* NULL-safe */
 
 /* Loads the config for a command, printing every diagnostic on stderr.
- * Returns 0, or the exit code to return (EXIT_USER). */
+ * Returns 0, or the exit code to return (EXIT_USER) with `conf` already freed. */
 int eng_conf_load_or_report(const char *opt_path, struct eng_conf *conf);
 
 /* Top-level commands; argv[0] is the command name. */

@@ -302,10 +302,10 @@ static void progress(struct runner *r, int64_t now, bool final)
     if (!r->o.progress || (!final && now < r->t_progress))
         return;
     r->t_progress = now + 1000;
-    fprintf(stderr,
-            "\rdelivered %" PRIu64 ", deferred %" PRIu64 ", bounced %" PRIu64 ", in flight %zu%s",
-            r->n.delivered, r->n.deferred, r->n.bounced + r->n.dead, r->nclaimed,
-            final ? "\n" : "   ");
+    fputc('\r', stderr);
+    fprintf(
+        stderr, "delivered %" PRIu64 ", deferred %" PRIu64 ", bounced %" PRIu64 ", in flight %zu%s",
+        r->n.delivered, r->n.deferred, r->n.bounced + r->n.dead, r->nclaimed, final ? "\n" : "   ");
 }
 
 /* --- the loop ----------------------------------------------------------------------- */
