@@ -66,6 +66,10 @@ struct eng_deliverer {
     void *shut_arg;
     ev_timer shut_timer;
     ev_idle shut_check;
+    /* Jobs waiting for a pooled session to `key` to close: the pool is at
+     * limits.connections and its sessions have all the transactions
+     * limits.messages-per-connection allows. FIFO. */
+    struct djob *wait_head, *wait_tail;
 };
 
 struct djob {
@@ -95,6 +99,7 @@ struct djob {
     char last_tls[160];
     char keybuf[512];
     struct smtp_policy pol;
+    struct djob *wait_next;
 };
 
 static int64_t now_ms(void)
@@ -405,13 +410,25 @@ static void session_closed(void *arg, struct smtp_session *s)
 {
     struct eng_deliverer *d = arg;
     eng_pool_remove(&d->pool, s);
+    /* A slot is free: the waiting jobs try again (those still blocked wait again). */
+    struct djob *w = d->wait_head;
+    d->wait_head = d->wait_tail = NULL;
+    while (w) {
+        struct djob *next = w->wait_next;
+        w->wait_next = NULL;
+        try_next(w);
+        w = next;
+    }
     check_shutdown(d);
 }
 
 static void session_idle(void *arg, struct smtp_session *s)
 {
     struct eng_deliverer *d = arg;
-    if (d->shutting || smtp_session_transactions(s) >= (unsigned)d->o.conf->out_msgs_per_conn)
+    /* At the limit, or jobs wait for a slot they cannot get here: QUIT (the closed
+     * callback lets the waiting jobs in). */
+    if (d->shutting || d->wait_head ||
+        smtp_session_transactions(s) >= (unsigned)d->o.conf->out_msgs_per_conn)
         smtp_session_close(s, true, "done");
 }
 
@@ -460,14 +477,30 @@ static void try_next(struct djob *j)
 
     struct smtp_session *s = NULL;
     unsigned maxm = (unsigned)d->o.conf->out_msgs_per_conn;
+    /* A personalised job with more transactions than the limit cannot fit any
+     * session: it takes a fresh one (it is not split). */
+    unsigned need = j->ntxn < maxm ? (unsigned)j->ntxn : maxm;
+    size_t maxc = (size_t)d->o.conf->out_connections;
     if (!j->fresh_retry) {
         s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
-        if (s && smtp_session_transactions(s) >= maxm)
+        if (s && smtp_session_transactions(s) + need > maxm)
             s = NULL;
-        if (!s && eng_pool_count(&d->pool, j->keybuf) >= (size_t)d->o.conf->out_connections) {
-            s = eng_pool_busy(&d->pool, j->keybuf, &j->pol, maxm);
+        if (!s && eng_pool_count(&d->pool, j->keybuf) >= maxc) {
+            s = eng_pool_busy(&d->pool, j->keybuf, &j->pol, maxm, need);
             if (!s)
-                eng_pool_evict_idle(&d->pool, j->keybuf);
+                eng_pool_evict_idle(&d->pool, j->keybuf); /* QUIT frees its slot now */
+            if (!s && eng_pool_count(&d->pool, j->keybuf) >= maxc &&
+                eng_pool_has(&d->pool, j->keybuf, &j->pol)) {
+                /* Every fitting session has its share of transactions: wait until
+                 * one quits rather than open more than limits.connections. */
+                j->wait_next = NULL;
+                if (d->wait_tail)
+                    d->wait_tail->wait_next = j;
+                else
+                    d->wait_head = j;
+                d->wait_tail = j;
+                return;
+            }
         }
     }
     j->tried = true;
@@ -883,6 +916,12 @@ void eng_deliverer_free(struct eng_deliverer *d)
         ev_idle_stop(d->o.loop, &d->shut_check);
     }
     eng_pool_close_all(&d->pool, false, "shutting down");
+    while (d->wait_head) {
+        struct djob *w = d->wait_head;
+        d->wait_head = w->wait_next;
+        finish_all(w, false, "connection", "shutting down", NULL);
+    }
+    d->wait_tail = NULL;
     eng_dns_free(d->dns); /* pending lookups call back with TEMPFAIL */
     for (int i = 0; i < SET_COUNT; i++)
         rule_program_free(d->prog[i]);

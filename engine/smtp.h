@@ -150,6 +150,7 @@ bool smtp_session_usable(const struct smtp_session *s); /* ready or getting ther
 bool smtp_session_busy(const struct smtp_session *s);   /* has queued transactions */
 bool smtp_session_is_tls(const struct smtp_session *s);
 const struct smtp_policy *smtp_session_policy(const struct smtp_session *s);
+/* Transactions completed plus queued on this connection. */
 unsigned smtp_session_transactions(const struct smtp_session *s);
 uint64_t smtp_session_id(const struct smtp_session *s);
 bool smtp_session_tls_resumed(const struct smtp_session *s);

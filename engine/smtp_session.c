@@ -1031,7 +1031,12 @@ const struct smtp_policy *smtp_session_policy(const struct smtp_session *s)
 }
 unsigned smtp_session_transactions(const struct smtp_session *s)
 {
-    return s->ntxn;
+    /* Completed plus queued: what this connection will have carried once its queue
+     * drains, so the messages-per-connection limit also covers waiting jobs. */
+    unsigned n = s->ntxn;
+    for (const struct smtp_txn *t = s->head; t; t = t->next)
+        n++;
+    return n;
 }
 uint64_t smtp_session_id(const struct smtp_session *s)
 {

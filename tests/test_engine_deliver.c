@@ -95,6 +95,44 @@ static void test_reuse(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* limits.messages-per-connection also binds jobs queued on a busy session: with a
+ * single-connection pool, the sink sees ceil(transactions / limit) connections. */
+static void run_msgs_per_conn(int limit, int njobs)
+{
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    char toml[128];
+    snprintf(toml, sizeof(toml),
+             "[queue.outbound.limits]\nconnections = 1\nmessages-per-connection = %d\n", limit);
+    td_setup(&t, sink.port, toml);
+    char addrs[40][64];
+    const char *rc[41];
+    for (int i = 0; i < njobs; i++) {
+        snprintf(addrs[i], sizeof(addrs[i]), "u%d@d%d.test", i, i);
+        rc[i] = addrs[i];
+    }
+    rc[njobs] = NULL;
+    td_enqueue(&t, rc, "Message-ID: <mpc@src.test>\r\n\r\nhello\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, njobs);
+    for (size_t i = first; i < t.nout; i++)
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(td_stat(&sink, "transactions"), njobs);
+    assert_int_equal(td_stat(&sink, "connections"), (njobs + limit - 1) / limit);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+static void test_msgs_per_conn(void **state)
+{
+    (void)state;
+    run_msgs_per_conn(1, 40);
+    run_msgs_per_conn(3, 20);
+}
+
 /* Personalised: one transaction per recipient with its rendered body. */
 static void test_personalised(void **state)
 {
@@ -304,10 +342,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_multi_rcpt),      cmocka_unit_test(test_reuse),
-        cmocka_unit_test(test_personalised),    cmocka_unit_test(test_rcpt_faults),
-        cmocka_unit_test(test_disconnect_data), cmocka_unit_test(test_stall_greeting),
-        cmocka_unit_test(test_hostile),         cmocka_unit_test(test_connect_refused),
-        cmocka_unit_test(test_shutdown_aborts), cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_msgs_per_conn),   cmocka_unit_test(test_personalised),
+        cmocka_unit_test(test_rcpt_faults),     cmocka_unit_test(test_disconnect_data),
+        cmocka_unit_test(test_stall_greeting),  cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_connect_refused), cmocka_unit_test(test_shutdown_aborts),
+        cmocka_unit_test(test_idle_timeout),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
