@@ -70,6 +70,7 @@ struct eng_deliverer {
      * limits.connections and its sessions have all the transactions
      * limits.messages-per-connection allows. FIFO. */
     struct djob *wait_head, *wait_tail;
+    struct djob *jobs; /* every job started and not yet called back */
 };
 
 struct djob {
@@ -100,6 +101,12 @@ struct djob {
     char keybuf[512];
     struct smtp_policy pol;
     struct djob *wait_next;
+    struct djob *prev, *next;  /* in d->jobs */
+    size_t nrcpt;              /* job->nrcpt, for after the job is handed back */
+    struct smtp_session *sess; /* holding this attempt's transactions, or NULL */
+    bool waiting;              /* in d->wait_head */
+    bool in_dns;               /* a lookup is pending (its callback gets `j`) */
+    bool handed_back;          /* called back with NULL; freed by dns_done */
 };
 
 static int64_t now_ms(void)
@@ -231,7 +238,7 @@ static void djob_free(struct djob *j)
     }
     free(j->txns);
     if (j->bodies)
-        for (size_t i = 0; i < j->job->nrcpt; i++)
+        for (size_t i = 0; i < j->nrcpt; i++)
             sv_buf_free(&j->bodies[i]);
     free(j->bodies);
     free(j->rvals);
@@ -239,6 +246,17 @@ static void djob_free(struct djob *j)
 }
 
 static void check_shutdown(struct eng_deliverer *d);
+
+static void unlink_job(struct djob *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else if (j->d->jobs == j)
+        j->d->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+}
 
 /* Packs the per-recipient results into the outcome's arena and calls back. */
 static void finish_job(struct djob *j, struct rres *rr)
@@ -295,6 +313,7 @@ static void finish_job(struct djob *j, struct rres *rr)
                  o->res[i].reply ? o->res[i].reply : "");
     d->st.jobs++;
     d->busy--;
+    unlink_job(j);
     eng_deliver_cb cb = j->cb;
     void *arg = j->cb_arg;
     djob_free(j);
@@ -416,6 +435,7 @@ static void session_closed(void *arg, struct smtp_session *s)
     while (w) {
         struct djob *next = w->wait_next;
         w->wait_next = NULL;
+        w->waiting = false;
         try_next(w);
         w = next;
     }
@@ -443,6 +463,7 @@ static bool addr_to_text(const struct sockaddr_storage *a, char *buf, size_t len
 static void try_next(struct djob *j)
 {
     struct eng_deliverer *d = j->d;
+    j->sess = NULL;
     while (j->hi < j->nhosts && j->ai >= j->hosts[j->hi].naddrs) {
         j->hi++;
         j->ai = 0;
@@ -494,6 +515,7 @@ static void try_next(struct djob *j)
                 /* Every fitting session has its share of transactions: wait until
                  * one quits rather than open more than limits.connections. */
                 j->wait_next = NULL;
+                j->waiting = true;
                 if (d->wait_tail)
                     d->wait_tail->wait_next = j;
                 else
@@ -558,6 +580,7 @@ static void try_next(struct djob *j)
         d->st.connections_opened++;
     }
     j->fresh_retry = false;
+    j->sess = s;
     j->pending = j->ntxn;
     for (size_t i = 0; i < j->ntxn; i++)
         smtp_session_submit(s, &j->txns[i]);
@@ -568,6 +591,11 @@ static void try_next(struct djob *j)
 static void dns_done(void *arg, const struct eng_mx_result *r)
 {
     struct djob *j = arg;
+    j->in_dns = false;
+    if (j->handed_back) {
+        djob_free(j); /* the job went back to the queue at shutdown */
+        return;
+    }
     switch (r->status) {
     case ENG_DNS_OK: break;
     case ENG_DNS_NULL_MX: finish_all(j, true, "dns", r->error ? r->error : "null MX", NULL); return;
@@ -736,6 +764,11 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
     set_int(v, RULE_VAR_EXPIRES_IN, (created + ex.i - now) / 1000);
 
     d->busy++;
+    j->nrcpt = job->nrcpt;
+    j->next = d->jobs;
+    if (d->jobs)
+        d->jobs->prev = j;
+    d->jobs = j;
     struct rule_result nh, strat, lmx, lmh;
     eval(j, SET_NEXT_HOP, &nh);
     eval(j, SET_IP_STRATEGY, &strat);
@@ -777,14 +810,20 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
             try_next(j);
             return 0;
         }
+        j->in_dns = true;
         int rc = eng_dns_resolve_host(d->dns, rem->address, (enum rule_ip_strategy)strat.i,
                                       max_addrs, dns_done, j);
+        if (rc < 0)
+            j->in_dns = false;
         if (rc < 0)
             finish_all(j, false, "dns", "cannot start the address lookup", NULL);
         return 0;
     }
+    j->in_dns = true;
     int rc = eng_dns_resolve_mx(d->dns, job->domain, (enum rule_ip_strategy)strat.i, max_mx,
                                 max_addrs, dns_done, j);
+    if (rc < 0)
+        j->in_dns = false;
     if (rc < 0)
         finish_all(j, false, "dns", "cannot start the MX lookup", NULL);
     return 0;
@@ -880,10 +919,54 @@ static void shut_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         shut_finish(d);
 }
 
+/* A job nothing of which reached a server yet (routing, waiting for a pooled
+ * session, queued behind other transactions or on a session still opening) goes
+ * back untouched: called back with NULL, it stays pending in the queue without
+ * an attempt counted. Returns false for a job in progress. */
+static bool hand_back(struct djob *j)
+{
+    struct eng_deliverer *d = j->d;
+    if (j->waiting) {
+        struct djob **pp = &d->wait_head, *last = NULL;
+        while (*pp && *pp != j) {
+            last = *pp;
+            pp = &(*pp)->wait_next;
+        }
+        if (*pp)
+            *pp = j->wait_next;
+        if (d->wait_tail == j)
+            d->wait_tail = last;
+        j->wait_next = NULL;
+        j->waiting = false;
+    } else if (j->in_dns) {
+        j->handed_back = true; /* the lookup's callback frees it */
+    } else if (j->sess && j->pending == j->ntxn && smtp_session_withdraw(j->sess, &j->txns[0])) {
+        /* Submitted together and in order: the later ones are not started either. */
+        for (size_t i = 1; i < j->ntxn; i++)
+            smtp_session_withdraw(j->sess, &j->txns[i]);
+    } else {
+        return false;
+    }
+    sv_debug("deliver %llu: not started; handed back", (unsigned long long)j->id);
+    d->busy--;
+    unlink_job(j);
+    eng_deliver_cb cb = j->cb;
+    void *arg = j->cb_arg;
+    eng_outcome_free(j->o);
+    if (!j->handed_back)
+        djob_free(j);
+    cb(arg, NULL);
+    return true;
+}
+
 void eng_deliverer_shutdown(struct eng_deliverer *d, int timeout_ms, void (*done)(void *arg),
                             void *arg)
 {
     d->shutting = true;
+    for (struct djob *j = d->jobs, *next; j; j = next) {
+        next = j->next;
+        hand_back(j);
+    }
     d->shut_done = done;
     d->shut_arg = arg;
     ev_init(&d->shut_timer, shut_timer_cb);

@@ -143,6 +143,10 @@ struct smtp_session_opts {
 int smtp_session_open(const struct smtp_session_opts *o, struct smtp_session **out);
 /* Queues a transaction; it runs once the session is ready. Borrowed until t->done. */
 void smtp_session_submit(struct smtp_session *s, struct smtp_txn *t);
+/* Takes back a queued transaction nothing of which was sent yet (no MAIL FROM, not
+ * the one the session is working on): true and `t` is no longer borrowed, or false
+ * (in progress: it completes or fails through t->done as usual). */
+bool smtp_session_withdraw(struct smtp_session *s, struct smtp_txn *t);
 /* Sends QUIT (when idle) or aborts; queued transactions fail with `why`. */
 void smtp_session_close(struct smtp_session *s, bool graceful, const char *why);
 
