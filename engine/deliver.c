@@ -447,7 +447,11 @@ static void session_idle(void *arg, struct smtp_session *s)
     struct eng_deliverer *d = arg;
     /* At the limit, or jobs wait for a slot they cannot get here: QUIT (the closed
      * callback lets the waiting jobs in). */
-    if (d->shutting || d->wait_head ||
+    bool waited_for = false;
+    const char *key = d->wait_head ? eng_pool_key(&d->pool, s) : NULL;
+    for (const struct djob *w = d->wait_head; w && key && !waited_for; w = w->wait_next)
+        waited_for = strcmp(w->keybuf, key) == 0;
+    if (d->shutting || waited_for ||
         smtp_session_transactions(s) >= (unsigned)d->o.conf->out_msgs_per_conn)
         smtp_session_close(s, true, "done");
 }

@@ -57,6 +57,14 @@ bool eng_pool_has(struct eng_pool *p, const char *key, const struct smtp_policy 
     return false;
 }
 
+const char *eng_pool_key(const struct eng_pool *p, const struct smtp_session *s)
+{
+    for (const struct eng_pool_entry *e = p->head; e; e = e->next)
+        if (e->s == s)
+            return e->key;
+    return NULL;
+}
+
 size_t eng_pool_count(const struct eng_pool *p, const char *key)
 {
     size_t n = 0;
