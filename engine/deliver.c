@@ -66,6 +66,11 @@ struct eng_deliverer {
     void *shut_arg;
     ev_timer shut_timer;
     ev_idle shut_check;
+    /* Jobs waiting for a pooled session to `key` to close: the pool is at
+     * limits.connections and its sessions have all the transactions
+     * limits.messages-per-connection allows. FIFO. */
+    struct djob *wait_head, *wait_tail;
+    struct djob *jobs; /* every job started and not yet called back */
 };
 
 struct djob {
@@ -95,6 +100,13 @@ struct djob {
     char last_tls[160];
     char keybuf[512];
     struct smtp_policy pol;
+    struct djob *wait_next;
+    struct djob *prev, *next;  /* in d->jobs */
+    size_t nrcpt;              /* job->nrcpt, for after the job is handed back */
+    struct smtp_session *sess; /* holding this attempt's transactions, or NULL */
+    bool waiting;              /* in d->wait_head */
+    bool in_dns;               /* a lookup is pending (its callback gets `j`) */
+    bool handed_back;          /* called back with NULL; freed by dns_done */
 };
 
 static int64_t now_ms(void)
@@ -226,7 +238,7 @@ static void djob_free(struct djob *j)
     }
     free(j->txns);
     if (j->bodies)
-        for (size_t i = 0; i < j->job->nrcpt; i++)
+        for (size_t i = 0; i < j->nrcpt; i++)
             sv_buf_free(&j->bodies[i]);
     free(j->bodies);
     free(j->rvals);
@@ -234,6 +246,17 @@ static void djob_free(struct djob *j)
 }
 
 static void check_shutdown(struct eng_deliverer *d);
+
+static void unlink_job(struct djob *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else if (j->d->jobs == j)
+        j->d->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+}
 
 /* Packs the per-recipient results into the outcome's arena and calls back. */
 static void finish_job(struct djob *j, struct rres *rr)
@@ -290,6 +313,7 @@ static void finish_job(struct djob *j, struct rres *rr)
                  o->res[i].reply ? o->res[i].reply : "");
     d->st.jobs++;
     d->busy--;
+    unlink_job(j);
     eng_deliver_cb cb = j->cb;
     void *arg = j->cb_arg;
     djob_free(j);
@@ -405,13 +429,30 @@ static void session_closed(void *arg, struct smtp_session *s)
 {
     struct eng_deliverer *d = arg;
     eng_pool_remove(&d->pool, s);
+    /* A slot is free: the waiting jobs try again (those still blocked wait again). */
+    struct djob *w = d->wait_head;
+    d->wait_head = d->wait_tail = NULL;
+    while (w) {
+        struct djob *next = w->wait_next;
+        w->wait_next = NULL;
+        w->waiting = false;
+        try_next(w);
+        w = next;
+    }
     check_shutdown(d);
 }
 
 static void session_idle(void *arg, struct smtp_session *s)
 {
     struct eng_deliverer *d = arg;
-    if (d->shutting || smtp_session_transactions(s) >= (unsigned)d->o.conf->out_msgs_per_conn)
+    /* At the limit, or jobs wait for a slot they cannot get here: QUIT (the closed
+     * callback lets the waiting jobs in). */
+    bool waited_for = false;
+    const char *key = d->wait_head ? eng_pool_key(&d->pool, s) : NULL;
+    for (const struct djob *w = d->wait_head; w && key && !waited_for; w = w->wait_next)
+        waited_for = strcmp(w->keybuf, key) == 0;
+    if (d->shutting || waited_for ||
+        smtp_session_transactions(s) >= (unsigned)d->o.conf->out_msgs_per_conn)
         smtp_session_close(s, true, "done");
 }
 
@@ -426,6 +467,7 @@ static bool addr_to_text(const struct sockaddr_storage *a, char *buf, size_t len
 static void try_next(struct djob *j)
 {
     struct eng_deliverer *d = j->d;
+    j->sess = NULL;
     while (j->hi < j->nhosts && j->ai >= j->hosts[j->hi].naddrs) {
         j->hi++;
         j->ai = 0;
@@ -460,14 +502,31 @@ static void try_next(struct djob *j)
 
     struct smtp_session *s = NULL;
     unsigned maxm = (unsigned)d->o.conf->out_msgs_per_conn;
+    /* A personalised job with more transactions than the limit cannot fit any
+     * session: it takes a fresh one (it is not split). */
+    unsigned need = j->ntxn < maxm ? (unsigned)j->ntxn : maxm;
+    size_t maxc = (size_t)d->o.conf->out_connections;
     if (!j->fresh_retry) {
         s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
-        if (s && smtp_session_transactions(s) >= maxm)
+        if (s && smtp_session_transactions(s) + need > maxm)
             s = NULL;
-        if (!s && eng_pool_count(&d->pool, j->keybuf) >= (size_t)d->o.conf->out_connections) {
-            s = eng_pool_busy(&d->pool, j->keybuf, &j->pol, maxm);
+        if (!s && eng_pool_count(&d->pool, j->keybuf) >= maxc) {
+            s = eng_pool_busy(&d->pool, j->keybuf, &j->pol, maxm, need);
             if (!s)
-                eng_pool_evict_idle(&d->pool, j->keybuf);
+                eng_pool_evict_idle(&d->pool, j->keybuf); /* QUIT frees its slot now */
+            if (!s && eng_pool_count(&d->pool, j->keybuf) >= maxc &&
+                eng_pool_has(&d->pool, j->keybuf, &j->pol)) {
+                /* Every fitting session has its share of transactions: wait until
+                 * one quits rather than open more than limits.connections. */
+                j->wait_next = NULL;
+                j->waiting = true;
+                if (d->wait_tail)
+                    d->wait_tail->wait_next = j;
+                else
+                    d->wait_head = j;
+                d->wait_tail = j;
+                return;
+            }
         }
     }
     j->tried = true;
@@ -525,6 +584,7 @@ static void try_next(struct djob *j)
         d->st.connections_opened++;
     }
     j->fresh_retry = false;
+    j->sess = s;
     j->pending = j->ntxn;
     for (size_t i = 0; i < j->ntxn; i++)
         smtp_session_submit(s, &j->txns[i]);
@@ -535,6 +595,11 @@ static void try_next(struct djob *j)
 static void dns_done(void *arg, const struct eng_mx_result *r)
 {
     struct djob *j = arg;
+    j->in_dns = false;
+    if (j->handed_back) {
+        djob_free(j); /* the job went back to the queue at shutdown */
+        return;
+    }
     switch (r->status) {
     case ENG_DNS_OK: break;
     case ENG_DNS_NULL_MX: finish_all(j, true, "dns", r->error ? r->error : "null MX", NULL); return;
@@ -703,6 +768,11 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
     set_int(v, RULE_VAR_EXPIRES_IN, (created + ex.i - now) / 1000);
 
     d->busy++;
+    j->nrcpt = job->nrcpt;
+    j->next = d->jobs;
+    if (d->jobs)
+        d->jobs->prev = j;
+    d->jobs = j;
     struct rule_result nh, strat, lmx, lmh;
     eval(j, SET_NEXT_HOP, &nh);
     eval(j, SET_IP_STRATEGY, &strat);
@@ -744,14 +814,20 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
             try_next(j);
             return 0;
         }
+        j->in_dns = true;
         int rc = eng_dns_resolve_host(d->dns, rem->address, (enum rule_ip_strategy)strat.i,
                                       max_addrs, dns_done, j);
+        if (rc < 0)
+            j->in_dns = false;
         if (rc < 0)
             finish_all(j, false, "dns", "cannot start the address lookup", NULL);
         return 0;
     }
+    j->in_dns = true;
     int rc = eng_dns_resolve_mx(d->dns, job->domain, (enum rule_ip_strategy)strat.i, max_mx,
                                 max_addrs, dns_done, j);
+    if (rc < 0)
+        j->in_dns = false;
     if (rc < 0)
         finish_all(j, false, "dns", "cannot start the MX lookup", NULL);
     return 0;
@@ -847,10 +923,54 @@ static void shut_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         shut_finish(d);
 }
 
+/* A job nothing of which reached a server yet (routing, waiting for a pooled
+ * session, queued behind other transactions or on a session still opening) goes
+ * back untouched: called back with NULL, it stays pending in the queue without
+ * an attempt counted. Returns false for a job in progress. */
+static bool hand_back(struct djob *j)
+{
+    struct eng_deliverer *d = j->d;
+    if (j->waiting) {
+        struct djob **pp = &d->wait_head, *last = NULL;
+        while (*pp && *pp != j) {
+            last = *pp;
+            pp = &(*pp)->wait_next;
+        }
+        if (*pp)
+            *pp = j->wait_next;
+        if (d->wait_tail == j)
+            d->wait_tail = last;
+        j->wait_next = NULL;
+        j->waiting = false;
+    } else if (j->in_dns) {
+        j->handed_back = true; /* the lookup's callback frees it */
+    } else if (j->sess && j->pending == j->ntxn && smtp_session_withdraw(j->sess, &j->txns[0])) {
+        /* Submitted together and in order: the later ones are not started either. */
+        for (size_t i = 1; i < j->ntxn; i++)
+            smtp_session_withdraw(j->sess, &j->txns[i]);
+    } else {
+        return false;
+    }
+    sv_debug("deliver %llu: not started; handed back", (unsigned long long)j->id);
+    d->busy--;
+    unlink_job(j);
+    eng_deliver_cb cb = j->cb;
+    void *arg = j->cb_arg;
+    eng_outcome_free(j->o);
+    if (!j->handed_back)
+        djob_free(j);
+    cb(arg, NULL);
+    return true;
+}
+
 void eng_deliverer_shutdown(struct eng_deliverer *d, int timeout_ms, void (*done)(void *arg),
                             void *arg)
 {
     d->shutting = true;
+    for (struct djob *j = d->jobs, *next; j; j = next) {
+        next = j->next;
+        hand_back(j);
+    }
     d->shut_done = done;
     d->shut_arg = arg;
     ev_init(&d->shut_timer, shut_timer_cb);
@@ -883,6 +1003,12 @@ void eng_deliverer_free(struct eng_deliverer *d)
         ev_idle_stop(d->o.loop, &d->shut_check);
     }
     eng_pool_close_all(&d->pool, false, "shutting down");
+    while (d->wait_head) {
+        struct djob *w = d->wait_head;
+        d->wait_head = w->wait_next;
+        finish_all(w, false, "connection", "shutting down", NULL);
+    }
+    d->wait_tail = NULL;
     eng_dns_free(d->dns); /* pending lookups call back with TEMPFAIL */
     for (int i = 0; i < SET_COUNT; i++)
         rule_program_free(d->prog[i]);

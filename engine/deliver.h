@@ -47,7 +47,10 @@ struct eng_outcome {
 };
 void eng_outcome_free(struct eng_outcome *o); /* NULL-safe */
 
-/* Called once per eng_deliver(), on the loop thread; takes ownership of `o`. */
+/* Called once per eng_deliver(), on the loop thread; takes ownership of `o`.
+ * `o` is NULL when the job was handed back unstarted at eng_deliverer_shutdown():
+ * nothing of it reached a server, so there is no outcome to report; the caller
+ * leaves it pending in the queue (reclaimed later, no attempt counted). */
 typedef void (*eng_deliver_cb)(void *arg, struct eng_outcome *o);
 
 /* Starts delivering `job` (borrowed until the callback). The outcome of each
@@ -68,7 +71,9 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
 /* Number of jobs started and not yet called back. */
 size_t eng_deliverer_busy(const struct eng_deliverer *d);
 
-/* Graceful stop: no new jobs; jobs in flight finish; pooled sessions get QUIT.
+/* Graceful stop: no new jobs; jobs not started yet (routing, waiting for a
+ * session, queued behind other transactions) are called back at once with a NULL
+ * outcome; transactions in progress finish; pooled sessions get QUIT.
  * `done` runs (on the loop) once nothing is left open, or after `timeout_ms`, when
  * remaining sessions are aborted (their jobs' recipients come back RQ_DEFERRED with
  * error "connection" and reply "shutting down"). */

@@ -30,10 +30,17 @@ bool eng_pool_satisfies(const struct smtp_session *s, const struct smtp_policy *
 /* An idle usable session for `key` satisfying `want`, or NULL. */
 struct smtp_session *eng_pool_idle(struct eng_pool *p, const char *key,
                                    const struct smtp_policy *want);
-/* A busy usable session for `key` satisfying `want` with the fewest queued... (the
- * first found) that has done fewer than max_msgs transactions, or NULL. */
+/* A usable session for `key` satisfying `want` (the first found) that can take
+ * `need` more transactions without carrying more than max_msgs in all (done plus
+ * queued), or NULL. */
 struct smtp_session *eng_pool_busy(struct eng_pool *p, const char *key,
-                                   const struct smtp_policy *want, unsigned max_msgs);
+                                   const struct smtp_policy *want, unsigned max_msgs,
+                                   unsigned need);
+/* Whether a usable session for `key` satisfies `want` (full or not): when the pool
+ * is at its connection limit, a job waits for it to close instead of opening more. */
+bool eng_pool_has(struct eng_pool *p, const char *key, const struct smtp_policy *want);
+/* The key `s` was added under (borrowed), or NULL. */
+const char *eng_pool_key(const struct eng_pool *p, const struct smtp_session *s);
 /* Usable sessions open to `key`. */
 size_t eng_pool_count(const struct eng_pool *p, const char *key);
 /* Closes (QUIT) one idle session to `key` that does not satisfy `want`; true if one. */

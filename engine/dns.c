@@ -38,7 +38,11 @@
  * is not refused for long. */
 #define DNS_MAX_TTL     86400u
 #define DNS_MAX_NEG_TTL 60u
-#define DNS_ERR_MAX     512
+/* Local policy: a negative answer without an SOA (dnsmasq's local records answer
+ * NODATA for the family a name lacks that way) may not be cached per RFC 2308 §5,
+ * but asking again for every job floods the resolver: keep it this briefly. */
+#define DNS_NOSOA_NEG_TTL 5u
+#define DNS_ERR_MAX       512
 
 struct dns_io {
     ev_io w; /* w.data = the resolver */
@@ -87,6 +91,17 @@ struct dns_query {
     struct dns_answer *slot;
     uint16_t qtype;
     char name[DNS_NAME_MAX + 1];
+    struct dns_query *next_waiter; /* in its flight */
+};
+
+/* One question on the network; identical questions asked meanwhile wait for its
+ * answer instead of asking again (a burst of jobs to one host = one query). */
+struct dns_flight {
+    struct eng_dns *d;
+    struct dns_flight *prev, *next; /* in d->flights */
+    uint16_t qtype;
+    char name[DNS_NAME_MAX + 1];
+    struct dns_query *waiters;
 };
 
 struct eng_dns {
@@ -97,6 +112,7 @@ struct eng_dns {
     struct dns_io **io;
     size_t nio, capio;
     struct dns_lookup *lookups;
+    struct dns_flight *flights;
     double phase_timeout; /* seconds: timeout x tries */
     uint64_t rng;
     int depth;         /* > 0 while our code up the stack still uses the resolver */
@@ -257,7 +273,7 @@ int dns_parse_answer(const unsigned char *buf, int len, const char *qname, uint1
     char owner[DNS_NAME_MAX + 1], cur[DNS_NAME_MAX + 1];
     rs->n = 0;
     *ttl = DNS_MAX_TTL;
-    *soa_ttl = 0;
+    *soa_ttl = DNS_NO_SOA;
     if (len < 12)
         return -1;
     unsigned qd = rd16(buf + 4), an = rd16(buf + 6), ns = rd16(buf + 8);
@@ -371,6 +387,8 @@ static void fill_answer(struct eng_dns *d, const struct dns_query *q, int status
         }
         if (a->rs.status == DNS_RR_OK)
             ttl = ttl > DNS_MAX_TTL ? DNS_MAX_TTL : ttl;
+        else if (soa_ttl == DNS_NO_SOA)
+            ttl = DNS_NOSOA_NEG_TTL;
         else
             ttl = soa_ttl > DNS_MAX_NEG_TTL ? DNS_MAX_NEG_TTL : soa_ttl;
         dns_cache_put(d->cache, q->qtype, q->name, &a->rs, ttl);
@@ -439,18 +457,31 @@ static void finish_err(struct dns_lookup *lk, enum eng_dns_status st, const char
 static void answer_done(struct dns_lookup *lk);
 static void deadline_start(struct dns_lookup *lk);
 
-/* The answers of query q arrive (c-ares callback). */
+/* The answer of a flight arrives (c-ares callback): every waiting query gets it. */
 static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     (void)timeouts;
-    struct dns_query *q = arg;
-    struct dns_lookup *lk = q->lk;
-    if (lk->phase != PH_DONE) {
-        fill_answer(lk->d, q, status, abuf, alen, q->slot);
-        answer_done(lk);
+    struct dns_flight *f = arg;
+    struct eng_dns *d = f->d;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        d->flights = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    struct dns_query *q = f->waiters;
+    free(f);
+    while (q) {
+        struct dns_query *next = q->next_waiter;
+        struct dns_lookup *lk = q->lk;
+        if (lk->phase != PH_DONE) {
+            fill_answer(lk->d, q, status, abuf, alen, q->slot);
+            answer_done(lk);
+        }
+        free(q);
+        lk_unref(lk);
+        q = next;
     }
-    free(q);
-    lk_unref(lk);
 }
 
 /* Asks the cache, else c-ares, for (qtype, name); the answer lands in *slot and
@@ -481,7 +512,30 @@ static void issue(struct dns_lookup *lk, uint16_t qtype, const char *name, struc
     q->qtype = qtype;
     snprintf(q->name, sizeof(q->name), "%s", name);
     lk->refs++;
-    ares_query(d->ch, name, 1 /* C_IN */, qtype, query_cb, q);
+    for (struct dns_flight *f = d->flights; f; f = f->next)
+        if (f->qtype == qtype && strcmp(f->name, q->name) == 0) {
+            q->next_waiter = f->waiters;
+            f->waiters = q;
+            return;
+        }
+    struct dns_flight *f = calloc(1, sizeof(*f));
+    if (!f) {
+        lk->refs--;
+        free(q);
+        slot->done = slot->failed = true;
+        snprintf(slot->reason, sizeof(slot->reason), "failed: out of memory");
+        answer_done(lk);
+        return;
+    }
+    f->d = d;
+    f->qtype = qtype;
+    snprintf(f->name, sizeof(f->name), "%s", q->name);
+    f->waiters = q;
+    f->next = d->flights;
+    if (d->flights)
+        d->flights->prev = f;
+    d->flights = f;
+    ares_query(d->ch, f->name, 1 /* C_IN */, qtype, query_cb, f);
     timer_update(d);
 }
 

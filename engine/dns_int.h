@@ -48,8 +48,9 @@ void dns_cache_put(struct eng_dns_cache *c, uint16_t qtype, const char *name,
 /* Parses a DNS response (RFC 1035 §4.1) to (qname, qtype): collects the records
  * of qtype owned by qname or by the end of its CNAME chain into rs (status is left
  * to the caller), with *ttl the smallest TTL used and *soa_ttl the RFC 2308 §5
- * negative TTL of an SOA in the authority section (0 without one). Returns 0, or
+ * negative TTL of an SOA in the authority section (DNS_NO_SOA without one). Returns 0, or
  * -1 when the message is malformed. Exposed for the fuzz target. */
+#define DNS_NO_SOA UINT32_MAX
 int dns_parse_answer(const unsigned char *buf, int len, const char *qname, uint16_t qtype,
                      struct dns_rrset *rs, uint32_t *ttl, uint32_t *soa_ttl);
 

@@ -40,12 +40,28 @@ struct smtp_session *eng_pool_idle(struct eng_pool *p, const char *key,
 }
 
 struct smtp_session *eng_pool_busy(struct eng_pool *p, const char *key,
-                                   const struct smtp_policy *want, unsigned max_msgs)
+                                   const struct smtp_policy *want, unsigned max_msgs, unsigned need)
 {
     for (struct eng_pool_entry *e = p->head; e; e = e->next)
         if (strcmp(e->key, key) == 0 && smtp_session_usable(e->s) &&
-            smtp_session_transactions(e->s) < max_msgs && eng_pool_satisfies(e->s, want))
+            smtp_session_transactions(e->s) + need <= max_msgs && eng_pool_satisfies(e->s, want))
             return e->s;
+    return NULL;
+}
+
+bool eng_pool_has(struct eng_pool *p, const char *key, const struct smtp_policy *want)
+{
+    for (struct eng_pool_entry *e = p->head; e; e = e->next)
+        if (strcmp(e->key, key) == 0 && smtp_session_usable(e->s) && eng_pool_satisfies(e->s, want))
+            return true;
+    return false;
+}
+
+const char *eng_pool_key(const struct eng_pool *p, const struct smtp_session *s)
+{
+    for (const struct eng_pool_entry *e = p->head; e; e = e->next)
+        if (e->s == s)
+            return e->key;
     return NULL;
 }
 

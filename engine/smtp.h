@@ -143,6 +143,10 @@ struct smtp_session_opts {
 int smtp_session_open(const struct smtp_session_opts *o, struct smtp_session **out);
 /* Queues a transaction; it runs once the session is ready. Borrowed until t->done. */
 void smtp_session_submit(struct smtp_session *s, struct smtp_txn *t);
+/* Takes back a queued transaction nothing of which was sent yet (no MAIL FROM, not
+ * the one the session is working on): true and `t` is no longer borrowed, or false
+ * (in progress: it completes or fails through t->done as usual). */
+bool smtp_session_withdraw(struct smtp_session *s, struct smtp_txn *t);
 /* Sends QUIT (when idle) or aborts; queued transactions fail with `why`. */
 void smtp_session_close(struct smtp_session *s, bool graceful, const char *why);
 
@@ -150,6 +154,7 @@ bool smtp_session_usable(const struct smtp_session *s); /* ready or getting ther
 bool smtp_session_busy(const struct smtp_session *s);   /* has queued transactions */
 bool smtp_session_is_tls(const struct smtp_session *s);
 const struct smtp_policy *smtp_session_policy(const struct smtp_session *s);
+/* Transactions completed plus queued on this connection. */
 unsigned smtp_session_transactions(const struct smtp_session *s);
 uint64_t smtp_session_id(const struct smtp_session *s);
 bool smtp_session_tls_resumed(const struct smtp_session *s);

@@ -992,6 +992,29 @@ void smtp_session_submit(struct smtp_session *s, struct smtp_txn *t)
     }
 }
 
+bool smtp_session_withdraw(struct smtp_session *s, struct smtp_txn *t)
+{
+    if (t->presented || t->mail_sent)
+        return false;
+    /* The head is being worked on once the session is past its opening (RSET or
+     * MAIL on the wire); before that nothing of it has been sent. */
+    if (t == s->head && s->state >= ST_READY)
+        return false;
+    struct smtp_txn *prev = NULL;
+    for (struct smtp_txn *x = s->head; x; prev = x, x = x->next)
+        if (x == t) {
+            if (prev)
+                prev->next = t->next;
+            else
+                s->head = t->next;
+            if (s->tail == t)
+                s->tail = prev;
+            t->next = NULL;
+            return true;
+        }
+    return false;
+}
+
 void smtp_session_close(struct smtp_session *s, bool graceful, const char *why)
 {
     if (s->state == ST_CLOSED || (graceful && s->state == ST_QUIT))
@@ -1031,7 +1054,12 @@ const struct smtp_policy *smtp_session_policy(const struct smtp_session *s)
 }
 unsigned smtp_session_transactions(const struct smtp_session *s)
 {
-    return s->ntxn;
+    /* Completed plus queued: what this connection will have carried once its queue
+     * drains, so the messages-per-connection limit also covers waiting jobs. */
+    unsigned n = s->ntxn;
+    for (const struct smtp_txn *t = s->head; t; t = t->next)
+        n++;
+    return n;
 }
 uint64_t smtp_session_id(const struct smtp_session *s)
 {

@@ -95,6 +95,44 @@ static void test_reuse(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* limits.messages-per-connection also binds jobs queued on a busy session: with a
+ * single-connection pool, the sink sees ceil(transactions / limit) connections. */
+static void run_msgs_per_conn(int limit, int njobs)
+{
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    char toml[128];
+    snprintf(toml, sizeof(toml),
+             "[queue.outbound.limits]\nconnections = 1\nmessages-per-connection = %d\n", limit);
+    td_setup(&t, sink.port, toml);
+    char addrs[40][64];
+    const char *rc[41];
+    for (int i = 0; i < njobs; i++) {
+        snprintf(addrs[i], sizeof(addrs[i]), "u%d@d%d.test", i, i);
+        rc[i] = addrs[i];
+    }
+    rc[njobs] = NULL;
+    td_enqueue(&t, rc, "Message-ID: <mpc@src.test>\r\n\r\nhello\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, njobs);
+    for (size_t i = first; i < t.nout; i++)
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(td_stat(&sink, "transactions"), njobs);
+    assert_int_equal(td_stat(&sink, "connections"), (njobs + limit - 1) / limit);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+static void test_msgs_per_conn(void **state)
+{
+    (void)state;
+    run_msgs_per_conn(1, 40);
+    run_msgs_per_conn(3, 20);
+}
+
 /* Personalised: one transaction per recipient with its rendered body. */
 static void test_personalised(void **state)
 {
@@ -300,14 +338,73 @@ static void test_shutdown_aborts(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* Graceful stop hands back at once the jobs nothing of which was sent (queued
+ * behind the transaction in progress): called back with NULL; the one in progress
+ * finishes. The bound (20 s) is not waited for. */
+static void test_shutdown_hands_back(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", "delay:dot:400", NULL}),
+        0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\n");
+    char addrs[10][64];
+    const char *rc[11];
+    for (int i = 0; i < 10; i++) {
+        snprintf(addrs[i], sizeof(addrs[i]), "u%d@d%d.test", i, i);
+        rc[i] = addrs[i];
+    }
+    rc[10] = NULL;
+    td_enqueue(&t, rc, "Message-ID: <hb@src.test>\r\n\r\nx\r\n");
+    struct rq_batch *b = NULL;
+    assert_int_equal(rq_claim(t.q, 64, &b), 10);
+    t.want = 100;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(eng_deliver(t.d, &b->jobs[i], td_cb, &t), 0);
+    for (int i = 0; i < 20; i++) /* the first transaction reaches the final dot */
+        ev_run(t.loop, EVRUN_NOWAIT), usleep(10000);
+    assert_int_equal(t.nout, 0);
+    int done = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    eng_deliverer_shutdown(t.d, 20000, shut_done, &done);
+    /* At once: all but the one at the dot and (PIPELINING) the next, whose MAIL
+     * FROM went out with the body. */
+    size_t back = t.nout;
+    assert_true(back >= 8 && back <= 9);
+    for (size_t i = 0; i < back; i++)
+        assert_null(t.out[i]);
+    while (!done)
+        ev_run(t.loop, EVRUN_ONCE);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    print_message("shutdown took %.3f s\n", took);
+    assert_true(took < 2.0);
+    assert_int_equal(t.nout, 10);
+    for (size_t i = back; i < 10; i++) {
+        assert_non_null(t.out[i]);
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DELIVERED);
+        assert_int_equal(rq_report(t.q, t.out[i]->job, t.out[i]->res), 0);
+    }
+    assert_int_equal(eng_deliverer_busy(t.d), 0);
+    assert_int_equal(td_stat(&sink, "transactions"), 10 - back);
+    assert_int_equal(rq_flush(t.q), 0);
+    rq_batch_free(b);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_multi_rcpt),      cmocka_unit_test(test_reuse),
-        cmocka_unit_test(test_personalised),    cmocka_unit_test(test_rcpt_faults),
-        cmocka_unit_test(test_disconnect_data), cmocka_unit_test(test_stall_greeting),
-        cmocka_unit_test(test_hostile),         cmocka_unit_test(test_connect_refused),
-        cmocka_unit_test(test_shutdown_aborts), cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_multi_rcpt),          cmocka_unit_test(test_reuse),
+        cmocka_unit_test(test_msgs_per_conn),       cmocka_unit_test(test_personalised),
+        cmocka_unit_test(test_rcpt_faults),         cmocka_unit_test(test_disconnect_data),
+        cmocka_unit_test(test_stall_greeting),      cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_connect_refused),     cmocka_unit_test(test_shutdown_aborts),
+        cmocka_unit_test(test_shutdown_hands_back), cmocka_unit_test(test_idle_timeout),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));

@@ -149,12 +149,48 @@ static int teardown(void **state)
     return td_group_teardown(state);
 }
 
+/* Graceful stop while a job waits for its MX lookup: handed back at once (NULL
+ * outcome), nothing waits for the resolver; the lookup is dropped when the
+ * deliverer is freed, after the job itself is gone (ASan: no use of it). */
+static void td_shut_flag(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static void test_shutdown_during_lookup(void **state)
+{
+    (void)state;
+    struct td t;
+    td_setup(&t, 0, config(25, ""));
+    td_enqueue(&t, (const char *[]){"a@slow.timeout.test", NULL},
+               "Message-ID: <mx9@src.test>\r\n\r\nx\r\n");
+    struct rq_batch *b = NULL;
+    assert_int_equal(rq_claim(t.q, 10, &b), 1);
+    t.want = 10;
+    assert_int_equal(eng_deliver(t.d, &b->jobs[0], td_cb, &t), 0);
+    for (int i = 0; i < 5; i++)
+        ev_run(t.loop, EVRUN_NOWAIT), usleep(10000);
+    assert_int_equal(t.nout, 0);
+    int done = 0;
+    eng_deliverer_shutdown(t.d, 20000, td_shut_flag, &done);
+    assert_int_equal(t.nout, 1);
+    assert_null(t.out[0]);
+    assert_int_equal(eng_deliverer_busy(t.d), 0);
+    ev_tstamp until = ev_time() + 2.0;
+    while (!done && ev_time() < until)
+        ev_run(t.loop, EVRUN_ONCE);
+    assert_int_equal(done, 1);
+    rq_batch_free(b); /* the caller may drop the job once it is handed back */
+    td_teardown(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mx_verified_and_fallback),
         cmocka_unit_test(test_strict_not_over_lax),
         cmocka_unit_test(test_relay_by_name),
+        cmocka_unit_test(test_shutdown_during_lookup),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));

@@ -86,7 +86,9 @@ static const char *const zone =
     "host-record=h1.big.test,192.0.2.71\n"
     "host-record=h2.big.test,192.0.2.72\n"
     /* a relay */
-    "host-record=relay.test,127.0.0.1,::1\n";
+    "host-record=relay.test,127.0.0.1,::1\n"
+    /* v4 only: AAAA is NODATA without an SOA */
+    "host-record=burst.test,192.0.2.90\n";
 
 static struct tu_dnsmasq dm;
 static struct ev_loop *loop;
@@ -444,6 +446,69 @@ static void test_free_with_pending(void **state)
     assert_int_equal(q[1].calls, 1);
 }
 
+/* Lines of dnsmasq's query log that start with `what` (e.g. "query[A] burst.test "). */
+static int log_count(const char *what)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/dnsmasq.log", dm.dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        const char *p = strstr(line, "]: ");
+        n += p && strncmp(p + 3, what, strlen(what)) == 0;
+    }
+    fclose(f);
+    return n;
+}
+
+/* 200 simultaneous lookups of one name: one A and one AAAA query on the wire, the
+ * same answer for every caller; the NODATA AAAA answer (no SOA) is then kept
+ * briefly, the A answer (TTL 0) is not. */
+static void test_coalesce_burst(void **state)
+{
+    (void)state;
+    struct eng_dns_cache *cache = eng_dns_cache_new(100);
+    assert_non_null(cache);
+    const char *ns[] = {dm.ns};
+    struct eng_dns_opts o = {.loop = loop,
+                             .cache = cache,
+                             .nameservers = ns,
+                             .n_nameservers = 1,
+                             .timeout_ms = 200,
+                             .tries = 2};
+    struct eng_dns *d;
+    assert_int_equal(eng_dns_new(&o, &d), 0);
+    static struct dns_capture c[200];
+    memset(c, 0, sizeof(c));
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(
+            eng_dns_resolve_host(d, "burst.test", RULE_IP_V4_THEN_V6, 0, dns_capture_cb, &c[i]), 0);
+    ev_tstamp until = ev_time() + 10.0;
+    for (int i = 0; i < 200; i++)
+        while (c[i].calls == 0 && ev_time() < until)
+            ev_run(loop, EVRUN_ONCE);
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(c[i].calls, 1);
+        assert_string_equal(c[i].line, "OK burst.test:0=192.0.2.90");
+    }
+    usleep(200000); /* dnsmasq writes its log as it goes */
+    assert_int_equal(log_count("query[A] burst.test "), 1);
+    assert_int_equal(log_count("query[AAAA] burst.test "), 1);
+    /* Again: A asked again (TTL 0), AAAA from the cache (NODATA, 5 s). */
+    struct dns_capture again = {0};
+    assert_int_equal(
+        eng_dns_resolve_host(d, "burst.test", RULE_IP_V4_THEN_V6, 0, dns_capture_cb, &again), 0);
+    dns_wait(loop, &again);
+    assert_string_equal(again.line, "OK burst.test:0=192.0.2.90");
+    usleep(200000);
+    assert_int_equal(log_count("query[A] burst.test "), 2);
+    assert_int_equal(log_count("query[AAAA] burst.test "), 1);
+    eng_dns_free(d);
+    eng_dns_cache_free(cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +528,7 @@ int main(void)
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_ipv6_nameserver),
         cmocka_unit_test(test_free_with_pending),
+        cmocka_unit_test(test_coalesce_burst),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -377,6 +377,42 @@ static void sigterm_is_graceful(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* SIGTERM with many jobs queued behind a slow receiver: the jobs not started go
+ * back to the queue at once (no attempt counted), only the transactions in
+ * progress finish, so salvo exits long before the 20 s bound; nothing is lost and
+ * nothing is sent twice. */
+static void sigterm_hands_back_queued_jobs(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:300", NULL}),
+                     0);
+    write_conf(sink.port, "[server]\nshutdown-timeout = \"20s\"\n"
+                          "[queue.outbound.limits]\nconnections = 1\n");
+    long long n = enqueue("queued", 400, 40); /* 40 jobs, one transaction each */
+    assert_int_equal(tr_start(&live, dir, "queued", (const char *const[]){"run", NULL}), 0);
+    wait_transactions(&sink, 1, 15000);
+    int64_t t0 = tr_now_ms();
+    signal_live(SIGTERM);
+    int st = tr_wait(&live, 25000);
+    int64_t took = tr_now_ms() - t0;
+    char *out = tr_out(&live);
+    print_message("after SIGTERM (%lld ms): %s", (long long)took, out);
+    assert_int_equal(st, 0);
+    assert_true(took < 2500);
+    long long first = tr_summary_num(out, "delivered");
+    assert_true(first > 0 && first < n);
+    assert_int_equal(tr_summary_num(out, "deferred"), 0);
+    free(out);
+    out = run_drain("queued2", 30000);
+    print_message("second run: %s", out);
+    assert_int_equal(first + tr_summary_num(out, "delivered"), n);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, "sigterm queued");
+    free(out);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 /* A second SIGINT ends the process at once; still nothing is lost. */
 static void second_sigint_exits_at_once(void **state)
 {
@@ -526,6 +562,7 @@ int main(void)
         cmocka_unit_test_setup(kill9_then_second_run_delivers_all, reset),
         cmocka_unit_test_setup(redis_restart_mid_run, reset),
         cmocka_unit_test_setup(sigterm_is_graceful, reset),
+        cmocka_unit_test_setup(sigterm_hands_back_queued_jobs, reset),
         cmocka_unit_test_setup(second_sigint_exits_at_once, reset),
         cmocka_unit_test_setup(seed_untrusted_cert_then_relaxed, reset),
         cmocka_unit_test_setup(leases_renewed_while_in_flight, reset),

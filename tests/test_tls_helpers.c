@@ -40,6 +40,8 @@ static const char cert_script[] =
     "leaf wild 'DNS:*.example.test,DNS:example.test'\n"
     "leaf other 'DNS:other.test'\n"
     "leaf wrong 'DNS:mx.wrong.test'\n"
+    "leaf ipsan 'IP:127.0.0.1,IP:2001:db8::25,DNS:mail.example.test'\n"
+    "leaf ipdns 'DNS:127.0.0.1'\n"
     "key self\n"
     "openssl req -x509 -new -key self.key -subj /CN=self -days 30 -out self.pem "
     "  -addext subjectAltName=DNS:mail.example.test\n"

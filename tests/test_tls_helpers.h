@@ -12,7 +12,9 @@
 /* Makes, in `dir`: ca.pem/ca.key (test CA), wild.pem/key (*.example.test +
  * example.test), other.pem/key (other.test), wrong.pem/key (mx.wrong.test),
  * self.pem/key (self-signed, mail.example.test), expired.pem/key (2020),
- * future.pem/key (2099). Returns 0, or -1 (with the openssl output on stderr). */
+ * future.pem/key (2099), ipsan.pem/key (IP:127.0.0.1, IP:2001:db8::25,
+ * mail.example.test), ipdns.pem/key (DNS:127.0.0.1, a name, not an address). Returns 0, or -1 (with
+ * the openssl output on stderr). */
 int tt_make_certs(const char *dir);
 
 /* "dir/name" in a static rotating buffer (valid for the next 8 calls). */

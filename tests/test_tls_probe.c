@@ -204,6 +204,47 @@ static void s_server_host_name_mismatch(void **state)
     probe_free(&p);
 }
 
+/* An IP-literal reference identity (RFC 6125 6.2.1): verified against an iPAddress
+ * SAN with the same address; another address, or the address as a dNSName, fails
+ * with the exact reason. */
+static void s_server_ip_address_san(void **state)
+{
+    (void)state;
+    int port;
+    pid_t pid = s_server(&port, "ipsan.pem", "ipsan.key", NULL);
+    const char *args[] = {"--ca", tt_path(dir, "ca.pem"), NULL};
+    struct probe p;
+    run_probe(&p, port, "127.0.0.1", args);
+    assert_int_equal(p.r.status, 0);
+    assert_true(p.n >= 1);
+    has(p.lines[0], "\"tls\":true");
+    has(p.lines[0], "\"verified\":true");
+    has(p.lines[0], "\"peer_names\":[\"IP:127.0.0.1\",\"IP:2001:db8::25\",\"mail.example.test\"]");
+    probe_free(&p);
+    /* The v6 SAN, written differently (bracketed, zeros spelt out). */
+    run_probe(&p, port, "[2001:db8:0:0::25]", args);
+    assert_int_equal(p.r.status, 0);
+    has(p.lines[0], "\"verified\":true");
+    probe_free(&p);
+    run_probe(&p, port, "127.0.0.2", args);
+    assert_int_equal(p.r.status, 1);
+    expect_failure_line(p.lines[0], true, false,
+                        "host name mismatch: wanted 127.0.0.2, certificate has IP:127.0.0.1, "
+                        "IP:2001:db8::25, mail.example.test",
+                        "tls", "hostname-mismatch");
+    probe_free(&p);
+    tt_stop(pid);
+    /* DNS:127.0.0.1 is a name: it never stands for the address. */
+    pid = s_server(&port, "ipdns.pem", "ipdns.key", NULL);
+    run_probe(&p, port, "127.0.0.1", args);
+    tt_stop(pid);
+    assert_int_equal(p.r.status, 1);
+    expect_failure_line(p.lines[0], true, false,
+                        "host name mismatch: wanted 127.0.0.1, certificate has 127.0.0.1", "tls",
+                        "hostname-mismatch");
+    probe_free(&p);
+}
+
 static void s_server_expired(void **state)
 {
     (void)state;
@@ -894,6 +935,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bad_arguments_exit_1_with_one_line),
+        cmocka_unit_test(s_server_ip_address_san),
         cmocka_unit_test(connection_refused_is_reported),
         cmocka_unit_test(refused_connection_is_class_connection),
         cmocka_unit_test(unresolvable_name_is_class_dns),

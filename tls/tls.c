@@ -3,6 +3,7 @@
 
 #include <wolfssl/wolfcrypt/ecc.h>
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -167,6 +168,17 @@ int tls_names_from_x509(WOLFSSL_X509 *x, struct tls_names *out)
         /* wolfSSL's stacks push at the head: walk backwards to keep certificate order. */
         for (int i = num - 1; i >= 0 && rc == 0; i--) {
             WOLFSSL_GENERAL_NAME *g = wolfSSL_sk_GENERAL_NAME_value(gens, i);
+            if (g && g->type == 7 /* GEN_IPADD: iPAddress */ && g->d.iPAddress) {
+                /* Kept as "IP:<address>": matched only against an IP-literal
+                 * reference identity (RFC 6125 6.2.1), and shown as such. */
+                const unsigned char *a = wolfSSL_ASN1_STRING_data(g->d.iPAddress);
+                int alen = wolfSSL_ASN1_STRING_length(g->d.iPAddress);
+                char text[3 + INET6_ADDRSTRLEN] = "IP:";
+                if (a && (alen == 4 || alen == 16) &&
+                    inet_ntop(alen == 4 ? AF_INET : AF_INET6, a, text + 3, INET6_ADDRSTRLEN))
+                    rc = names_add(out, text, strlen(text));
+                continue;
+            }
             if (!g || g->type != 2 /* GEN_DNS: dNSName */ || !g->d.dNSName)
                 continue;
             const unsigned char *s = wolfSSL_ASN1_STRING_data(g->d.dNSName);
@@ -190,11 +202,48 @@ int tls_names_from_x509(WOLFSSL_X509 *x, struct tls_names *out)
     return 0;
 }
 
+/* An address literal ("192.0.2.1", "2001:db8::1", "[2001:db8::1]") to its bytes:
+ * family and 4 or 16 bytes in out; false for a host name. */
+static bool ip_bytes(const char *s, int *family, unsigned char out[16])
+{
+    char buf[INET6_ADDRSTRLEN + 2];
+    size_t n = strlen(s);
+    if (n >= 2 && s[0] == '[' && s[n - 1] == ']' && n - 2 < sizeof(buf)) {
+        memcpy(buf, s + 1, n - 2);
+        buf[n - 2] = '\0';
+        s = buf;
+    }
+    if (inet_pton(AF_INET, s, out) == 1) {
+        *family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, s, out) == 1) {
+        *family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
 bool tls_names_match(const struct tls_names *n, const char *host)
 {
-    for (size_t i = 0; i < n->n; i++)
-        if (tls_name_matches(n->v[i], host))
+    int fam = 0;
+    unsigned char want[16];
+    bool ip = ip_bytes(host, &fam, want);
+    for (size_t i = 0; i < n->n; i++) {
+        bool is_ipsan = strncmp(n->v[i], "IP:", 3) == 0;
+        if (ip != is_ipsan)
+            continue; /* an address matches only an iPAddress SAN, a name only a name */
+        if (!ip) {
+            if (tls_name_matches(n->v[i], host))
+                return true;
+            continue;
+        }
+        unsigned char have[16];
+        int hfam = 0;
+        if (ip_bytes(n->v[i] + 3, &hfam, have) && hfam == fam &&
+            memcmp(have, want, fam == AF_INET ? 4 : 16) == 0)
             return true;
+    }
     return false;
 }
 

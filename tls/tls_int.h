@@ -21,7 +21,8 @@
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
-/* A list of names (SAN dNSNames, or the CN when there are none). */
+/* A list of names (SAN dNSNames and iPAddresses as "IP:<address>", or the CN when
+ * there is no SAN extension). */
 struct tls_names {
     char *v[TLS_MAX_NAMES];
     size_t n;
@@ -31,6 +32,8 @@ int tls_names_copy(struct tls_names *dst, const struct tls_names *src);
 /* Fills `out` from a certificate: SAN dNSNames when the SAN extension exists, else the
  * subject CN (RFC 6125 6.4.4). Returns 0 or -ENOMEM. */
 int tls_names_from_x509(WOLFSSL_X509 *x, struct tls_names *out);
+/* An address literal `host` (v4, v6, optionally in brackets) matches only an
+ * "IP:" entry with the same address (RFC 6125 6.2.1); a host name only the names. */
 bool tls_names_match(const struct tls_names *n, const char *host);
 /* "a, b, c" into buf. */
 void tls_names_join(const struct tls_names *n, char *buf, size_t len);
