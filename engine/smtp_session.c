@@ -674,20 +674,30 @@ static void do_read(struct smtp_session *s)
     }
 }
 
+/* Writes what the transport takes now. Returns the bytes written, or -1 when the
+ * caller must return: the session waits for the socket, or has failed. */
+static ssize_t write_some(struct smtp_session *s, const char *p, size_t len)
+{
+    ssize_t n = tls_conn_write(s->conn, p, len);
+    if (n == TLS_IO_WANT_WRITE || n == TLS_IO_WANT_READ) {
+        want(s, EV_READ | EV_WRITE);
+        return -1;
+    }
+    if (n < 0) {
+        fail(s, SMTP_ERR_CONNECTION, "write to %s during %s: %s", s->host, state_names[s->state],
+             tls_conn_error(s->conn));
+        return -1;
+    }
+    return n;
+}
+
 static void flush_out(struct smtp_session *s)
 {
     while (s->state != ST_CLOSED) {
         if (s->zc && s->zc_off < s->zc_len) { /* the body itself comes before out */
-            ssize_t n = tls_conn_write(s->conn, s->zc + s->zc_off, s->zc_len - s->zc_off);
-            if (n == TLS_IO_WANT_WRITE || n == TLS_IO_WANT_READ) {
-                want(s, EV_READ | EV_WRITE);
+            ssize_t n = write_some(s, s->zc + s->zc_off, s->zc_len - s->zc_off);
+            if (n < 0)
                 return;
-            }
-            if (n < 0) {
-                fail(s, SMTP_ERR_CONNECTION, "write to %s during %s: %s", s->host,
-                     state_names[s->state], tls_conn_error(s->conn));
-                return;
-            }
             s->zc_off += (size_t)n;
             arm(s, s->o.to.data); /* the data timeout bounds a stall, not a long body */
             continue;
@@ -723,16 +733,9 @@ static void flush_out(struct smtp_session *s)
             want(s, EV_READ);
             return;
         }
-        ssize_t n = tls_conn_write(s->conn, s->out.ptr + s->out_off, s->out.len - s->out_off);
-        if (n == TLS_IO_WANT_WRITE || n == TLS_IO_WANT_READ) {
-            want(s, EV_READ | EV_WRITE);
+        ssize_t n = write_some(s, s->out.ptr + s->out_off, s->out.len - s->out_off);
+        if (n < 0)
             return;
-        }
-        if (n < 0) {
-            fail(s, SMTP_ERR_CONNECTION, "write to %s during %s: %s", s->host,
-                 state_names[s->state], tls_conn_error(s->conn));
-            return;
-        }
         s->out_off += (size_t)n;
         if (s->state == ST_BODY)
             arm(s, s->o.to.data);
