@@ -1,6 +1,6 @@
 # tests of sched/ (see tests/CMakeLists.txt for salvo_test())
 salvo_test(NAME test_sched_expr SOURCES test_sched_expr.c LIBS salvo_sched TIMEOUT 60)
-salvo_test(NAME test_sched_settings SOURCES test_sched_settings.c LIBS salvo_sched Threads::Threads TIMEOUT 60)
+salvo_test(NAME test_sched_settings SOURCES test_sched_settings.c test_sched_util.c LIBS salvo_sched Threads::Threads TIMEOUT 60)
 salvo_test(NAME test_rules_cli SOURCES test_rules_cli.c TIMEOUT 60)
 salvo_test(NAME test_sched_property SOURCES test_sched_property.c LIBS salvo_sched TIMEOUT 120)
-salvo_test(NAME test_sched_loadcheck SOURCES test_sched_loadcheck.c LIBS salvo_sched TIMEOUT 60)
+salvo_test(NAME test_sched_loadcheck SOURCES test_sched_loadcheck.c test_sched_util.c LIBS salvo_sched TIMEOUT 60)

@@ -14,23 +14,6 @@
 
 #include "testutil.h"
 
-static char *dir;
-
-static int setup(void **state)
-{
-    (void)state;
-    dir = tu_mkdtemp();
-    return dir ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_rmtree(dir);
-    free(dir);
-    return 0;
-}
-
 static void run(const char *const *args, const char *input, struct tu_result *r)
 {
     const char *argv[16] = {tu_salvo_bin()};
@@ -89,10 +72,10 @@ static void help_texts(void **state)
 static void check_exit_codes(void **state)
 {
     (void)state;
-    char *good = tu_write_file(dir, "good.toml", "[redis]\nqueue = \"q1\"\n");
-    char *bad = tu_write_file(dir, "bad.toml", "[redis]\nqueue = 1\n");
+    char *good = tu_write_file(tu_dir, "good.toml", "[redis]\nqueue = \"q1\"\n");
+    char *bad = tu_write_file(tu_dir, "bad.toml", "[redis]\nqueue = 1\n");
     char missing[4096];
-    snprintf(missing, sizeof(missing), "%s/missing.toml", dir);
+    snprintf(missing, sizeof(missing), "%s/missing.toml", tu_dir);
     struct tu_result r;
     char want[4200];
 
@@ -118,9 +101,9 @@ static void check_exit_codes(void **state)
     tu_result_free(&r);
 
     /* A directory is not a config file either. */
-    run((const char *[]){"config", "check", "-c", dir, NULL}, NULL, &r);
+    run((const char *[]){"config", "check", "-c", tu_dir, NULL}, NULL, &r);
     assert_int_equal(r.status, 1);
-    snprintf(want, sizeof(want), "salvo: cannot read %s: Is a directory\n", dir);
+    snprintf(want, sizeof(want), "salvo: cannot read %s: Is a directory\n", tu_dir);
     assert_string_equal(r.err, want);
     tu_result_free(&r);
     free(good);
@@ -137,7 +120,7 @@ static void decode_file_and_stdin(void **state)
                        "    \"s\": {\"type\": \"string\", \"value\": \"x\"}\n"
                        "  }\n"
                        "}\n";
-    char *path = tu_write_file(dir, "d.toml", toml);
+    char *path = tu_write_file(tu_dir, "d.toml", toml);
     struct tu_result r;
     run((const char *[]){"config", "decode", path, NULL}, NULL, &r);
     assert_int_equal(r.status, 0);
@@ -200,12 +183,12 @@ static void lookup_order(void **state)
 {
     (void)state;
     char cwd[4096], empty[4096];
-    snprintf(cwd, sizeof(cwd), "%s/work", dir);
-    snprintf(empty, sizeof(empty), "%s/empty", dir);
+    snprintf(cwd, sizeof(cwd), "%s/work", tu_dir);
+    snprintf(empty, sizeof(empty), "%s/empty", tu_dir);
     assert_int_equal(mkdir(cwd, 0755), 0);
     assert_int_equal(mkdir(empty, 0755), 0);
-    char *c_file = tu_write_file(dir, "c.toml", "redis.queue = \"from-c\"\n");
-    char *env_file = tu_write_file(dir, "env.toml", "redis.queue = \"from-env\"\n");
+    char *c_file = tu_write_file(tu_dir, "c.toml", "redis.queue = \"from-c\"\n");
+    char *env_file = tu_write_file(tu_dir, "env.toml", "redis.queue = \"from-env\"\n");
     char *cwd_file = tu_write_file(cwd, "salvo.toml", "redis.queue = \"from-cwd\"\n");
     assert_non_null(c_file);
     assert_non_null(env_file);
@@ -241,7 +224,7 @@ static void lookup_order(void **state)
      * choice still loads. */
     char *broken = tu_write_file(cwd, "salvo.toml", "this is not toml\n");
     free(broken);
-    broken = tu_write_file(dir, "env.toml", "neither = is this\n");
+    broken = tu_write_file(tu_dir, "env.toml", "neither = is this\n");
     free(broken);
     out = check_in(cwd, env_file, c_file);
     snprintf(want, sizeof(want), "%s: ok\n", c_file);
@@ -266,7 +249,7 @@ static void lookup_order(void **state)
 static void rule_errors_at_exact_positions(void **state)
 {
     (void)state;
-    char *f = tu_write_file(dir, "rules.toml",
+    char *f = tu_write_file(tu_dir, "rules.toml",
                             "[queue.outbound.tls]\n"
                             "starttls = [ { if = \"\\u0072etry_num > 0 && bogus\", then = "
                             "\"require\" }, { else = \"optional\" } ]\n"
@@ -297,5 +280,5 @@ int main(void)
         cmocka_unit_test(lookup_order),
         cmocka_unit_test(rule_errors_at_exact_positions),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);
 }

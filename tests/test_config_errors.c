@@ -13,28 +13,11 @@
 
 #include "testutil.h"
 
-static char *dir;
-
-static int setup(void **state)
-{
-    (void)state;
-    dir = tu_mkdtemp();
-    return dir ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_rmtree(dir);
-    free(dir);
-    return 0;
-}
-
-/* Writes `toml` to dir/name, runs `salvo config check -c` on it, and checks the exit
+/* Writes `toml` to tu_dir/name, runs `salvo config check -c` on it, and checks the exit
  * code and the exact stderr ("%F" in `want_err` stands for the file's path). */
 static void check(const char *name, const char *toml, int want_status, const char *want_err)
 {
-    char *path = tu_write_file(dir, name, toml);
+    char *path = tu_write_file(tu_dir, name, toml);
     assert_non_null(path);
     char want[4096] = "";
     for (const char *s = want_err; *s; s++) {
@@ -195,7 +178,7 @@ static void warnings_print_but_do_not_fail(void **state)
 {
     (void)state;
     const char *toml = "[redis]\npassword = \"s3cret\"\n";
-    char *path = tu_write_file(dir, "secret.toml", toml);
+    char *path = tu_write_file(tu_dir, "secret.toml", toml);
     assert_non_null(path);
     assert_int_equal(chmod(path, 0644), 0);
     const char *argv[] = {tu_salvo_bin(), "config", "check", "-c", path, NULL};
@@ -230,5 +213,5 @@ int main(void)
         cmocka_unit_test(a_full_valid_config_loads),
         cmocka_unit_test(warnings_print_but_do_not_fail),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);
 }

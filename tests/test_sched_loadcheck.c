@@ -17,37 +17,7 @@
 
 #include "rule_int.h" /* rule_unit_result_type(): the compiler's static types */
 #include "salvo_sched.h"
-
-struct loaded {
-    struct cfg_doc *doc;
-    struct rule_program *prog;
-    struct cfg_diag diag;
-    char text[4096]; /* the diagnostics as printed */
-};
-
-static void load(struct loaded *l, const char *toml, const char *key)
-{
-    memset(l, 0, sizeof(*l));
-    cfg_diag_init(&l->diag);
-    l->doc = cfg_doc_parse("t.toml", toml, strlen(toml), &l->diag);
-    if (!l->doc)
-        fail_msg("TOML did not parse: %s", l->diag.len ? l->diag.items[0].msg : "?");
-    const struct rule_setting *s = rule_setting_find(key);
-    assert_non_null(s);
-    const struct cfg_value *v = cfg_get(l->doc->root, key);
-    assert_non_null(v);
-    l->prog = rule_compile_setting(s, v, &l->diag);
-    FILE *f = fmemopen(l->text, sizeof(l->text) - 1, "w");
-    cfg_diag_print(&l->diag, f);
-    fclose(f);
-}
-
-static void unload(struct loaded *l)
-{
-    rule_program_free(l->prog);
-    cfg_doc_free(l->doc);
-    cfg_diag_free(&l->diag);
-}
+#include "test_sched_util.h"
 
 /* Loads `toml` (key queue.outbound.tls.starttls unless given) expecting exactly
  * the diagnostics `want` (each line ends with '\n'). */

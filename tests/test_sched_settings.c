@@ -13,38 +13,7 @@
 #include <string.h>
 
 #include "salvo_sched.h"
-
-struct loaded {
-    struct cfg_doc *doc;
-    struct rule_program *prog;
-    struct cfg_diag diag;
-    char diag_text[4096];
-};
-
-/* Parses `toml`, compiles `key`; diagnostics are rendered into diag_text. */
-static void load(struct loaded *l, const char *toml, const char *key)
-{
-    memset(l, 0, sizeof(*l));
-    cfg_diag_init(&l->diag);
-    l->doc = cfg_doc_parse("t.toml", toml, strlen(toml), &l->diag);
-    if (!l->doc)
-        fail_msg("TOML did not parse: %s", l->diag.len ? l->diag.items[0].msg : "?");
-    const struct rule_setting *s = rule_setting_find(key);
-    assert_non_null(s);
-    const struct cfg_value *v = cfg_get(l->doc->root, key);
-    assert_non_null(v);
-    l->prog = rule_compile_setting(s, v, &l->diag);
-    FILE *f = fmemopen(l->diag_text, sizeof(l->diag_text) - 1, "w");
-    cfg_diag_print(&l->diag, f);
-    fclose(f);
-}
-
-static void unload(struct loaded *l)
-{
-    rule_program_free(l->prog);
-    cfg_doc_free(l->doc);
-    cfg_diag_free(&l->diag);
-}
+#include "test_sched_util.h"
 
 /* Evaluates with retry_num/last_error (and optional mx) and returns the printed result. */
 static const char *eval_with(struct rule_program *p, const char *retry, const char *err,
@@ -121,7 +90,7 @@ static void seed_grid(void **state)
     load(&ai, seed, "queue.outbound.tls.allow-invalid-certs");
     assert_non_null(st.prog);
     assert_non_null(ai.prog);
-    assert_string_equal(st.diag_text, "");
+    assert_string_equal(st.text, "");
     for (size_t e = 0; e < n_errors; e++) {
         for (int r = 0; r < 4; r++) {
             char retry[4];
@@ -262,8 +231,8 @@ static void load_errors_with_positions(void **state)
         load(&l, c[i].toml, c[i].key);
         if (l.prog)
             fail_msg("case %zu compiled; want %s", i, c[i].diag);
-        if (strcmp(l.diag_text, c[i].diag) != 0)
-            fail_msg("case %zu:\n got: %s\nwant: %s", i, l.diag_text, c[i].diag);
+        if (strcmp(l.text, c[i].diag) != 0)
+            fail_msg("case %zu:\n got: %s\nwant: %s", i, l.text, c[i].diag);
         unload(&l);
     }
 }
@@ -279,8 +248,8 @@ static void unreachable_entries_warn(void **state)
          "             { else = \"require\" } ]\n",
          "queue.outbound.tls.starttls");
     assert_non_null(l.prog);
-    assert_string_equal(l.diag_text, "t.toml:3:21: warning: queue.outbound.tls.starttls: entry 2 "
-                                     "can never match: entry 1 has the same condition\n");
+    assert_string_equal(l.text, "t.toml:3:21: warning: queue.outbound.tls.starttls: entry 2 "
+                                "can never match: entry 1 has the same condition\n");
     assert_string_equal(eval_with(l.prog, "2", NULL, NULL, NULL), "disable");
     assert_string_equal(eval_with(l.prog, "0", NULL, NULL, NULL), "require");
     unload(&l);
@@ -291,7 +260,7 @@ static void unreachable_entries_warn(void **state)
          "             { else = \"require\" } ]\n",
          "queue.outbound.tls.starttls");
     assert_non_null(l.prog);
-    assert_string_equal(l.diag_text,
+    assert_string_equal(l.text,
                         "t.toml:3:16: warning: queue.outbound.tls.starttls: the 'else' entry can "
                         "never match: the condition of entry 1 is always true\n");
     unload(&l);
@@ -359,7 +328,7 @@ static void plain_values_and_lists(void **state)
         struct loaded l;
         load(&l, c[i].toml, c[i].key);
         if (!l.prog)
-            fail_msg("case %zu did not compile: %s", i, l.diag_text);
+            fail_msg("case %zu did not compile: %s", i, l.text);
         int rc;
         const char *got = eval_with(l.prog, "3", NULL, NULL, &rc);
         if (rc || strcmp(got, c[i].want) != 0)
@@ -473,8 +442,8 @@ static void too_many_entries_is_a_load_error(void **state)
     struct loaded l;
     load(&l, t.ptr, "queue.outbound.tls.starttls");
     assert_null(l.prog);
-    assert_string_equal(l.diag_text, "t.toml:2:12: queue.outbound.tls.starttls: rules too large "
-                                     "(more than 4095 instructions)\n");
+    assert_string_equal(l.text, "t.toml:2:12: queue.outbound.tls.starttls: rules too large "
+                                "(more than 4095 instructions)\n");
     unload(&l);
     sv_buf_free(&t);
 }

@@ -44,7 +44,6 @@ class Postfix:
         os.chmod(bench.dir, 0o755)
         shutil.chown(self.data, "postfix", "postfix")
         shutil.copy("/etc/postfix/master.cf", self.conf)
-        shutil.copy("/etc/postfix/main.cf", self.conf)  # replaced below, keeps Debian's defaults file layout
         self.port = free_port()
         self.sink_port = sink_port
         self.tls = tls_ca is not None

@@ -30,6 +30,10 @@ const char *tu_salvo_bin(void);
 char *tu_mkdtemp(void);
 /* Removes a directory tree (best effort). */
 void tu_rmtree(const char *path);
+/* cmocka group set-up and tear-down for tests that need one scratch folder, tu_dir. */
+extern char *tu_dir;
+int tu_dir_setup(void **state);
+int tu_dir_teardown(void **state);
 /* Writes `data` to dir/name; returns owned full path (NULL on error). */
 char *tu_write_file(const char *dir, const char *name, const char *data);
 
