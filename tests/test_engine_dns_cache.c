@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -101,22 +102,47 @@ static int resolve_now(struct eng_dns *d, struct ev_loop *loop, const char *doma
     return sync;
 }
 
+/* A resolver on its own loop, with a cache, asking one dnsmasq serving `zone`. */
+struct fixture {
+    struct tu_dnsmasq dm;
+    struct eng_dns_cache *cache;
+    struct ev_loop *loop;
+    const char *ns[1];
+    struct eng_dns_opts o;
+    struct eng_dns *d;
+};
+
+static void fixture_start(struct fixture *f, const char *zone)
+{
+    memset(f, 0, sizeof(*f));
+    assert_true(tu_dnsmasq_start(&f->dm, zone) > 0);
+    f->cache = eng_dns_cache_new(1000);
+    f->loop = ev_loop_new(EVFLAG_AUTO);
+    f->ns[0] = f->dm.ns;
+    f->o = (struct eng_dns_opts){.loop = f->loop,
+                                 .cache = f->cache,
+                                 .nameservers = f->ns,
+                                 .n_nameservers = 1,
+                                 .timeout_ms = 200,
+                                 .tries = 1};
+    assert_int_equal(eng_dns_new(&f->o, &f->d), 0);
+}
+
+static void fixture_stop(struct fixture *f)
+{
+    eng_dns_free(f->d);
+    ev_loop_destroy(f->loop);
+    eng_dns_cache_free(f->cache);
+    tu_dnsmasq_stop(&f->dm);
+}
+
 static void test_answers_from_cache(void **state)
 {
     (void)state;
-    struct tu_dnsmasq dm;
-    assert_true(tu_dnsmasq_start(&dm, zone) > 0);
-    struct eng_dns_cache *cache = eng_dns_cache_new(1000);
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    const char *ns[] = {dm.ns};
-    struct eng_dns_opts o = {.loop = loop,
-                             .cache = cache,
-                             .nameservers = ns,
-                             .n_nameservers = 1,
-                             .timeout_ms = 200,
-                             .tries = 1};
-    struct eng_dns *d = NULL;
-    assert_int_equal(eng_dns_new(&o, &d), 0);
+    struct fixture f;
+    fixture_start(&f, zone);
+    struct eng_dns *d = f.d;
+    struct ev_loop *loop = f.loop;
     struct dns_capture c;
     const char *want = "OK mx.cached.test:10=192.0.2.1,2001:db8::1";
 
@@ -127,15 +153,15 @@ static void test_answers_from_cache(void **state)
     double t_cached = ev_time();
 
     /* the server is gone: the cache answers, at once */
-    tu_dnsmasq_stop(&dm);
+    tu_dnsmasq_stop(&f.dm);
     assert_int_equal(resolve_now(d, loop, "cached.test", true, &c), 1);
     assert_string_equal(c.line, want);
     assert_int_equal(resolve_now(d, loop, "relay.cached.test", false, &c), 1);
     assert_string_equal(c.line, "OK relay.cached.test:0=127.0.0.1");
     /* a resolver without the cache has to ask */
     struct eng_dns *nocache = NULL;
-    o.cache = NULL;
-    assert_int_equal(eng_dns_new(&o, &nocache), 0);
+    f.o.cache = NULL;
+    assert_int_equal(eng_dns_new(&f.o, &nocache), 0);
     assert_int_equal(resolve_now(nocache, loop, "cached.test", true, &c), 0);
     assert_string_equal(c.line, "TEMPFAIL cached.test: MX lookup failed: no nameserver answered "
                                 "(SERVFAIL, REFUSED or unreachable)");
@@ -149,9 +175,7 @@ static void test_answers_from_cache(void **state)
     assert_string_equal(c.line, "TEMPFAIL cached.test: MX lookup failed: no nameserver answered "
                                 "(SERVFAIL, REFUSED or unreachable)");
 
-    eng_dns_free(d);
-    ev_loop_destroy(loop);
-    eng_dns_cache_free(cache);
+    fixture_stop(&f);
 }
 
 /* dnsmasq as an authoritative server puts the zone's SOA in negative answers */
@@ -164,19 +188,10 @@ static const char *const zone_auth = "auth-server=ns.neg.test,127.0.0.1\n"
 static void test_negative_cache(void **state)
 {
     (void)state;
-    struct tu_dnsmasq dm;
-    assert_true(tu_dnsmasq_start(&dm, zone_auth) > 0);
-    struct eng_dns_cache *cache = eng_dns_cache_new(1000);
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    const char *ns[] = {dm.ns};
-    struct eng_dns_opts o = {.loop = loop,
-                             .cache = cache,
-                             .nameservers = ns,
-                             .n_nameservers = 1,
-                             .timeout_ms = 200,
-                             .tries = 1};
-    struct eng_dns *d = NULL;
-    assert_int_equal(eng_dns_new(&o, &d), 0);
+    struct fixture f;
+    fixture_start(&f, zone_auth);
+    struct eng_dns *d = f.d;
+    struct ev_loop *loop = f.loop;
     struct dns_capture c;
     const char *nx = "NODOMAIN nx.neg.test: domain does not exist (NXDOMAIN)";
     /* h.neg.test has an A record, no MX, no AAAA: implicit MX after two
@@ -187,7 +202,7 @@ static void test_negative_cache(void **state)
     assert_int_equal(resolve_now(d, loop, "h.neg.test", true, &c), 0);
     assert_string_equal(c.line, h);
     double t_cached = ev_time();
-    tu_dnsmasq_stop(&dm);
+    tu_dnsmasq_stop(&f.dm);
     assert_int_equal(resolve_now(d, loop, "nx.neg.test", true, &c), 1);
     assert_string_equal(c.line, nx);
     assert_int_equal(resolve_now(d, loop, "h.neg.test", true, &c), 1);
@@ -199,9 +214,7 @@ static void test_negative_cache(void **state)
     assert_int_equal(resolve_now(d, loop, "nx.neg.test", true, &c), 0);
     assert_string_equal(c.line, "TEMPFAIL nx.neg.test: MX lookup failed: no nameserver answered "
                                 "(SERVFAIL, REFUSED or unreachable)");
-    eng_dns_free(d);
-    ev_loop_destroy(loop);
-    eng_dns_cache_free(cache);
+    fixture_stop(&f);
 }
 
 /* --- two workers, one cache ------------------------------------------------ */
