@@ -72,8 +72,9 @@ void eng_worker_free(struct eng_worker *w);
 /* --- the queue thread (runner.c) ---------------------------------------------- */
 
 struct eng_run_opts {
-    bool drain;    /* exit once nothing is ready, scheduled or in flight */
-    bool progress; /* a live progress line on stderr */
+    bool drain;          /* exit once nothing is ready, scheduled or in flight */
+    bool progress;       /* a progress line on stderr every second */
+    bool progress_lines; /* ... as plain lines with the pid (not a tty), not \r */
 };
 
 /* Runs the engine with `conf` (borrowed) until drained or signalled. Prints the

@@ -80,6 +80,8 @@ struct runner {
     int64_t t_claim, t_promote, t_reclaim, t_touch, t_stats, t_flush, t_progress;
     double start;
     struct counts n;
+    int64_t prog_t; /* time and delivered count of the last progress line */
+    uint64_t prog_n;
 };
 
 static int64_t now_ms(void)
@@ -297,15 +299,57 @@ static void print_summary(struct runner *r)
     fflush(stdout);
 }
 
+/* 1234567 -> "1,234,567" into buf (at least 27 bytes). */
+static const char *group3(char *buf, uint64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v), o = 0;
+    for (int i = 0; i < n; i++) {
+        if (i && (n - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Once a second: delivered so far and per second (since the last line), deferred,
+ * bounced, the queue's ready + scheduled recipients (one HMGET) and the share of
+ * this process's TLS handshakes that resumed a session. On a terminal one line
+ * rewritten in place; otherwise one line per second, prefixed with the pid so the
+ * lines of several processes can be told apart. */
 static void progress(struct runner *r, int64_t now, bool final)
 {
     if (!r->o.progress || (!final && now < r->t_progress))
         return;
     r->t_progress = now + 1000;
-    fputc('\r', stderr);
-    fprintf(
-        stderr, "delivered %" PRIu64 ", deferred %" PRIu64 ", bounced %" PRIu64 ", in flight %zu%s",
-        r->n.delivered, r->n.deferred, r->n.bounced + r->n.dead, r->nclaimed, final ? "\n" : "   ");
+    char queue[32] = "?";
+    if (r->redis_up) {
+        struct rq_stats st;
+        int rc = rq_stats_get(r->q, 0, &st);
+        if (rc == 0)
+            group3(queue, (uint64_t)(st.ready + st.scheduled));
+        else if (!final)
+            redis_down(r, rc);
+    }
+    double dt = r->prog_t ? (double)(now - r->prog_t) / 1000.0 : 0.0;
+    uint64_t rate = dt > 0.05 ? (uint64_t)((double)(r->n.delivered - r->prog_n) / dt + 0.5) : 0;
+    r->prog_t = now;
+    r->prog_n = r->n.delivered;
+    char tls[16] = "-";
+    uint64_t hs = r->n.tls_full + r->n.tls_resumed;
+    if (hs)
+        snprintf(tls, sizeof(tls), "%d%%", (int)(100.0 * (double)r->n.tls_resumed / (double)hs));
+    char d[32], ps[32], df[32], b[32];
+    if (r->o.progress_lines)
+        fprintf(stderr, "salvo[%ld]: ", (long)getpid());
+    else
+        fputc('\r', stderr);
+    fprintf(stderr, "%s delivered (%s/s), %s deferred, %s bounced, queue %s, TLS resumed %s%s",
+            group3(d, r->n.delivered), group3(ps, rate), group3(df, r->n.deferred),
+            group3(b, r->n.bounced + r->n.dead), queue, tls,
+            final || r->o.progress_lines ? "\n" : "   ");
+    fflush(stderr);
 }
 
 /* --- the loop ----------------------------------------------------------------------- */
