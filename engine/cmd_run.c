@@ -34,10 +34,10 @@ static const char run_usage[] =
     "\n"
     "The progress line (every second; on a terminal rewritten in place, otherwise one\n"
     "line each time, prefixed with salvo[PID]):\n"
-    "  N delivered (N/s), N deferred, N bounced, queue N, TLS resumed P%\n"
+    "  N delivered (N/s), N deferred, N bounced, queue N (N in flight), TLS resumed P%\n"
     "counts this process's recipients, the rate since the previous line, the queue's\n"
-    "ready + scheduled recipients (all processes), and the share of this process's TLS\n"
-    "handshakes that resumed a session (- before the first).\n"
+    "ready + scheduled recipients and those claimed by any process, and the share of\n"
+    "this process's TLS handshakes that resumed a session (- before the first).\n"
     "\n"
     "Environment: SALVO_REDIS_URL overrides redis.url.\n";
 

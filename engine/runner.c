@@ -313,23 +313,25 @@ static const char *group3(char *buf, uint64_t v)
     return buf;
 }
 
-/* Once a second: delivered so far and per second (since the last line), deferred,
- * bounced, the queue's ready + scheduled recipients (one HMGET) and the share of
- * this process's TLS handshakes that resumed a session. On a terminal one line
- * rewritten in place; otherwise one line per second, prefixed with the pid so the
- * lines of several processes can be told apart. */
+/* Once a second: this process's delivered count and rate (since the last line),
+ * deferred, bounced; the whole queue's ready + scheduled and in-flight recipients
+ * (one HMGET); the share of this process's TLS handshakes that resumed a session.
+ * On a terminal one line rewritten in place; otherwise one line per second with
+ * the pid, so the lines of several processes can be told apart. */
 static void progress(struct runner *r, int64_t now, bool final)
 {
     if (!r->o.progress || (!final && now < r->t_progress))
         return;
     r->t_progress = now + 1000;
-    char queue[32] = "?";
+    char queue[32] = "?", inflight[32] = "?";
     if (r->redis_up) {
         struct rq_stats st;
         int rc = rq_stats_get(r->q, 0, &st);
-        if (rc == 0)
+        if (rc == 0) {
             group3(queue, (uint64_t)(st.ready + st.scheduled));
-        else if (!final)
+            group3(inflight, (uint64_t)st.inflight);
+        }
+        if (rc && !final)
             redis_down(r, rc);
     }
     double dt = r->prog_t ? (double)(now - r->prog_t) / 1000.0 : 0.0;
@@ -345,9 +347,11 @@ static void progress(struct runner *r, int64_t now, bool final)
         fprintf(stderr, "salvo[%ld]: ", (long)getpid());
     else
         fputc('\r', stderr);
-    fprintf(stderr, "%s delivered (%s/s), %s deferred, %s bounced, queue %s, TLS resumed %s%s",
+    fprintf(stderr,
+            "%s delivered (%s/s), %s deferred, %s bounced, queue %s (%s in flight), TLS "
+            "resumed %s%s",
             group3(d, r->n.delivered), group3(ps, rate), group3(df, r->n.deferred),
-            group3(b, r->n.bounced + r->n.dead), queue, tls,
+            group3(b, r->n.bounced + r->n.dead), queue, inflight, tls,
             final || r->o.progress_lines ? "\n" : "   ");
     fflush(stderr);
 }
