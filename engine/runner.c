@@ -334,8 +334,11 @@ static void progress(struct runner *r, int64_t now, bool final)
         if (rc && !final)
             redis_down(r, rc);
     }
-    double dt = r->prog_t ? (double)(now - r->prog_t) / 1000.0 : 0.0;
-    uint64_t rate = dt > 0.05 ? (uint64_t)((double)(r->n.delivered - r->prog_n) / dt + 0.5) : 0;
+    /* The last line's rate is the run's average (since the previous line it is
+     * mostly the tail of the run). */
+    double dt = final ? ev_time() - r->start : r->prog_t ? (double)(now - r->prog_t) / 1000.0 : 0.0;
+    uint64_t n = final ? r->n.delivered : r->n.delivered - r->prog_n;
+    uint64_t rate = dt > 0.05 ? (uint64_t)((double)n / dt + 0.5) : 0;
     r->prog_t = now;
     r->prog_n = r->n.delivered;
     char tls[16] = "-";

@@ -186,7 +186,7 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
         while not stop.is_set():
             st = sink.stats()
             got = st["recipients"] - sink_before["recipients"]
-            pr.update(got, [l for l in (last_progress(lf.name) for _, lf in procs) if l])
+            pr.update(got, progress_display([last_progress(lf.name) for _, lf in procs]))
             now = time.monotonic()
             if got != last:
                 last, last_t = got, now
@@ -291,6 +291,27 @@ def last_progress(path):
         if PROGRESS_RE.match(line):
             return line.strip()
     return None
+
+
+PROGRESS_FIELDS = re.compile(
+    r"(salvo\[\d+\]): ([\d,]+) delivered \(([\d,]+)/s\), ([\d,]+) deferred, ([\d,]+) bounced, "
+    r"queue ([\d,?]+) \(([\d,?]+) in flight\), TLS resumed (\S+)")
+
+
+def progress_display(lines):
+    """Short lines for a terminal: per process its deliveries, rate and TLS
+    resumption (deferred/bounced when not 0), then the shared queue once."""
+    out, queue = [], None
+    for line in lines:
+        m = PROGRESS_FIELDS.match(line or "")
+        if not m:
+            continue
+        who, dlv, rate, dfr, bnc, q, fl, tls = m.groups()
+        extra = "".join(", %s %s" % (v, k) for v, k in ((dfr, "deferred"), (bnc, "bounced"))
+                        if v != "0")
+        out.append("%s: %s delivered (%s/s)%s, TLS resumed %s" % (who, dlv, rate, extra, tls))
+        queue = "queue: %s waiting, %s in flight" % (q, fl)
+    return out + ([queue] if queue else [])
 
 
 class Monitor:
