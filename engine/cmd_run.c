@@ -25,6 +25,12 @@ static const char run_usage[] =
     "by the next `salvo run`. A second signal exits at once (nothing is lost either:\n"
     "delivery is at-least-once).\n"
     "\n"
+    "SIGHUP re-reads the configuration file. If it is valid, delivery attempts\n"
+    "started from then on use its rules, limits, remotes and TLS trust (ca-file), and\n"
+    "queue.lease applies; redis.*, server.*, resolver.* and log.level need a restart\n"
+    "(a warning names each one changed). If it is not valid: one line\n"
+    "`salvo: reload failed: FILE:LINE:COL: ...` and the run goes on as before.\n"
+    "\n"
     "On exit one summary line goes to stdout:\n"
     "  delivered N, deferred N, bounced N, transactions N, connections N (reused N),\n"
     "  tls full N resumed N, in SECONDSs (RATE msgs/s)\n"
@@ -36,9 +42,9 @@ static const char run_usage[] =
     "line each time, prefixed with salvo[PID]):\n"
     "  N delivered (N/s), N deferred, N bounced, queue N (N in flight), TLS resumed P%\n"
     "counts this process's recipients, the rate since the previous line (on the last\n"
-    "line: over the whole run), the queue's\n"
-    "ready + scheduled recipients and those claimed by any process, and the share of\n"
-    "this process's TLS handshakes that resumed a session (- before the first).\n"
+    "line: over the whole run), the queue's ready + scheduled recipients and those\n"
+    "claimed by any process, and the share of this process's TLS handshakes that\n"
+    "resumed a session (- before the first).\n"
     "\n"
     "Environment: SALVO_REDIS_URL overrides redis.url.\n";
 
@@ -75,6 +81,7 @@ int cmd_run(int argc, char **argv)
     bool tty = isatty(STDERR_FILENO) == 1;
     o.progress = progress < 0 ? tty : progress == 1;
     o.progress_lines = !tty;
+    o.conf_path = eng_conf_path(conf_path);
     rc = eng_run(&conf, &o);
     eng_conf_free(&conf);
     return rc;

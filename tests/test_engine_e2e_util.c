@@ -46,6 +46,11 @@ int te_env_flush(struct te_env *e)
 
 void te_write_conf(const struct te_env *e, int sink_port, const char *extra)
 {
+    te_write_conf_as(e, "salvo.toml", sink_port, extra);
+}
+
+void te_write_conf_as(const struct te_env *e, const char *name, int sink_port, const char *extra)
+{
     char buf[4096], relay[256] = "";
     if (sink_port > 0)
         snprintf(relay, sizeof(relay),
@@ -57,7 +62,7 @@ void te_write_conf(const struct te_env *e, int sink_port, const char *extra)
              "[queue]\nlease = \"1s\"\n"
              "%s%s",
              relay, extra ? extra : "");
-    char *p = tu_write_file(e->dir, "salvo.toml", buf);
+    char *p = tu_write_file(e->dir, name, buf);
     assert_non_null(p);
     free(p);
 }

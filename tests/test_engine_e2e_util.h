@@ -28,6 +28,8 @@ int te_env_flush(struct te_env *e);
 /* dir/salvo.toml: two workers, a 1 s lease, plus `extra`; with sink_port > 0
  * everything goes to the sink as a relay (queue.outbound.next-hop). */
 void te_write_conf(const struct te_env *e, int sink_port, const char *extra);
+/* The same into dir/NAME. */
+void te_write_conf_as(const struct te_env *e, const char *name, int sink_port, const char *extra);
 
 /* Enqueues campaign `tag` (Message-ID <tag@salvo.test>) of n recipients
  * user<i>@d<i % ndomains>.<tld>; returns n. A personalised body ({{email}}) goes

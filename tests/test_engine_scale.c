@@ -2,7 +2,8 @@
  * redis-server deliver one campaign through a real salvo-sink, every recipient
  * exactly once (the sink's (Message-ID, recipient) pairs), each process with its
  * own summary line; kill -9 of one of three leaves its jobs to the other two after
- * the lease. Also the --progress line of a run whose stderr is not a terminal. */
+ * the lease. Also the --progress line of a run whose stderr is not a terminal, and
+ * the configuration reload on SIGHUP. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,7 +25,7 @@
 
 static struct te_env env;
 static struct tr_proc procs[MAXP]; /* killed by the next reset if a test failed */
-static struct ts_sink sink = {.out_fd = -1};
+static struct ts_sink sink = {.out_fd = -1}, sink2 = {.out_fd = -1};
 
 static int setup(void **state)
 {
@@ -37,6 +38,7 @@ static void stop_all(void)
     for (int i = 0; i < MAXP; i++)
         tr_kill9(&procs[i]);
     ts_sink_stop(&sink, NULL, 0);
+    ts_sink_stop(&sink2, NULL, 0);
 }
 
 static int teardown(void **state)
@@ -286,6 +288,79 @@ static void progress_lines_when_not_a_tty(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* Waits until the sink has `n` (Message-ID, recipient) pairs. */
+static void wait_pairs(struct ts_sink *s, uint64_t n, int timeout_ms)
+{
+    int64_t end = tr_now_ms() + timeout_ms;
+    while (te_sink_stat(s, "pairs") < n && tr_now_ms() < end)
+        tr_sleep_ms(20);
+    assert_int_equal(te_sink_stat(s, "pairs"), n);
+}
+
+/* The number of times `needle` occurs in the process's stderr. */
+static int count_err(const struct tr_proc *p, const char *needle)
+{
+    char *s = tr_err(p);
+    int n = 0;
+    for (const char *q = s; q && (q = strstr(q, needle)) != NULL; q += strlen(needle))
+        n++;
+    free(s);
+    return n;
+}
+
+/* SIGHUP re-reads the config file (run.toml). An invalid file: one `reload failed: FILE:LINE:COL`
+ * line, and the run goes on with the old settings (still to sink A). A valid one
+ * moving next-hop to sink B: new attempts go to B. SIGHUPs while transactions are in
+ * flight disturb nothing: every recipient arrives once. */
+static void sighup_reloads_the_config(void **state)
+{
+    (void)state;
+    const char *slow[] = {"--threads", "1", "--fault", "delay:dot:20", NULL};
+    assert_int_equal(ts_sink_start(&sink, slow), 0);
+    assert_int_equal(ts_sink_start(&sink2, slow), 0);
+    te_write_conf(&env, sink.port, NULL); /* for salvo enqueue */
+    te_write_conf_as(&env, "run.toml", sink.port, NULL);
+    struct tr_proc *p = &procs[0];
+    assert_int_equal(
+        tr_start(p, env.dir, "hup", (const char *const[]){"run", "-c", "run.toml", NULL}), 0);
+    long long n1 = te_enqueue(&env, "hup1", 300, 100, "example", false);
+    wait_pairs(&sink, (uint64_t)n1, 15000);
+
+    /* Invalid: an unterminated string on line 2. */
+    free(tu_write_file(env.dir, "run.toml", "[queue]\nlease = \"1s\n"));
+    assert_int_equal(tr_signal(p, SIGHUP), 0);
+    assert_true(tr_wait_for_text(p->err_path, "salvo: reload failed: run.toml:2:", 5000));
+    assert_int_equal(count_err(p, "reload failed"), 1);
+    long long n2 = te_enqueue(&env, "hup2", 300, 100, "example", false);
+    wait_pairs(&sink, (uint64_t)(n1 + n2), 15000);
+    assert_int_equal(te_sink_stat(&sink2, "pairs"), 0);
+
+    /* Valid, to sink B; then SIGHUP again (same file) while B receives. */
+    te_write_conf_as(&env, "run.toml", sink2.port, NULL);
+    assert_int_equal(tr_signal(p, SIGHUP), 0);
+    assert_true(tr_wait_for_text(p->err_path, "reload: run.toml applied", 5000));
+    long long n3 = te_enqueue(&env, "hup3", 1500, 500, "example", false);
+    te_wait_transactions(&sink2, 20, 15000);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tr_signal(p, SIGHUP), 0);
+        tr_sleep_ms(100);
+    }
+    wait_pairs(&sink2, (uint64_t)n3, 20000);
+    assert_int_equal(te_sink_stat(&sink, "pairs"), (uint64_t)(n1 + n2));
+    assert_int_equal(count_err(p, "reload: run.toml applied"), 4);
+    assert_int_equal(tr_signal(p, SIGTERM), 0);
+    assert_int_equal(tr_wait(p, 10000), 0);
+    char *out = tr_out(p);
+    print_message("summary: %s", out);
+    assert_int_equal(tr_summary_num(out, "delivered"), n1 + n2 + n3);
+    free(out);
+    assert_int_equal(te_sink_stat(&sink, "duplicates"), 0);
+    assert_int_equal(te_sink_stat(&sink2, "duplicates"), 0);
+    assert_int_equal(tr_queue_stat(env.dir, "delivered"), n1 + n2 + n3);
+    ts_sink_stop(&sink, NULL, 0);
+    ts_sink_stop(&sink2, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +368,7 @@ int main(void)
         cmocka_unit_test_setup(three_processes_exactly_once, reset),
         cmocka_unit_test_setup(kill9_one_of_three, reset),
         cmocka_unit_test_setup(progress_lines_when_not_a_tty, reset),
+        cmocka_unit_test_setup(sighup_reloads_the_config, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
