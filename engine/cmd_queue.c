@@ -592,14 +592,15 @@ static const char queue_usage[] =
     "usage: salvo queue stats  [-c FILE] [--json] [--campaign ID|NAME]\n"
     "       salvo queue list   [-c FILE] [--limit N]\n"
     "       salvo queue show   ID|NAME [-c FILE]\n"
-    "       salvo queue retry  ID|NAME [-c FILE]\n"
+    "       salvo queue retry  ID|NAME [-c FILE] [--dead]\n"
     "       salvo queue cancel ID|NAME [-c FILE]\n"
     "\n"
     "stats   recipients ready, scheduled (waiting to retry), inflight (claimed by a\n"
     "        process), delivered, bounced, dead (expired or cancelled)\n"
     "list    the newest messages and campaigns with their counts\n"
     "show    one message: sender, campaign, size, counts\n"
-    "retry   make the message's scheduled retries ready now\n"
+    "retry   make the message's scheduled retries ready now; with --dead, also its\n"
+    "        dead letters (bounced, expired, poison): back to ready with retry_num 0\n"
     "cancel  every recipient not yet final becomes dead with reason \"cancelled\"\n"
     "Environment: SALVO_REDIS_URL overrides redis.url.\n"
     "Exit: 0 ok, 1 bad arguments or unknown id, 2 Redis failure.\n";
@@ -712,7 +713,7 @@ static int queue_show(struct rq *q, const char *arg)
     return EXIT_OK;
 }
 
-static int queue_retry_cancel(struct rq *q, const char *arg, bool cancel)
+static int queue_retry_cancel(struct rq *q, const char *arg, bool cancel, bool dead)
 {
     uint64_t id;
     int rc = lookup(q, arg, &id);
@@ -739,6 +740,21 @@ static int queue_retry_cancel(struct rq *q, const char *arg, bool cancel)
             return redis_fail(q);
         printf("message %llu: %lld recipient%s ready now\n", (unsigned long long)id, (long long)n,
                n == 1 ? "" : "s");
+        if (dead) {
+            int rc2 = rq_msg_revive_dead(q, id, &n);
+            if (rc2 == -ENODATA || rc2 == -ECANCELED) {
+                rq_free(q);
+                return eng_fail(EXIT_USER, "message %llu: %s; its dead letters cannot be retried",
+                                (unsigned long long)id,
+                                rc2 == -ENODATA ? "its body was dropped when its last "
+                                                  "recipient became final (enqueue it again)"
+                                                : "it was cancelled");
+            }
+            if (rc2)
+                return redis_fail(q);
+            printf("message %llu: %lld dead recipient%s ready again (retry_num 0)\n",
+                   (unsigned long long)id, (long long)n, n == 1 ? "" : "s");
+        }
     }
     rq_free(q);
     return EXIT_OK;
@@ -747,7 +763,7 @@ static int queue_retry_cancel(struct rq *q, const char *arg, bool cancel)
 int cmd_queue(int argc, char **argv)
 {
     const char *sub = NULL, *conf = NULL, *campaign = NULL, *arg = NULL, *limit_s = NULL;
-    bool json = false;
+    bool json = false, dead = false;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         int m = 0;
@@ -764,6 +780,8 @@ int cmd_queue(int argc, char **argv)
             limit_s = v;
         else if (strcmp(argv[i], "--json") == 0)
             json = true;
+        else if (strcmp(argv[i], "--dead") == 0)
+            dead = true;
         else if (argv[i][0] == '-' && argv[i][1] != 0)
             return eng_fail(EXIT_USER, "queue: unknown option '%s'; see salvo queue --help",
                             argv[i]);
@@ -794,6 +812,8 @@ int cmd_queue(int argc, char **argv)
         return eng_fail(EXIT_USER, "queue %s: needs a message id or campaign name", sub);
     if ((json || campaign) && !stats)
         return eng_fail(EXIT_USER, "queue %s: --json and --campaign go with 'stats'", sub);
+    if (dead && !retry)
+        return eng_fail(EXIT_USER, "queue %s: --dead goes with 'retry'", sub);
     size_t limit = 50;
     if (limit_s) {
         char *end;
@@ -812,5 +832,5 @@ int cmd_queue(int argc, char **argv)
         return queue_list(q, limit);
     if (show)
         return queue_show(q, arg);
-    return queue_retry_cancel(q, arg, cancel);
+    return queue_retry_cancel(q, arg, cancel, dead);
 }

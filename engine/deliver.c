@@ -71,6 +71,16 @@ struct eng_deliverer {
      * limits.messages-per-connection allows. FIFO. */
     struct djob *wait_head, *wait_tail;
     struct djob *jobs; /* every job started and not yet called back */
+    /* Settings replaced by eng_deliverer_reload(): open sessions and jobs in flight
+     * may still point into them, so they are freed with the deliverer. */
+    struct retired *retired;
+};
+
+struct retired {
+    struct rule_program *prog[SET_COUNT];
+    struct tls_client *tls;
+    struct tls_session_cache *tcache;
+    struct retired *next;
 };
 
 struct djob {
@@ -992,6 +1002,54 @@ void eng_deliverer_stats(const struct eng_deliverer *d, struct eng_deliver_stats
     *st = d->st;
 }
 
+int eng_deliverer_reload(struct eng_deliverer *d, const struct eng_conf *conf, char *err,
+                         size_t errlen)
+{
+    struct retired *old = calloc(1, sizeof(*old));
+    struct rule_program *prog[SET_COUNT] = {0};
+    struct tls_client *tls = NULL;
+    struct tls_session_cache *tcache = NULL;
+    int rc = -ENOMEM;
+    snprintf(err, errlen, "out of memory");
+    if (!old)
+        goto fail;
+    for (int i = 0; i < SET_COUNT; i++)
+        for (size_t k = 0; k < conf->n_rules; k++)
+            if (strcmp(conf->rules[k].key, set_keys[i]) == 0) {
+                rule_program_free(prog[i]);
+                prog[i] = rule_program_clone(conf->rules[k].program);
+                if (!prog[i])
+                    goto fail;
+            }
+    /* New trust: a new client context, and a new session cache so that no session
+     * verified under the old trust is resumed under the new one. */
+    struct tls_client_opts to = {.ca_file = conf->out_ca_file};
+    rc = tls_client_new(&to, &tls, err, errlen);
+    if (rc < 0)
+        goto fail;
+    rc = tls_session_cache_new(1024, 3600, &tcache);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create the TLS session cache");
+        goto fail;
+    }
+    memcpy(old->prog, d->prog, sizeof(old->prog));
+    old->tls = d->tls;
+    old->tcache = d->tcache;
+    old->next = d->retired;
+    d->retired = old;
+    memcpy(d->prog, prog, sizeof(d->prog));
+    d->tls = tls;
+    d->tcache = tcache;
+    d->o.conf = conf;
+    return 0;
+fail:
+    for (int i = 0; i < SET_COUNT; i++)
+        rule_program_free(prog[i]);
+    tls_client_free(tls);
+    free(old);
+    return rc;
+}
+
 void eng_deliverer_free(struct eng_deliverer *d)
 {
     if (!d)
@@ -1014,6 +1072,15 @@ void eng_deliverer_free(struct eng_deliverer *d)
         rule_program_free(d->prog[i]);
     tls_session_cache_free(d->tcache);
     tls_client_free(d->tls);
+    while (d->retired) {
+        struct retired *r = d->retired;
+        d->retired = r->next;
+        for (int i = 0; i < SET_COUNT; i++)
+            rule_program_free(r->prog[i]);
+        tls_session_cache_free(r->tcache);
+        tls_client_free(r->tls);
+        free(r);
+    }
     free(d);
 }
 

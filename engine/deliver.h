@@ -81,6 +81,15 @@ void eng_deliverer_shutdown(struct eng_deliverer *d, int timeout_ms, void (*done
                             void *arg);
 void eng_deliverer_free(struct eng_deliverer *d); /* NULL-safe; aborts what is left */
 
+/* Configuration reload (loop thread): attempts started from now on use the rules,
+ * limits, remotes and queue.outbound.tls.ca-file of `conf` (borrowed; it must
+ * outlive the deliverer), with a new TLS context and session cache. Open sessions
+ * stay; they are reused only when they satisfy the new attempt's policy. The
+ * resolver is not changed. Returns 0, or a negative errno with `err` set (the old
+ * settings stay). */
+int eng_deliverer_reload(struct eng_deliverer *d, const struct eng_conf *conf, char *err,
+                         size_t errlen);
+
 /* Cumulative counters, for the summary and the benchmarks. */
 struct eng_deliver_stats {
     uint64_t jobs, transactions, rcpt_delivered, rcpt_deferred, rcpt_bounced;

@@ -62,6 +62,9 @@ size_t eng_worker_collect(struct eng_worker *w, struct eng_task **out, size_t ma
 /* Asks for a graceful stop: tasks not started come back without outcome, those in
  * flight finish (bounded by shutdown_timeout_ms), pooled sessions are closed. */
 void eng_worker_stop(struct eng_worker *w);
+/* Queue thread: the worker applies `conf` (borrowed; it must outlive the worker)
+ * to the attempts it starts from its next wake-up on (eng_deliverer_reload). */
+void eng_worker_reload(struct eng_worker *w, const struct eng_conf *conf);
 /* Has the thread finished (after eng_worker_stop)? Any outcomes it left are still
  * to be collected. */
 bool eng_worker_finished(const struct eng_worker *w);
@@ -72,8 +75,10 @@ void eng_worker_free(struct eng_worker *w);
 /* --- the queue thread (runner.c) ---------------------------------------------- */
 
 struct eng_run_opts {
-    bool drain;    /* exit once nothing is ready, scheduled or in flight */
-    bool progress; /* a live progress line on stderr */
+    bool drain;            /* exit once nothing is ready, scheduled or in flight */
+    bool progress;         /* a progress line on stderr every second */
+    bool progress_lines;   /* ... as plain lines with the pid (not a tty), not \r */
+    const char *conf_path; /* borrowed: re-read on SIGHUP; NULL = built-in default */
 };
 
 /* Runs the engine with `conf` (borrowed) until drained or signalled. Prints the

@@ -53,6 +53,11 @@ struct counts {
     uint64_t transactions, connections, reused, tls_full, tls_resumed;
 };
 
+struct reloaded {
+    struct eng_conf conf;
+    struct reloaded *next;
+};
+
 struct runner {
     const struct eng_conf *conf;
     struct eng_run_opts o;
@@ -69,7 +74,8 @@ struct runner {
 
     ev_async outcomes;
     ev_timer tick, reconnect;
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint, sighup;
+    struct reloaded *reloaded; /* configs loaded on SIGHUP: kept until the end */
 
     bool redis_up;
     int backoff_ms;
@@ -80,6 +86,8 @@ struct runner {
     int64_t t_claim, t_promote, t_reclaim, t_touch, t_stats, t_flush, t_progress;
     double start;
     struct counts n;
+    int64_t prog_t; /* time and delivered count of the last progress line */
+    uint64_t prog_n;
 };
 
 static int64_t now_ms(void)
@@ -297,15 +305,64 @@ static void print_summary(struct runner *r)
     fflush(stdout);
 }
 
+/* 1234567 -> "1,234,567" into buf (at least 27 bytes). */
+static const char *group3(char *buf, uint64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v), o = 0;
+    for (int i = 0; i < n; i++) {
+        if (i && (n - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Once a second: this process's delivered count and rate (since the last line),
+ * deferred, bounced; the whole queue's ready + scheduled and in-flight recipients
+ * (one HMGET); the share of this process's TLS handshakes that resumed a session.
+ * On a terminal one line rewritten in place; otherwise one line per second with
+ * the pid, so the lines of several processes can be told apart. */
 static void progress(struct runner *r, int64_t now, bool final)
 {
     if (!r->o.progress || (!final && now < r->t_progress))
         return;
     r->t_progress = now + 1000;
-    fputc('\r', stderr);
-    fprintf(
-        stderr, "delivered %" PRIu64 ", deferred %" PRIu64 ", bounced %" PRIu64 ", in flight %zu%s",
-        r->n.delivered, r->n.deferred, r->n.bounced + r->n.dead, r->nclaimed, final ? "\n" : "   ");
+    char queue[32] = "?", inflight[32] = "?";
+    if (r->redis_up) {
+        struct rq_stats st;
+        int rc = rq_stats_get(r->q, 0, &st);
+        if (rc == 0) {
+            group3(queue, (uint64_t)(st.ready + st.scheduled));
+            group3(inflight, (uint64_t)st.inflight);
+        }
+        if (rc && !final)
+            redis_down(r, rc);
+    }
+    /* The last line's rate is the run's average (since the previous line it is
+     * mostly the tail of the run). */
+    double dt = final ? ev_time() - r->start : r->prog_t ? (double)(now - r->prog_t) / 1000.0 : 0.0;
+    uint64_t n = final ? r->n.delivered : r->n.delivered - r->prog_n;
+    uint64_t rate = dt > 0.05 ? (uint64_t)((double)n / dt + 0.5) : 0;
+    r->prog_t = now;
+    r->prog_n = r->n.delivered;
+    char tls[16] = "-";
+    uint64_t hs = r->n.tls_full + r->n.tls_resumed;
+    if (hs)
+        snprintf(tls, sizeof(tls), "%d%%", (int)(100.0 * (double)r->n.tls_resumed / (double)hs));
+    char d[32], ps[32], df[32], b[32];
+    if (r->o.progress_lines)
+        fprintf(stderr, "salvo[%ld]: ", (long)getpid());
+    else
+        fputc('\r', stderr);
+    fprintf(stderr,
+            "%s delivered (%s/s), %s deferred, %s bounced, queue %s (%s in flight), TLS "
+            "resumed %s%s",
+            group3(d, r->n.delivered), group3(ps, rate), group3(df, r->n.deferred),
+            group3(b, r->n.bounced + r->n.dead), queue, inflight, tls,
+            final || r->o.progress_lines ? "\n" : "   ");
+    fflush(stderr);
 }
 
 /* --- the loop ----------------------------------------------------------------------- */
@@ -515,6 +572,96 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
         eng_worker_stop(r->w[i]);
 }
 
+/* SIGHUP: re-reads the config file. Invalid: one line, the run goes on unchanged.
+ * Valid: the workers apply its rules, limits, remotes and TLS trust to the
+ * attempts they start from now on (and queue.lease applies to the leases renewed
+ * from now on); settings of the process itself (Redis, queue, threads, shutdown
+ * timeout, resolver, log level) need a restart. Old configs stay allocated until
+ * exit, since jobs and sessions in flight may point into them. */
+static void reload(struct runner *r)
+{
+    const char *path = r->o.conf_path;
+    if (!path) {
+        sv_warn("reload: no configuration file (built-in defaults); nothing to reload");
+        return;
+    }
+    struct reloaded *n = calloc(1, sizeof(*n));
+    if (!n) {
+        fprintf(stderr, "salvo: reload failed: out of memory; the run goes on unchanged\n");
+        return;
+    }
+    struct cfg_diag diag;
+    cfg_diag_init(&diag);
+    int rc = eng_conf_load(path, &n->conf, &diag);
+    if (rc) {
+        const struct cfg_diag_entry *e = NULL;
+        for (size_t i = 0; i < diag.len && !e; i++)
+            if (diag.items[i].severity == CFG_ERROR)
+                e = &diag.items[i];
+        if (e && e->pos.line)
+            fprintf(stderr, "salvo: reload failed: %s:%u:%u: %s; the run goes on unchanged\n",
+                    e->pos.file ? e->pos.file : path, e->pos.line, e->pos.col, e->msg);
+        else
+            fprintf(stderr, "salvo: reload failed: %s: %s; the run goes on unchanged\n",
+                    e && e->pos.file ? e->pos.file : path, e ? e->msg : "invalid");
+        cfg_diag_free(&diag);
+        eng_conf_free(&n->conf);
+        free(n);
+        return;
+    }
+    cfg_diag_print(&diag, stderr); /* warnings */
+    cfg_diag_free(&diag);
+    /* The workers cannot fail on the trust file after this check. */
+    char err[256];
+    struct tls_client *probe = NULL;
+    struct tls_client_opts to = {.ca_file = n->conf.out_ca_file};
+    if (tls_client_new(&to, &probe, err, sizeof(err)) < 0) {
+        fprintf(stderr, "salvo: reload failed: %s: %s; the run goes on unchanged\n", path, err);
+        eng_conf_free(&n->conf);
+        free(n);
+        return;
+    }
+    tls_client_free(probe);
+    const struct eng_conf *old = r->conf, *c = &n->conf;
+    bool ns_same = old->n_nameservers == c->n_nameservers;
+    for (size_t i = 0; ns_same && i < c->n_nameservers; i++)
+        ns_same = strcmp(old->nameservers[i], c->nameservers[i]) == 0;
+    const struct {
+        const char *key;
+        bool same;
+    } fixed[] = {
+        {"redis.url", strcmp(old->redis_url, c->redis_url) == 0 || getenv("SALVO_REDIS_URL")},
+        {"redis.queue", strcmp(old->queue_name, c->queue_name) == 0},
+        {"redis.password", (!old->redis_password && !c->redis_password) ||
+                               (old->redis_password && c->redis_password &&
+                                strcmp(old->redis_password, c->redis_password) == 0)},
+        {"server.workers.threads", old->worker_threads == c->worker_threads},
+        {"server.workers.pin", old->worker_pin == c->worker_pin},
+        {"server.shutdown-timeout", old->shutdown_timeout_ms == c->shutdown_timeout_ms},
+        {"resolver.nameservers", ns_same},
+        {"log.level", old->log_level == c->log_level},
+    };
+    for (size_t i = 0; i < SV_ARRAY_LEN(fixed); i++)
+        if (!fixed[i].same)
+            sv_warn("reload: %s changed: restart salvo run to apply it", fixed[i].key);
+    n->next = r->reloaded;
+    r->reloaded = n;
+    r->conf = c;
+    for (unsigned i = 0; i < r->nw; i++)
+        eng_worker_reload(r->w[i], c);
+    sv_info("reload: %s applied to new delivery attempts", path);
+}
+
+static void on_sighup(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runner *r = s->data;
+    if (r->stopping)
+        return;
+    reload(r);
+}
+
 /* --- setup --------------------------------------------------------------------------- */
 
 static int start_workers(struct runner *r)
@@ -535,6 +682,7 @@ static int start_workers(struct runner *r)
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     int rc = 0;
     for (unsigned i = 0; i < r->nw && rc == 0; i++) {
@@ -577,6 +725,12 @@ static void cleanup(struct runner *r)
     free(r->bl_tail);
     eng_dns_cache_free(r->dns);
     rq_free(r->q);
+    while (r->reloaded) {
+        struct reloaded *n = r->reloaded;
+        r->reloaded = n->next;
+        eng_conf_free(&n->conf);
+        free(n);
+    }
 }
 
 int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
@@ -596,6 +750,9 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
     ev_signal_init(&r->sigint, on_signal, SIGINT);
     r->sigint.data = r;
     ev_signal_start(r->loop, &r->sigint);
+    ev_signal_init(&r->sighup, on_sighup, SIGHUP);
+    r->sighup.data = r;
+    ev_signal_start(r->loop, &r->sighup);
 
     const char *env = getenv("SALVO_REDIS_URL");
     struct rq_opts qo = {
@@ -677,6 +834,7 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
     print_summary(r);
     ev_signal_stop(r->loop, &r->sigterm);
     ev_signal_stop(r->loop, &r->sigint);
+    ev_signal_stop(r->loop, &r->sighup);
     ev_timer_stop(r->loop, &r->tick);
     ev_timer_stop(r->loop, &r->reconnect);
     ev_async_stop(r->loop, &r->outcomes);

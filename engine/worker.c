@@ -28,7 +28,8 @@ struct eng_worker {
 
     atomic_bool stop_requested;
     atomic_bool finished;
-    bool shutting_down; /* worker thread only */
+    _Atomic(const struct eng_conf *) reload; /* a new config to apply, or NULL */
+    bool shutting_down;                      /* worker thread only */
 
     /* Start-up handshake: the creator waits until the deliverer exists (or not). */
     pthread_mutex_t mu;
@@ -69,6 +70,13 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
     (void)revents;
     struct eng_worker *w = a->data;
     bool stop = atomic_load_explicit(&w->stop_requested, memory_order_acquire);
+    /* A reload first: the jobs popped below already use it. */
+    const struct eng_conf *conf = atomic_exchange_explicit(&w->reload, NULL, memory_order_acq_rel);
+    if (conf && !w->shutting_down) {
+        char err[256];
+        if (eng_deliverer_reload(w->deliverer, conf, err, sizeof(err)))
+            sv_error("worker %u: reload failed: %s; it keeps the old settings", w->o.id, err);
+    }
     void *tasks[POP_BATCH];
     size_t n, returned = 0;
     while ((n = eng_ring_pop_batch(w->in, tasks, POP_BATCH)) > 0) {
@@ -166,6 +174,7 @@ int eng_worker_start(const struct eng_worker_opts *o, struct eng_worker **out)
     w->start_rc = 1;
     atomic_init(&w->stop_requested, false);
     atomic_init(&w->finished, false);
+    atomic_init(&w->reload, NULL);
     w->in = eng_ring_new(o->max_tasks);
     w->out = eng_ring_new(o->max_tasks);
     w->loop = ev_loop_new(EVFLAG_AUTO);
@@ -219,6 +228,12 @@ size_t eng_worker_collect(struct eng_worker *w, struct eng_task **out, size_t ma
 void eng_worker_stop(struct eng_worker *w)
 {
     atomic_store_explicit(&w->stop_requested, true, memory_order_release);
+    ev_async_send(w->loop, &w->wake);
+}
+
+void eng_worker_reload(struct eng_worker *w, const struct eng_conf *conf)
+{
+    atomic_store_explicit(&w->reload, conf, memory_order_release);
     ev_async_send(w->loop, &w->wake);
 }
 

@@ -210,6 +210,11 @@ int rq_msg_lookup(struct rq *q, const char *id_or_name, uint64_t *id);
 int rq_msg_cancel(struct rq *q, uint64_t id, int64_t *n);
 /* Makes the message's scheduled retries ready now; returns recipients moved in *n. */
 int rq_msg_retry_now(struct rq *q, uint64_t id, int64_t *n);
+/* Moves the message's dead letters (bounced or dead recipients) back to the ready
+ * stream with retry_num 0; returns recipients moved in *n. -ECANCELED for a
+ * cancelled message, -ENODATA once its body was dropped (all recipients were
+ * final: enqueue it again), -ENOENT if unknown. Scans the dead-letter stream. */
+int rq_msg_revive_dead(struct rq *q, uint64_t id, int64_t *n);
 
 /* --- templates -------------------------------------------------------------- */
 

@@ -256,3 +256,87 @@ int rq_msg_retry_now(struct rq *q, uint64_t id, int64_t *n)
     } while (strcmp(cursor, "0") != 0);
     return 0;
 }
+
+/* One run of the revive script for the letters `ids` (may be none: the checks). */
+static int revive_run(struct rq *q, const char *mid, const redisReply *const *ids, size_t nids,
+                      int64_t *n)
+{
+    struct rq_args a = {0};
+    int rc = rq_args_str(&a, mid);
+    for (size_t i = 0; i < nids && !rc; i++)
+        rc = rq_args_add(&a, ids[i]->str, ids[i]->len);
+    if (rc) {
+        rq_args_free(&a);
+        return rq_fail(q, -ENOMEM, "out of memory");
+    }
+    redisReply *r;
+    rc = rq_eval(q, RQS_REVIVE, &a, &r);
+    rq_args_free(&a);
+    if (rc)
+        return rc;
+    int64_t v = r->type == REDIS_REPLY_INTEGER ? r->integer : -4;
+    freeReplyObject(r);
+    switch (v) {
+    case -1: return rq_fail(q, -ENOENT, "no message %s", mid);
+    case -2: return rq_fail(q, -ECANCELED, "message %s was cancelled", mid);
+    case -3:
+        return rq_fail(q, -ENODATA,
+                       "message %s: its body was dropped when its last recipient became final; "
+                       "enqueue it again",
+                       mid);
+    case -4: return rq_fail(q, -EPROTO, "revive: unexpected reply");
+    default: *n += v; return 0;
+    }
+}
+
+/* XRANGE pages of the dead-letter stream (capped, 100,000 by default); the
+ * letters of the message go to the revive script, which re-checks each one. */
+int rq_msg_revive_dead(struct rq *q, uint64_t id, int64_t *n)
+{
+    *n = 0;
+    char key[200], mid[24], start[64] = "-";
+    snprintf(key, sizeof(key), "%sdead", q->prefix);
+    snprintf(mid, sizeof(mid), "%llu", (unsigned long long)id);
+    int rc = revive_run(q, mid, NULL, 0, n); /* the message's checks, nothing moved */
+    if (rc)
+        return rc;
+    for (;;) {
+        const char *av[6] = {"XRANGE", key, start, "+", "COUNT", "1000"};
+        size_t lv[6] = {6, strlen(key), strlen(start), 1, 5, 4};
+        redisReply *r;
+        rc = rq_cmd(q, &r, "revive", 6, av, lv);
+        if (rc)
+            return rc;
+        if (r->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            return rq_fail(q, -EPROTO, "revive: unexpected reply");
+        }
+        const redisReply **ids = calloc(r->elements ? r->elements : 1, sizeof(*ids));
+        if (!ids) {
+            freeReplyObject(r);
+            return rq_fail(q, -ENOMEM, "out of memory");
+        }
+        size_t nids = 0;
+        for (size_t i = 0; i < r->elements; i++) {
+            const redisReply *e = r->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+                e->element[1]->type != REDIS_REPLY_ARRAY)
+                continue;
+            const redisReply *f = e->element[1];
+            for (size_t k = 0; k + 1 < f->elements; k += 2)
+                if (strcmp(f->element[k]->str, "m") == 0 &&
+                    strcmp(f->element[k + 1]->str, mid) == 0)
+                    ids[nids++] = e->element[0];
+        }
+        size_t got = r->elements;
+        if (got)
+            snprintf(start, sizeof(start), "(%s", r->element[got - 1]->element[0]->str);
+        rc = nids ? revive_run(q, mid, ids, nids, n) : 0;
+        free(ids);
+        freeReplyObject(r);
+        if (rc)
+            return rc;
+        if (got < 1000)
+            return 0;
+    }
+}

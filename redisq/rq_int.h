@@ -32,6 +32,7 @@ enum rq_script {
     RQS_PROMOTE,
     RQS_MOVE,
     RQS_CANCEL,
+    RQS_REVIVE,
     RQS__COUNT
 };
 

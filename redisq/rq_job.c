@@ -555,7 +555,8 @@ static int report_job(struct rq *q, const struct rq_job *j, const struct rq_resu
             }
         const char *why = res[first].error ? res[first].error : nz(res[first].reply);
         if (group_payload(&pay, j, let, g, count, j->retry_num, why) || rq_args_str(a, why) ||
-            rq_args_i64(a, (int64_t)count) || rq_args_add(a, pay.ptr, pay.len))
+            rq_args_i64(a, (int64_t)count) || rq_args_add(a, pay.ptr, pay.len) ||
+            rq_args_str(a, outcome_name(res[first].outcome)))
             goto out;
     }
     if (rq_args_i64(a, (int64_t)n))

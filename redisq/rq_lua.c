@@ -166,7 +166,7 @@ static const char reclaim[] = LUA_PRELUDE
     "      local m = P .. 'msg:' .. mid\n"
     "      redis.call('XADD', P .. 'dead', 'MAXLEN', '~', ARGV[7], '*', 'm', mid, 'why',\n"
     "        'claimed ' .. dlv .. ' times without an outcome (poison job?)', 'n', n, 'j', pay,\n"
-    "        't', now)\n"
+    "        't', now, 'o', 'dead')\n"
     "      cnt(m, 'inflight', -n)\n"
     "      cnt(m, 'dead', n)\n"
     "      fin(m, now)\n"
@@ -181,7 +181,7 @@ static const char reclaim[] = LUA_PRELUDE
 
 /* ARGV: now, events_max, dead_max, then per job:
  *   sid, msg, ndelivered, nbounced, ndead, ngroups, {due, n, payload} x ngroups,
- *   nletters, {reason, n, payload} x nletters, nevents, {type, rcpt, reply, tls} x nevents
+ *   nletters, {reason, n, payload, outcome} x nletters, nevents, {type, rcpt, reply, tls} x nevents
  * -> number of duplicate reports (jobs someone had already acknowledged).
  * Events are kept even for duplicates: the delivery did happen again. */
 static const char report[] = LUA_PRELUDE
@@ -211,9 +211,9 @@ static const char report[] = LUA_PRELUDE
     "  for _ = 1, nl do\n"
     "    if acked then\n"
     "      redis.call('XADD', P .. 'dead', 'MAXLEN', '~', dmax, '*', 'm', mid, 'why', ARGV[i],\n"
-    "        'n', ARGV[i + 1], 'j', ARGV[i + 2], 't', now)\n"
+    "        'n', ARGV[i + 1], 'j', ARGV[i + 2], 't', now, 'o', ARGV[i + 3])\n"
     "    end\n"
-    "    i = i + 3\n"
+    "    i = i + 4\n"
     "  end\n"
     "  local ne = tonumber(ARGV[i])\n"
     "  i = i + 1\n"
@@ -270,10 +270,44 @@ static const char cancel[] = LUA_PRELUDE
     "fin(m, ARGV[2])\n"
     "return r + f + s\n";
 
+/* ARGV: msg, then ids of its entries in the dead-letter stream -> recipients made
+ * ready again; -1 no such message, -2 cancelled, -3 its body was dropped (every
+ * recipient was final). A letter moves only if this script's XDEL removed it, so
+ * concurrent revivals never duplicate a job; its payload gets retry_num 0 and its
+ * recipients leave the counter of the outcome recorded in `o` (letters written
+ * before `o` existed stay). */
+static const char revive[] = LUA_PRELUDE
+    "local mid = ARGV[1]\n"
+    "local m = P .. 'msg:' .. mid\n"
+    "if redis.call('EXISTS', m) == 0 then return -1 end\n"
+    "if cancelled(mid) then return -2 end\n"
+    "if redis.call('HEXISTS', m, 'body') == 0 then return -3 end\n"
+    "local tot = 0\n"
+    "for i = 2, #ARGV do\n"
+    "  local e = redis.call('XRANGE', P .. 'dead', ARGV[i], ARGV[i])[1]\n"
+    "  if e then\n"
+    "    local f = {}\n"
+    "    for k = 1, #e[2], 2 do f[e[2][k]] = e[2][k + 1] end\n"
+    "    local pay = f['j'] or ''\n"
+    "    local jm, n = hdr(pay)\n"
+    "    local o = f['o']\n"
+    "    if f['m'] == mid and jm == mid and (o == 'dead' or o == 'bounced') and\n"
+    "       redis.call('XDEL', P .. 'dead', ARGV[i]) == 1 then\n"
+    "      pay = string.gsub(pay, '^(%d+\\t[^\\t]*\\t)%d+\\t', '%10\\t', 1)\n"
+    "      redis.call('XADD', S, '*', 'j', pay)\n"
+    "      cnt(m, o, -n)\n"
+    "      cnt(m, 'ready', n)\n"
+    "      tot = tot + n\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return tot\n";
+
 /* clang-format on */
 
 const char *const rq_script_src[RQS__COUNT] = {
     [RQS_ENQ_BEGIN] = enq_begin, [RQS_ENQ_ADD] = enq_add, [RQS_ENQ_END] = enq_end,
     [RQS_CLAIM] = claim,         [RQS_RECLAIM] = reclaim, [RQS_REPORT] = report,
     [RQS_PROMOTE] = promote,     [RQS_MOVE] = move_now,   [RQS_CANCEL] = cancel,
+    [RQS_REVIVE] = revive,
 };

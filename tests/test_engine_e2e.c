@@ -16,14 +16,13 @@
 
 #include "dnsmasq.h"
 #include "redis_server.h"
+#include "test_engine_e2e_util.h"
 #include "test_engine_run_util.h"
 #include "test_sink_util.h"
 #include "test_tls_helpers.h"
 #include "testutil.h"
 
-static struct tu_redis srv;
-static char *dir;
-static char *certs;
+static struct te_env env;
 /* A salvo run in the background, killed by the next test's reset if a failed
  * assertion left it running (it would take that test's jobs). */
 static struct tr_proc live;
@@ -33,15 +32,7 @@ static struct ts_sink sink = {.out_fd = -1};
 static int setup(void **state)
 {
     (void)state;
-    if (tu_redis_start(&srv, true, NULL))
-        return -1;
-    dir = tu_mkdtemp();
-    certs = tu_mkdtemp();
-    unsetenv("SALVO_CONFIG");
-    setenv("SALVO_REDIS_URL", srv.url, 1);
-    if (!dir || !certs || tt_make_certs(certs))
-        return -1;
-    return 0;
+    return te_env_setup(&env);
 }
 
 static int teardown(void **state)
@@ -49,11 +40,7 @@ static int teardown(void **state)
     (void)state;
     tr_kill9(&live);
     ts_sink_stop(&sink, NULL, 0);
-    tu_redis_stop(&srv);
-    tu_rmtree(dir);
-    tu_rmtree(certs);
-    free(dir);
-    free(certs);
+    te_env_teardown(&env);
     return 0;
 }
 
@@ -63,66 +50,18 @@ static int reset(void **state)
     (void)state;
     tr_kill9(&live);
     ts_sink_stop(&sink, NULL, 0);
-    char *r = tu_redis_cli(&srv, (const char *const[]){"FLUSHALL", NULL});
-    int ok = r && strcmp(r, "OK") == 0;
-    free(r);
-    return ok ? 0 : -1;
+    return te_env_flush(&env);
 }
 
-/* dir/salvo.toml: two workers, a 1 s lease, plus `extra`; with sink_port > 0
- * everything goes to the sink as a relay (queue.outbound.next-hop). */
 static void write_conf(int sink_port, const char *extra)
 {
-    char buf[4096], relay[256] = "";
-    if (sink_port > 0)
-        snprintf(relay, sizeof(relay),
-                 "[queue.outbound]\nnext-hop = \"'sink'\"\n"
-                 "[remote.sink]\naddress = \"127.0.0.1\"\nport = %d\n",
-                 sink_port);
-    snprintf(buf, sizeof(buf),
-             "[server.workers]\nthreads = 2\npin = false\n"
-             "[queue]\nlease = \"1s\"\n"
-             "%s%s",
-             relay, extra ? extra : "");
-    char *p = tu_write_file(dir, "salvo.toml", buf);
-    assert_non_null(p);
-    free(p);
+    te_write_conf(&env, sink_port, extra);
 }
 
-/* Enqueues a campaign of n recipients over ndomains domains d<i>.<tld>; returns n.
- * A personalised body ({{email}}) goes out in one transaction per recipient, a
- * plain one in one transaction per job (up to 50 recipients of one domain). */
 static long long enqueue_to(const char *tag, int n, int ndomains, const char *tld,
                             bool personalised)
 {
-    char name[64];
-    snprintf(name, sizeof(name), "%s.csv", tag);
-    size_t cap = (size_t)n * 48 + 16;
-    char *csv = malloc(cap);
-    assert_non_null(csv);
-    size_t len = (size_t)snprintf(csv, cap, "email\n");
-    for (int i = 0; i < n; i++)
-        len += (size_t)snprintf(csv + len, cap - len, "user%d@d%d.%s\n", i, i % ndomains, tld);
-    free(tu_write_file(dir, name, csv));
-    free(csv);
-    char tmpl[256];
-    snprintf(tmpl, sizeof(tmpl),
-             "Message-ID: <%s@salvo.test>\nFrom: news@sender.example\nSubject: %s\n\n"
-             "Hello %s\n",
-             tag, tag, personalised ? "{{email}}" : "all");
-    char tname[64];
-    snprintf(tname, sizeof(tname), "%s.eml", tag);
-    free(tu_write_file(dir, tname, tmpl));
-    const char *argv[] = {tu_salvo_bin(), "enqueue", "--from",     "news@sender.example",
-                          "--recipients", name,      "--template", tname,
-                          "--campaign",   tag,       NULL};
-    struct tu_result r;
-    assert_int_equal(tu_run_env(argv, NULL, 60, dir, NULL, &r), 0);
-    if (r.status != 0)
-        print_message("enqueue: %s\n", r.err);
-    assert_int_equal(r.status, 0);
-    tu_result_free(&r);
-    return n;
+    return te_enqueue(&env, tag, n, ndomains, tld, personalised);
 }
 
 static long long enqueue(const char *tag, int n, int ndomains)
@@ -132,25 +71,12 @@ static long long enqueue(const char *tag, int n, int ndomains)
 
 static uint64_t sink_stat(struct ts_sink *s, const char *key)
 {
-    char buf[4096];
-    assert_int_equal(ts_sink_stats(s, buf, sizeof(buf)), 0);
-    return ts_json_u64(buf, key);
+    return te_sink_stat(s, key);
 }
 
-/* `salvo run --drain` in the foreground; returns its stdout (owned). */
 static char *run_drain(const char *name, int timeout_ms)
 {
-    struct tr_proc p;
-    assert_int_equal(tr_start(&p, dir, name, (const char *const[]){"run", "--drain", NULL}), 0);
-    int st = tr_wait(&p, timeout_ms);
-    if (st != 0) {
-        char *err = tr_err(&p);
-        print_message("salvo run --drain: status %d; stderr:\n%s\n", st, err);
-        free(err);
-        tr_kill9(&p);
-    }
-    assert_int_equal(st, 0);
-    return tr_out(&p);
+    return te_run_drain(&env, name, timeout_ms);
 }
 
 /* Signals the background salvo (never pid 0: that would be our process group). */
@@ -159,27 +85,14 @@ static void signal_live(int sig)
     assert_int_equal(tr_signal(&live, sig), 0);
 }
 
-/* Waits until the sink has accepted at least `n` transactions. */
 static void wait_transactions(struct ts_sink *s, uint64_t n, int timeout_ms)
 {
-    int64_t end = tr_now_ms() + timeout_ms;
-    while (sink_stat(s, "transactions") < n) {
-        if (tr_now_ms() > end)
-            fail_msg("the sink saw fewer than %llu transactions", (unsigned long long)n);
-        tr_sleep_ms(20);
-    }
+    te_wait_transactions(s, n, timeout_ms);
 }
 
 static void check_all_delivered(struct ts_sink *s, long long n, const char *what)
 {
-    char buf[4096];
-    assert_int_equal(ts_sink_stats(s, buf, sizeof(buf)), 0);
-    print_message("%s: sink %s", what, buf);
-    assert_int_equal(ts_json_u64(buf, "pairs"), (uint64_t)n);
-    assert_int_equal(tr_queue_stat(dir, "delivered"), n);
-    assert_int_equal(tr_queue_stat(dir, "ready"), 0);
-    assert_int_equal(tr_queue_stat(dir, "scheduled"), 0);
-    assert_int_equal(tr_queue_stat(dir, "inflight"), 0);
+    te_check_all_delivered(&env, s, n, what);
 }
 
 /* --- the tests ---------------------------------------------------------------------- */
@@ -229,8 +142,8 @@ static void starttls_resumes_sessions(void **state)
 {
     (void)state;
     const char *extra[] = {"--threads",  "2",
-                           "--tls-cert", tt_path(certs, "wild.pem"),
-                           "--tls-key",  tt_path(certs, "wild.key"),
+                           "--tls-cert", tt_path(env.certs, "wild.pem"),
+                           "--tls-key",  tt_path(env.certs, "wild.key"),
                            NULL};
     assert_int_equal(ts_sink_start(&sink, extra), 0);
     char conf[1024];
@@ -238,9 +151,9 @@ static void starttls_resumes_sessions(void **state)
              "[queue.outbound.tls]\nstarttls = \"'require'\"\nallow-invalid-certs = \"true\"\n"
              "ca-file = \"%s\"\n"
              "[queue.outbound.limits]\nidle-timeout = 1\nconnections = 1\n",
-             tt_path(certs, "ca.pem"));
+             tt_path(env.certs, "ca.pem"));
     write_conf(sink.port, conf);
-    assert_int_equal(tr_start(&live, dir, "tls", (const char *const[]){"run", NULL}), 0);
+    assert_int_equal(tr_start(&live, env.dir, "tls", (const char *const[]){"run", NULL}), 0);
     long long n = 0;
     for (int wave = 0; wave < 3; wave++) {
         char tag[16];
@@ -292,7 +205,7 @@ static void kill9_then_second_run_delivers_all(void **state)
                      0);
     write_conf(sink.port, NULL);
     long long n = enqueue("k9", 3000, 10);
-    assert_int_equal(tr_start(&live, dir, "k9a", (const char *const[]){"run", NULL}), 0);
+    assert_int_equal(tr_start(&live, env.dir, "k9a", (const char *const[]){"run", NULL}), 0);
     wait_transactions(&sink, 5, 15000);
     tr_kill9(&live);
     uint64_t before = sink_stat(&sink, "pairs");
@@ -318,11 +231,12 @@ static void redis_restart_mid_run(void **state)
                      0);
     write_conf(sink.port, NULL);
     long long n = enqueue("rr", 3000, 10);
-    assert_int_equal(tr_start(&live, dir, "rr", (const char *const[]){"run", "--drain", NULL}), 0);
+    assert_int_equal(tr_start(&live, env.dir, "rr", (const char *const[]){"run", "--drain", NULL}),
+                     0);
     wait_transactions(&sink, 5, 15000);
-    tu_redis_kill9(&srv);
+    tu_redis_kill9(&env.srv);
     tr_sleep_ms(800);
-    assert_int_equal(tu_redis_restart(&srv), 0);
+    assert_int_equal(tu_redis_restart(&env.srv), 0);
     int st = tr_wait(&live, 30000);
     char *out = tr_out(&live), *err = tr_err(&live);
     print_message("summary: %s", out);
@@ -350,7 +264,7 @@ static void sigterm_is_graceful(void **state)
     write_conf(sink.port,
                "[server]\nshutdown-timeout = \"3s\"\n[queue.schedule]\nretry = [\"1s\"]\n");
     long long n = enqueue("term", 3000, 10);
-    assert_int_equal(tr_start(&live, dir, "term", (const char *const[]){"run", NULL}), 0);
+    assert_int_equal(tr_start(&live, env.dir, "term", (const char *const[]){"run", NULL}), 0);
     wait_transactions(&sink, 5, 15000);
     int64_t t0 = tr_now_ms();
     signal_live(SIGTERM);
@@ -390,7 +304,7 @@ static void sigterm_hands_back_queued_jobs(void **state)
     write_conf(sink.port, "[server]\nshutdown-timeout = \"20s\"\n"
                           "[queue.outbound.limits]\nconnections = 1\n");
     long long n = enqueue("queued", 400, 40); /* 40 jobs, one transaction each */
-    assert_int_equal(tr_start(&live, dir, "queued", (const char *const[]){"run", NULL}), 0);
+    assert_int_equal(tr_start(&live, env.dir, "queued", (const char *const[]){"run", NULL}), 0);
     wait_transactions(&sink, 1, 15000);
     int64_t t0 = tr_now_ms();
     signal_live(SIGTERM);
@@ -422,7 +336,7 @@ static void second_sigint_exits_at_once(void **state)
                      0);
     write_conf(sink.port, "[server]\nshutdown-timeout = \"20s\"\n");
     long long n = enqueue("int", 200, 4);
-    assert_int_equal(tr_start(&live, dir, "int", (const char *const[]){"run", NULL}), 0);
+    assert_int_equal(tr_start(&live, env.dir, "int", (const char *const[]){"run", NULL}), 0);
     int64_t end = tr_now_ms() + 10000;
     while (sink_stat(&sink, "connections") < 1 && tr_now_ms() < end)
         tr_sleep_ms(20);
@@ -450,8 +364,8 @@ static void seed_untrusted_cert_then_relaxed(void **state)
 {
     (void)state;
     const char *extra[] = {"--threads",  "1",
-                           "--tls-cert", tt_path(certs, "self.pem"),
-                           "--tls-key",  tt_path(certs, "self.key"),
+                           "--tls-cert", tt_path(env.certs, "self.pem"),
+                           "--tls-key",  tt_path(env.certs, "self.key"),
                            NULL};
     assert_int_equal(ts_sink_start(&sink, extra), 0);
     char conf[2048];
@@ -463,7 +377,7 @@ static void seed_untrusted_cert_then_relaxed(void **state)
              "},\n             { else = \"require\" } ]\n"
              "ca-file = \"%s\"\n"
              "[queue.schedule]\nretry = [\"1s\"]\n",
-             tt_path(certs, "ca.pem"));
+             tt_path(env.certs, "ca.pem"));
     write_conf(sink.port, conf);
     long long n = enqueue("seed", 20, 2);
     char *out = run_drain("seed", 30000);
@@ -495,7 +409,7 @@ static void leases_renewed_while_in_flight(void **state)
                      0);
     write_conf(sink.port, NULL); /* lease 1s */
     long long n = enqueue("lease", 200, 4);
-    assert_int_equal(tr_start(&live, dir, "leaseA", (const char *const[]){"run", NULL}), 0);
+    assert_int_equal(tr_start(&live, env.dir, "leaseA", (const char *const[]){"run", NULL}), 0);
     int64_t end = tr_now_ms() + 10000;
     while (sink_stat(&sink, "connections") < 4 && tr_now_ms() < end)
         tr_sleep_ms(20);

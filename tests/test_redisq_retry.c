@@ -1,5 +1,6 @@
 /* Deferred recipients: a job split by outcome, retries scheduled and promoted at
- * the right time, bounces and expiries as dead letters, retry-now and cancel. */
+ * the right time, bounces and expiries as dead letters, retry-now, cancel and the
+ * revival of dead letters. */
 #include "test_redisq_util.h"
 
 static struct tu_redis srv;
@@ -164,11 +165,86 @@ static void cancel_makes_pending_dead(void **state)
     rq_free(q);
 }
 
+/* `queue retry --dead`: the message's dead letters (bounced and dead recipients) go
+ * back to the ready stream with retry_num 0 and leave their counters; a second
+ * revival finds nothing; once every recipient is final the body is gone and a
+ * revival is refused, as for a cancelled message. */
+static void revive_dead_letters(void **state)
+{
+    (void)state;
+    struct rq *q = tq_open(&srv, "revive", "c1");
+    uint64_t id = tq_enqueue(q, 20, 2); /* 2 jobs of 10 */
+    struct rq_batch *b;
+    assert_int_equal(rq_claim(q, 10, &b), 2);
+    const struct rq_job *j = &b->jobs[0];
+    assert_int_equal(j->nrcpt, 10);
+    struct rq_result res[10];
+    for (int k = 0; k < 10; k++) {
+        if (k < 4)
+            res[k] = (struct rq_result){.outcome = RQ_DELIVERED, .reply = "250 ok"};
+        else if (k < 7)
+            res[k] = (struct rq_result){.outcome = RQ_BOUNCED, .reply = "550 5.1.1 no such user"};
+        else
+            res[k] = (struct rq_result){.outcome = RQ_DEAD, .error = "expired after 3 attempts"};
+    }
+    char want[6][32];
+    for (int k = 0; k < 6; k++)
+        snprintf(want[k], sizeof(want[k]), "%s", j->rcpt[4 + k].addr);
+    assert_int_equal(rq_report(q, j, res), 0);
+    assert_int_equal(rq_flush(q), 0);
+    /* The other job stays in flight: the message is not final, its body is kept. */
+    tq_stats(q, id, 0, 10, 0, 4, 3, 3);
+    assert_int_equal(tq_cli_int(&srv, "XLEN", "salvo:{revive}:dead", NULL), 2);
+    uint64_t other = tq_enqueue(q, 3, 1);
+    (void)other;
+
+    int64_t n = 0;
+    assert_int_equal(rq_msg_revive_dead(q, id, &n), 0);
+    assert_int_equal(n, 6);
+    tq_stats(q, id, 6, 10, 0, 4, 0, 0);
+    assert_int_equal(tq_cli_int(&srv, "XLEN", "salvo:{revive}:dead", NULL), 0);
+    assert_int_equal(rq_msg_revive_dead(q, id, &n), 0);
+    assert_int_equal(n, 0);
+
+    /* Two jobs again (one per letter), first attempt, the same recipients. */
+    struct rq_batch *b2;
+    assert_int_equal(rq_claim(q, 10, &b2), 3);
+    int seen = 0, jobs = 0;
+    for (size_t i = 0; i < b2->njobs; i++) {
+        const struct rq_job *r = &b2->jobs[i];
+        if (r->msg != id)
+            continue;
+        jobs++;
+        assert_int_equal(r->retry_num, 0);
+        for (size_t k = 0; k < r->nrcpt; k++)
+            for (int w = 0; w < 6; w++)
+                if (strcmp(r->rcpt[k].addr, want[w]) == 0)
+                    seen |= 1 << w;
+        tq_report_all(q, r, RQ_DELIVERED, 0, NULL);
+    }
+    assert_int_equal(jobs, 2);
+    assert_int_equal(seen, 0x3f);
+    tq_report_all(q, &b->jobs[1], RQ_DELIVERED, 0, NULL);
+    assert_int_equal(rq_flush(q), 0);
+    rq_batch_free(b);
+    rq_batch_free(b2);
+    tq_stats(q, id, 0, 0, 0, 20, 0, 0);
+
+    /* Final now: the body was dropped, nothing can be sent again. */
+    assert_int_equal(rq_msg_revive_dead(q, id, &n), -ENODATA);
+    uint64_t c = tq_enqueue(q, 5, 1);
+    assert_int_equal(rq_msg_cancel(q, c, &n), 0);
+    assert_int_equal(rq_msg_revive_dead(q, c, &n), -ECANCELED);
+    assert_int_equal(rq_msg_revive_dead(q, 999, &n), -ENOENT);
+    rq_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(split_job_and_promote_on_time),
         cmocka_unit_test(cancel_makes_pending_dead),
+        cmocka_unit_test(revive_dead_letters),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

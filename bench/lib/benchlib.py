@@ -445,27 +445,38 @@ def apt_install(*pkgs):
 
 
 class Progress:
-    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+    """A progress bar on stderr when it is a terminal (silent otherwise), optionally
+    with more lines under it (e.g. the latest `salvo run --progress` line of each
+    process), redrawn in place."""
 
     def __init__(self, label, total):
         self.label, self.total = label, total
         self.tty = sys.stderr.isatty()
         self.t0 = time.monotonic()
+        self.below = 0  # lines drawn under the bar last time
 
-    def update(self, done):
+    def update(self, done, extra=()):
         if not self.tty or not self.total:
             return
         frac = min(1.0, done / self.total)
         el = time.monotonic() - self.t0
         bar = "#" * int(frac * 30)
-        sys.stderr.write("\r%-22s [%-30s] %6d/%d %7.0f/s " % (
-            self.label, bar, done, self.total, done / el if el > 0 else 0))
+        width = max(20, shutil.get_terminal_size((100, 24)).columns - 1)
+        out = ["\x1b[%dA" % self.below] if self.below else []
+        out.append("\r\x1b[K" + ("%-22s [%-30s] %6d/%d %7.0f/s" % (
+            self.label, bar, done, self.total, done / el if el > 0 else 0))[:width])
+        for line in extra:
+            out.append("\n\r\x1b[K" + ("  " + line)[:width])  # cut: a wrapped line breaks the redraw
+        sys.stderr.write("".join(out))
         sys.stderr.flush()
+        self.below = len(extra)
 
     def done(self):
         if self.tty:
-            sys.stderr.write("\r" + " " * 90 + "\r")
+            up = "\x1b[%dA" % self.below if self.below else ""
+            sys.stderr.write(up + "\r\x1b[J")
             sys.stderr.flush()
+            self.below = 0
 
 
 def percentile(sorted_vals, p):

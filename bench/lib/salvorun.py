@@ -117,7 +117,10 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     # queue.outbound.tls.ca-file (the test CA, strict verification) came with the
     # engine; a build without it would refuse the key.
     with open(salvo, "rb") as f:
-        knows_ca = b"queue.outbound.tls.ca-file" in f.read()
+        exe = f.read()
+    knows_ca = b"queue.outbound.tls.ca-file" in exe
+    # `salvo run --progress`: one line per second per process, shown live under the bar.
+    knows_progress = b"--no-progress" in exe
     write_config(conf, redis.url, sink.port, threads, tls, ca if knows_ca else None, extra,
                  dns_port, route, relay, log_level)
     env = salvo_env()
@@ -164,7 +167,7 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     procs = []
     for i in range(processes):
         lf = open(bench.path("salvo-run-%s-%d.log" % (tag, i)), "w+")
-        argv = [salvo, "run", "-c", conf, "--drain"]
+        argv = [salvo, "run", "-c", conf, "--drain"] + (["--progress"] if knows_progress else [])
         if perf and i == 0:
             argv = ["perf", "record", "-F", "999", "-g", "-q", "-o", perf, "--"] + argv
             res["perf"] = perf
@@ -183,7 +186,7 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
         while not stop.is_set():
             st = sink.stats()
             got = st["recipients"] - sink_before["recipients"]
-            pr.update(got)
+            pr.update(got, progress_display([last_progress(lf.name) for _, lf in procs]))
             now = time.monotonic()
             if got != last:
                 last, last_t = got, now
@@ -214,8 +217,13 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     cpu = sum(p.cpu for p, _ in procs)
     logs = []
     for p, lf in procs:
+        final = last_progress(lf.name)
+        if final:
+            log(final)
         lf.seek(0)
-        logs.append(lf.read().strip()[-2000:])
+        # The progress lines stay in the log file, not in the report.
+        logs.append("\n".join(l for l in lf.read().strip().splitlines()
+                              if not PROGRESS_RE.match(l))[-2000:])
         lf.close()
     res["exit_codes"] = rcs
     if "stalled" in first_last:
@@ -265,6 +273,45 @@ def _run(bench, salvo, sink, redis, *, n, k, size, personalised, tls, threads=2,
     if not ok:
         res["not_delivered_sample"] = failure_sample(redis)
     return res
+
+
+PROGRESS_RE = re.compile(r"salvo\[\d+\]: [\d,]+ delivered ")
+
+
+def last_progress(path):
+    """The latest `salvo[PID]: N delivered (N/s), ...` line of a run's log, or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        if PROGRESS_RE.match(line):
+            return line.strip()
+    return None
+
+
+PROGRESS_FIELDS = re.compile(
+    r"(salvo\[\d+\]): ([\d,]+) delivered \(([\d,]+)/s\), ([\d,]+) deferred, ([\d,]+) bounced, "
+    r"queue ([\d,?]+) \(([\d,?]+) in flight\), TLS resumed (\S+)")
+
+
+def progress_display(lines):
+    """Short lines for a terminal: per process its deliveries, rate and TLS
+    resumption (deferred/bounced when not 0), then the shared queue once."""
+    out, queue = [], None
+    for line in lines:
+        m = PROGRESS_FIELDS.match(line or "")
+        if not m:
+            continue
+        who, dlv, rate, dfr, bnc, q, fl, tls = m.groups()
+        extra = "".join(", %s %s" % (v, k) for v, k in ((dfr, "deferred"), (bnc, "bounced"))
+                        if v != "0")
+        out.append("%s: %s delivered (%s/s)%s, TLS resumed %s" % (who, dlv, rate, extra, tls))
+        queue = "queue: %s waiting, %s in flight" % (q, fl)
+    return out + ([queue] if queue else [])
 
 
 class Monitor:
