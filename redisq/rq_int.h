@@ -32,6 +32,7 @@ enum rq_script {
     RQS_PROMOTE,
     RQS_MOVE,
     RQS_CANCEL,
+    RQS_LIMIT,
     RQS__COUNT
 };
 
@@ -106,5 +107,6 @@ void rq_cache_trim(struct rq *q);
 void rq_cache_clear(struct rq *q);
 
 extern const char *const rq_script_src[RQS__COUNT];
+extern const char rq_limit_lua[]; /* rq_limit.c */
 
 #endif
