@@ -181,12 +181,11 @@ struct rq_limit_req {
     const char *key; /* borrowed: "<limiter id>:<key value>" */
     size_t key_len;
     int64_t interval_us;  /* one token per interval: period / rate */
-    int64_t tolerance_us; /* how far ahead slots may be taken (the burst), >= interval */
-    int64_t batch;        /* most tokens one grant gives */
-    int64_t want;         /* tokens wanted now, 1..batch */
-    int64_t granted;      /* out: 0..want */
+    int64_t tolerance_us; /* how far ahead of now the bucket may be and still grant */
+    int64_t want;         /* tokens wanted, granted all or nothing */
+    int64_t granted;      /* out: want or 0 */
     int64_t valid_ms;     /* out: spend the grant within this, or drop it */
-    int64_t retry_ms;     /* out: `want` tokens may be free this much later */
+    int64_t retry_ms;     /* out: the bucket grants again this much later */
 };
 
 /* Takes tokens from n buckets in one round trip (one atomic script on the Redis

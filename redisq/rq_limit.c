@@ -1,52 +1,49 @@
 /* Cluster-wide rate limits: a GCRA ("generic cell rate algorithm", a token bucket
  * kept as one timestamp) per (queue, limiter, key value), shared by every salvo
- * process through one Lua script.
+ * process through one Lua script on the Redis clock.
  *
  * The key salvo:{queue}:limit:<id>:<value> holds the bucket's TAT (theoretical
- * arrival time, Redis clock, microseconds): the slot after the last one handed out.
- * A limiter of N per period has one slot per interval T = period / N. A request
- * for k tokens may take the slots from max(TAT, now) on as long as they start no
- * later than now + tolerance - T: so whatever the number of processes and however
- * they interleave, at most tolerance/T + elapsed/T tokens are ever granted over
- * any stretch of time, and the clock is Redis's, not each process's.
+ * arrival time, microseconds): the end of the last slot handed out. A limiter of N
+ * per period has one slot per interval T = period / N. A request for k tokens is
+ * granted whole, as the next k slots, when the bucket is not more than the
+ * tolerance ahead of now (TAT - now <= tolerance); otherwise it gets nothing and
+ * the time to ask again. So however many processes ask and however they
+ * interleave, the tokens granted over any stretch of time L are at most
+ * L/T + tolerance/T + k: the rate holds, with bursts of one grant.
  *
- * Grants are batches (one round trip buys up to `batch` tokens, spent locally);
- * they are valid until their last slot (`valid_ms`): a process that held them
- * longer would spend slots that belong to the past in a burst. The key expires
- * one second after its TAT: an idle bucket is then full again, same as missing. */
+ * A grant is valid until the end of its slots (`valid_ms`): a process that kept
+ * tokens longer would spend slots that belong to the past. The key expires one
+ * second after its TAT: an idle bucket is then full again, same as missing. */
 #include "rq_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
 
 /* clang-format off */
-/* ARGV: groups of (key suffix, interval us, tolerance us, batch, want) ->
+/* ARGV: groups of (key suffix, interval us, tolerance us, want) ->
  * {granted, valid ms, retry ms} per group. */
 const char rq_limit_lua[] =
     "local P = KEYS[1]\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local out = {}\n"
-    "for i = 1, #ARGV, 5 do\n"
+    "for i = 1, #ARGV, 4 do\n"
     "  local k = P .. 'limit:' .. ARGV[i]\n"
     "  local T = math.max(1, tonumber(ARGV[i + 1]) or 1)\n"
-    "  local tol = math.max(T, tonumber(ARGV[i + 2]) or T)\n"
-    "  local b = math.max(1, tonumber(ARGV[i + 3]) or 1)\n"
-    "  local want = math.min(b, math.max(1, tonumber(ARGV[i + 4]) or 1))\n"
+    "  local tol = math.max(0, tonumber(ARGV[i + 2]) or 0)\n"
+    "  local want = math.max(1, tonumber(ARGV[i + 3]) or 1)\n"
     "  local tat = tonumber(redis.call('GET', k) or '0') or 0\n"
     "  if tat < now then tat = now end\n"
-    "  local g = math.min(want, math.floor((now + tol - tat) / T))\n"
-    "  if g < 0 then g = 0 end\n"
-    "  if g > 0 then\n"
+    "  local g = 0\n"
+    "  if tat - now <= tol then\n"
+    "    g = want\n"
     "    tat = tat + g * T\n"
     "    redis.call('SET', k, string.format('%d', tat), 'PX',\n"
     "      math.floor((tat - now) / 1000) + 1000)\n"
     "  end\n"
-    "  local retry = tat + want * T - tol - now\n"
-    "  if retry < 0 then retry = 0 end\n"
     "  out[#out + 1] = g\n"
     "  out[#out + 1] = math.ceil((tat - now) / 1000)\n"
-    "  out[#out + 1] = math.ceil(retry / 1000)\n"
+    "  out[#out + 1] = math.max(0, math.ceil((tat - tol - now) / 1000))\n"
     "end\n"
     "return out\n";
 /* clang-format on */
@@ -59,13 +56,12 @@ int rq_limit_take(struct rq *q, struct rq_limit_req *reqs, size_t n)
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct rq_limit_req *r = &reqs[i];
-        if (!r->key || r->interval_us < 1 || r->batch < 1 || r->want < 1) {
+        if (!r->key || r->interval_us < 1 || r->tolerance_us < 0 || r->want < 1) {
             rq_args_free(&a);
             return rq_fail(q, -EINVAL, "limit: bad request for '%s'", r->key ? r->key : "?");
         }
         rc = rq_args_add(&a, r->key, r->key_len) || rq_args_i64(&a, r->interval_us) ||
-             rq_args_i64(&a, r->tolerance_us) || rq_args_i64(&a, r->batch) ||
-             rq_args_i64(&a, r->want);
+             rq_args_i64(&a, r->tolerance_us) || rq_args_i64(&a, r->want);
     }
     if (rc) {
         rq_args_free(&a);
