@@ -46,6 +46,8 @@ struct eng_limits {
     struct eng_task *head, *tail; /* held, in claim order */
     size_t nheld;
     int64_t t_sweep;
+    int64_t wake; /* the last step's *wake_ms; INT64_MAX: none */
+    bool dirty;   /* jobs were held since the last step */
     struct rule_vars vars;
 };
 
@@ -184,6 +186,7 @@ bool eng_limits_hold(struct eng_limits *l, struct eng_task *t, int64_t now)
         l->head = t;
     l->tail = t;
     l->nheld++;
+    l->dirty = true;
     return true;
 }
 
@@ -279,8 +282,13 @@ int eng_limits_step(struct eng_limits *l, struct rq *q, int64_t (*clock)(void),
         l->t_sweep = now + SWEEP_MS;
         sweep(l, now);
     }
-    if (!l->head)
+    /* Nothing to do until a job comes or a bucket may be asked again: the
+     * runner steps on every outcome, far more often than that. */
+    if (!l->head || (!l->dirty && now < l->wake)) {
+        *wake = l->head && l->wake != INT64_MAX ? l->wake : -1;
         return 0;
+    }
+    l->dirty = false;
     pass(l, now, release, arg);
 
     struct rq_limit_req reqs[MAX_REQS];
@@ -336,6 +344,7 @@ int eng_limits_step(struct eng_limits *l, struct rq *q, int64_t (*clock)(void),
             if (w != INT64_MAX && (*wake < 0 || w < *wake))
                 *wake = w > now ? w : now;
         }
+    l->wake = rc ? 0 : *wake >= 0 ? *wake : INT64_MAX;
     return rc;
 }
 

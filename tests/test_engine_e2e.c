@@ -628,6 +628,12 @@ static void limiter_two_processes_hold_the_rate(void **state)
     }
     char *out1 = wait_drained(&live, 10000), *out2 = wait_drained(&live2, 10000);
     print_message("run 1: %srun 2: %s", out1, out2);
+    for (int i = 0; i < 2; i++) { /* "stopped: N redis round trips (X per recipient outcome)" */
+        char *err = tr_err(i ? &live2 : &live), *rt = strstr(err, "stopped: ");
+        if (rt)
+            print_message("run %d %.*s\n", i + 1, (int)strcspn(rt, "\n"), rt);
+        free(err);
+    }
     long long d1 = tr_summary_num(out1, "delivered"), d2 = tr_summary_num(out2, "delivered");
     double secs = (double)(a.done - a.first) / 1000.0;
     double seen = (double)((uint64_t)n - a.at_first) / secs;
