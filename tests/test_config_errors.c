@@ -278,6 +278,14 @@ static void limiter_errors_are_positioned(void **state)
           "%F:4:32: queue.limiter.outbound[0].match: variable 'remote_ip' is not available "
           "here\n"
           "%F:8:25: queue.limiter.outbound[1].match: unexpected end of expression\n");
+    check("limiter-dup.toml",
+          "[[queue.limiter.outbound]]\n"
+          "id = \"x\"\n"
+          "rate = \"1/1s\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"x\"\n"
+          "rate = \"2/1s\"\n",
+          1, "%F:5:6: queue.limiter.outbound[1].id: 'x' is used twice\n");
     check("limiter-id.toml",
           "[[queue.limiter.outbound]]\n"
           "rate = \"1/1s\"\n"

@@ -646,6 +646,12 @@ static void limiter_two_processes_hold_the_rate(void **state)
     print_message("\n");
     assert_int_equal(d1 + d2, n);
     assert_true(d1 > 0 && d2 > 0);
+    /* held for seconds with a 1 s lease: renewed, never taken over */
+    char *rec = tu_redis_cli(
+        &srv, (const char *const[]){"HGET", "salvo:{default}:stats", "reclaimed", NULL});
+    assert_non_null(rec);
+    assert_int_equal(atoll(rec), 0);
+    free(rec);
     assert_true(seen >= rate * 0.9 && seen <= rate * 1.1);
     assert_int_equal(sink_stat(&sink, "duplicates"), 0);
     check_all_delivered(&sink, n, "limiter");
