@@ -557,6 +557,10 @@ static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *
             continue;
         }
         enum cfg_type want = f == 1 ? CFG_ARRAY : f == 4 ? CFG_BOOL : CFG_STRING;
+        if (f == 1 && v->type == CFG_STRING) { /* key = "rcpt_domain": a list of one */
+            limiter_key(L, path, v, lim);
+            continue;
+        }
         if (v->type != want) {
             cfg_error(L->diag, v->pos, "%s: expected %s, found %s", path, expected(want),
                       cfg_type_name(v->type));

@@ -337,12 +337,16 @@ int eng_limits_step(struct eng_limits *l, struct rq *q, int64_t (*clock)(void),
             pass(l, at, release, arg);
         now = at;
     }
-    /* Wake for the first bucket that may be asked again while a job waits on it. */
+    /* Wake when the first bucket short of tokens may be asked again (only those:
+     * a bucket with enough tokens for its jobs has nothing to ask for). */
     for (struct eng_task *t = l->head; t; t = t->hnext)
         for (size_t i = 0; i < t->nbk; i++) {
-            int64_t w = t->bk[i]->retry_at;
-            if (w != INT64_MAX && (*wake < 0 || w < *wake))
-                *wake = w > now ? w : now;
+            const struct lim_bucket *b = t->bk[i];
+            if (b->demand <= b->tokens || b->retry_at == INT64_MAX)
+                continue;
+            int64_t w = b->retry_at > now ? b->retry_at : now;
+            if (*wake < 0 || w < *wake)
+                *wake = w;
         }
     l->wake = rc ? 0 : *wake >= 0 ? *wake : INT64_MAX;
     return rc;

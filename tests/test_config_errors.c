@@ -232,6 +232,7 @@ static void limiter_errors_are_positioned(void **state)
           "rate = \"100/1s\"\n"
           "[[queue.limiter.outbound]]\n"
           "id = \"off\"\n"
+          "key = \"sender_domain\"\n"
           "rate = \"10/500ms\"\n"
           "enable = false\n",
           0, "");
