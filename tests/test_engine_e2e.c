@@ -660,6 +660,42 @@ static void limiter_two_processes_hold_the_rate(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* One domain, jobs of 50 recipients (a job's tokens come in one grant, more than the
+ * batch of rate/20): 1,500 recipients at 500/1s keep the rate within 10% too. */
+static void limiter_one_domain_jobs_of_50(void **state)
+{
+    (void)state;
+    const double rate = 500.0;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"per-domain\"\n"
+                          "key = [\"rcpt_domain\"]\n"
+                          "match = \"rcpt_domain == 'd0.example'\"\n"
+                          "rate = \"500/1s\"\n");
+    long long n = enqueue_to("one", 1500, 1, "example", true);
+    assert_int_equal(tr_start(&live, dir, "one", (const char *const[]){"run", "--drain", NULL}), 0);
+    struct arrivals a = {0};
+    int64_t end = tr_now_ms() + 20000;
+    while (!a.done) {
+        if (tr_now_ms() > end)
+            fail_msg("the sink saw fewer than %lld recipients in 20 s", n);
+        watch(&sink, (uint64_t)n, tr_now_ms(), &a);
+        tr_sleep_ms(5);
+    }
+    char *out = wait_drained(&live, 10000);
+    double secs = (double)(a.done - a.first) / 1000.0;
+    double seen = (double)((uint64_t)n - a.at_first) / secs;
+    print_message("limit %.0f/s, jobs of 50: %llu in the first sample, then %.3f s: %.1f/s "
+                  "(%+.1f%%)\n",
+                  rate, (unsigned long long)a.at_first, secs, seen, (seen - rate) * 100.0 / rate);
+    assert_int_equal(tr_summary_num(out, "delivered"), n);
+    assert_true(seen >= rate * 0.9 && seen <= rate * 1.1);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, "limiter one domain");
+    free(out);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 /* A limiter whose match fits only d0.slow (100/1s) leaves the other domains at full
  * speed, though the slow domain's jobs were enqueued (and claimed) first: the two
  * kinds go to two sinks (next-hop by domain), the fast one is done long before the
@@ -760,6 +796,7 @@ int main(void)
         cmocka_unit_test_setup(leases_renewed_while_in_flight, reset),
         cmocka_unit_test_setup(mx_routing_via_dnsmasq, reset),
         cmocka_unit_test_setup(limiter_two_processes_hold_the_rate, reset),
+        cmocka_unit_test_setup(limiter_one_domain_jobs_of_50, reset),
         cmocka_unit_test_setup(limiter_match_spares_other_domains, reset),
         cmocka_unit_test_setup(limiter_sigterm_hands_back_held_jobs, reset),
     };
