@@ -454,6 +454,223 @@ static void store_out_ca_file(struct loader *L, const char *path, const struct c
     L->conf->out_ca_file = dup_str(L, v);
 }
 
+static const char *expected(enum cfg_type t);
+
+/* --- [[queue.limiter.outbound]] --------------------------------------------------- */
+
+/* "100/1s", "6000/1m", "10/500ms": N messages per duration. Returns 0 or -1. */
+static int parse_rate(const char *s, int64_t *n, int64_t *period_ms)
+{
+    char *end;
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || v < 1 || v > 1000000000ULL || *end != '/')
+        return -1;
+    int64_t ms = parse_duration(end + 1);
+    if (ms < 0)
+        return -1;
+    *n = (int64_t)v;
+    *period_ms = ms;
+    return 0;
+}
+
+/* Variables a limiter may use: what the queue thread knows about a job before a
+ * worker has it (no MX, no address: those are found later, by the worker). */
+#define LIMIT_VAR(v) (1u << RULE_VAR_##v)
+#define LIMIT_MATCH_VARS                                                                           \
+    (LIMIT_VAR(SENDER) | LIMIT_VAR(SENDER_DOMAIN) | LIMIT_VAR(RCPT) | LIMIT_VAR(RCPT_DOMAIN) |     \
+     LIMIT_VAR(RETRY_NUM) | LIMIT_VAR(LAST_ERROR) | LIMIT_VAR(QUEUE_NAME) | LIMIT_VAR(QUEUE_AGE) | \
+     LIMIT_VAR(SIZE))
+static const char *const limit_key_names[] = {"rcpt_domain", "sender_domain", "sender"};
+static const char *const limit_fields[] = {"id", "key", "match", "rate", "enable"};
+
+static void limiter_key(struct loader *L, const char *path, const struct cfg_value *v,
+                        struct eng_limiter *lim)
+{
+    if (v->type != CFG_STRING || !plain_string(L, path, v)) {
+        if (v->type != CFG_STRING)
+            cfg_error(L->diag, v->pos, "%s: expected a string, found %s", path,
+                      cfg_type_name(v->type));
+        return;
+    }
+    const char *name = v->u.str.ptr;
+    int var = -1;
+    for (size_t i = 0; i < SV_ARRAY_LEN(limit_key_names); i++)
+        if (strcmp(name, limit_key_names[i]) == 0)
+            var = rule_var_find(name);
+    if (var < 0) {
+        int known = rule_var_find(name);
+        if (known >= 0)
+            cfg_error(L->diag, v->pos,
+                      "%s: key '%s' is not supported: limiters apply before the MX and the remote "
+                      "address are known (use rcpt_domain, sender_domain or sender)",
+                      path, name);
+        else {
+            const char *hint = cfg_suggest(name, limit_key_names, SV_ARRAY_LEN(limit_key_names));
+            if (hint)
+                cfg_error(L->diag, v->pos, "%s: unknown key variable '%s' (did you mean '%s'?)",
+                          path, name, hint);
+            else
+                cfg_error(L->diag, v->pos,
+                          "%s: unknown key variable '%s' (use rcpt_domain, sender_domain or "
+                          "sender)",
+                          path, name);
+        }
+        return;
+    }
+    for (size_t i = 0; i < lim->nkeys; i++)
+        if (lim->keys[i] == var) {
+            cfg_error(L->diag, v->pos, "%s: '%s' is listed twice", path, name);
+            return;
+        }
+    if (lim->nkeys < ENG_LIMITER_KEYS_MAX)
+        lim->keys[lim->nkeys++] = var;
+}
+
+/* One [[queue.limiter.outbound]] table; returns true when it is valid. */
+static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *t,
+                          struct eng_limiter *lim, bool *enable)
+{
+    size_t errors = L->diag->errors;
+    char base[64], path[96];
+    snprintf(base, sizeof(base), "queue.limiter.outbound[%zu]", idx);
+    *enable = true;
+    bool have_id = false, have_rate = false;
+    for (size_t i = 0; i < t->u.table.len; i++) {
+        const struct cfg_entry *e = &t->u.table.items[i];
+        const struct cfg_value *v = e->value;
+        snprintf(path, sizeof(path), "%s.%.20s", base, e->key);
+        size_t f = 0;
+        while (f < SV_ARRAY_LEN(limit_fields) && strcmp(e->key, limit_fields[f]) != 0)
+            f++;
+        if (f == SV_ARRAY_LEN(limit_fields)) {
+            const char *hint = cfg_suggest(e->key, limit_fields, SV_ARRAY_LEN(limit_fields));
+            if (hint)
+                cfg_error(L->diag, e->key_pos, "unknown key '%s.%s' (did you mean '%s.%s'?)", base,
+                          e->key, base, hint);
+            else
+                cfg_error(L->diag, e->key_pos,
+                          "unknown key '%s.%s' (expected id, key, match, rate, enable)", base,
+                          e->key);
+            continue;
+        }
+        enum cfg_type want = f == 1 ? CFG_ARRAY : f == 4 ? CFG_BOOL : CFG_STRING;
+        if (f == 1 && v->type == CFG_STRING) { /* key = "rcpt_domain": a list of one */
+            limiter_key(L, path, v, lim);
+            continue;
+        }
+        if (v->type != want) {
+            cfg_error(L->diag, v->pos, "%s: expected %s, found %s", path, expected(want),
+                      cfg_type_name(v->type));
+            continue;
+        }
+        if (f != 1 && f != 4 && !plain_string(L, path, v))
+            continue;
+        switch (f) {
+        case 0:
+            if (v->u.str.len == 0 || strpbrk(v->u.str.ptr, " \t\r\n{}")) {
+                cfg_error(L->diag, v->pos, "%s: '%s' is not a name (no spaces or braces)", path,
+                          v->u.str.ptr);
+                break;
+            }
+            have_id = true;
+            free(lim->id);
+            lim->id = dup_str(L, v);
+            break;
+        case 1:
+            for (size_t k = 0; k < v->u.array.len; k++)
+                limiter_key(L, path, v->u.array.items[k], lim);
+            break;
+        case 2: {
+            struct rule_error err;
+            struct rule_program *p =
+                rule_compile_expr(v->u.str.ptr, v->u.str.len, LIMIT_MATCH_VARS, &err);
+            if (!p) {
+                cfg_error(L->diag, cfg_string_pos(v, err.offset), "%s: %s", path, err.msg);
+                break;
+            }
+            rule_program_free(lim->match);
+            lim->match = p;
+            break;
+        }
+        case 3:
+            have_rate = true;
+            if (parse_rate(v->u.str.ptr, &lim->rate, &lim->period_ms)) {
+                cfg_error(L->diag, v->pos,
+                          "%s: '%s' is not a rate (N per duration: \"100/1s\", \"6000/1m\", "
+                          "\"10/500ms\")",
+                          path, v->u.str.ptr);
+            } else if (lim->period_ms * 1000 / lim->rate < 1) {
+                cfg_error(L->diag, v->pos, "%s: '%s' is too fast (at most 1000000 per second)",
+                          path, v->u.str.ptr);
+            }
+            break;
+        case 4: *enable = v->u.boolean; break;
+        }
+    }
+    if (!have_id)
+        cfg_error(L->diag, t->pos, "%s: missing 'id'", base);
+    if (!have_rate)
+        cfg_error(L->diag, t->pos, "%s: missing 'rate'", base);
+    return L->diag->errors == errors;
+}
+
+static void limiter_free(struct eng_limiter *lim)
+{
+    free(lim->id);
+    rule_program_free(lim->match);
+    memset(lim, 0, sizeof(*lim));
+}
+
+static void store_limiters(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    struct eng_conf *c = L->conf;
+    for (size_t i = 0; i < v->u.array.len; i++) {
+        const struct cfg_value *t = v->u.array.items[i];
+        if (t->type != CFG_TABLE) {
+            cfg_error(L->diag, t->pos, "%s[%zu]: expected a table, found %s", path, i,
+                      cfg_type_name(t->type));
+            continue;
+        }
+        struct eng_limiter lim = {0};
+        bool enable;
+        if (!limiter_parse(L, i, t, &lim, &enable) || !lim.id) {
+            limiter_free(&lim);
+            continue;
+        }
+        bool dup = false;
+        for (size_t j = 0; j < c->n_limiters && !dup; j++)
+            dup = strcmp(c->limiters[j].id, lim.id) == 0;
+        if (dup) {
+            const struct cfg_entry *e = cfg_table_find(t, "id");
+            cfg_error(L->diag, e ? e->value->pos : t->pos, "%s[%zu].id: '%s' is used twice", path,
+                      i, lim.id);
+            limiter_free(&lim);
+            continue;
+        }
+        if (!enable) {
+            limiter_free(&lim);
+            continue;
+        }
+        if (c->n_limiters == ENG_LIMITERS_MAX) {
+            cfg_error(L->diag, t->pos, "%s[%zu]: at most %d enabled limiters", path, i,
+                      ENG_LIMITERS_MAX);
+            limiter_free(&lim);
+            continue;
+        }
+        struct eng_limiter *n = realloc(c->limiters, (c->n_limiters + 1) * sizeof(*n));
+        if (!n) {
+            limiter_free(&lim);
+            L->oom = true;
+            return;
+        }
+        c->limiters = n;
+        c->limiters[c->n_limiters++] = lim;
+    }
+}
+
 static const struct schema_key schema[] = {
     {"redis.url", CFG_STRING, store_redis_url},
     {"redis.queue", CFG_STRING, store_redis_queue},
@@ -473,6 +690,7 @@ static const struct schema_key schema[] = {
     {"queue.outbound.limits.idle-timeout", CFG_INTEGER, store_out_idle},
     {"queue.outbound.tls.ca-file", CFG_STRING, store_out_ca_file},
     {"queue.outbound.mx-port", CFG_INTEGER, store_out_mx_port},
+    {"queue.limiter.outbound", CFG_ARRAY, store_limiters},
 };
 
 /* --- matching paths against the schema ---------------------------------------- */
@@ -770,6 +988,9 @@ void eng_conf_free(struct eng_conf *conf)
         rule_program_free(conf->rules[i].program);
     }
     free(conf->rules);
+    for (size_t i = 0; i < conf->n_limiters; i++)
+        limiter_free(&conf->limiters[i]);
+    free(conf->limiters);
     cfg_doc_free(conf->doc); /* last: conf->source points into it */
     memset(conf, 0, sizeof(*conf));
 }

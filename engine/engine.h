@@ -53,6 +53,23 @@ struct eng_conf {
     int out_idle_timeout_s; /* queue.outbound.limits.idle-timeout (seconds); 30 */
     char *out_ca_file;      /* queue.outbound.tls.ca-file; NULL = the system bundle */
     int out_mx_port;        /* queue.outbound.mx-port: SMTP port of MX hosts; 25 (for tests) */
+
+    /* [[queue.limiter.outbound]]: cluster-wide rate limits (engine/limit.c); only
+     * the enabled ones, in file order. */
+    struct eng_limiter *limiters; /* owned array */
+    size_t n_limiters;
+};
+
+#define ENG_LIMITERS_MAX     8 /* enabled limiters: a job carries one bucket per limiter */
+#define ENG_LIMITER_KEYS_MAX 3
+
+struct eng_limiter {
+    char *id;                       /* owned; unique, for logs and Redis keys */
+    int keys[ENG_LIMITER_KEYS_MAX]; /* enum rule_var: one bucket per distinct value */
+    size_t nkeys;                   /* 0 = one bucket for every matching job */
+    struct rule_program *match;     /* owned; NULL = every job */
+    int64_t rate;                   /* messages per period */
+    int64_t period_ms;
 };
 
 struct eng_remote {

@@ -33,6 +33,10 @@ struct eng_task {
     struct eng_task *qnext;       /* the queue thread's backlog for a busy worker */
     unsigned worker;              /* index of the worker that owns job->domain */
     struct eng_worker *owner;     /* set by the worker while it holds the task */
+    /* rate limits (runner_limit.c), queue thread only */
+    struct eng_task *hnext;                  /* held for tokens, in claim order */
+    struct lim_bucket *bk[ENG_LIMITERS_MAX]; /* the buckets it needs tokens of */
+    uint32_t nbk, cost;                      /* cost: tokens per bucket (recipients) */
 };
 
 struct eng_worker;
@@ -71,6 +75,26 @@ bool eng_worker_finished(const struct eng_worker *w);
 /* Joins the thread (it must be stopped) and frees; tasks left in the rings are not
  * touched (collect first). NULL-safe. */
 void eng_worker_free(struct eng_worker *w);
+
+/* --- rate limits (runner_limit.c), queue thread only ------------------------- */
+
+struct eng_limits;
+struct lim_bucket;
+
+/* Returns owned limits for conf->limiters (borrowed; conf outlives it), NULL on ENOMEM. */
+struct eng_limits *eng_limits_new(const struct eng_conf *conf);
+void eng_limits_free(struct eng_limits *l); /* NULL-safe; held tasks are not touched */
+/* Holds `t` (borrowed until released or dropped) when a limiter applies to its job:
+ * true. False: no limiter applies, hand it on. */
+bool eng_limits_hold(struct eng_limits *l, struct eng_task *t, int64_t now_ms);
+/* Hands held tasks that have tokens to release(); asks Redis (one round trip at
+ * most) for the buckets short of tokens. *wake_ms: the clock() time worth another
+ * step, or -1. Returns 0 or rq_limit_take()'s negative errno (tasks stay held). */
+int eng_limits_step(struct eng_limits *l, struct rq *q, int64_t (*clock)(void),
+                    void (*release)(void *arg, struct eng_task *t), void *arg, int64_t *wake_ms);
+/* Hands every held task to drop() (graceful stop: they stay pending in Redis). */
+void eng_limits_drop(struct eng_limits *l, void (*drop)(void *arg, struct eng_task *t), void *arg);
+size_t eng_limits_held(const struct eng_limits *l); /* NULL-safe */
 
 /* --- the queue thread (runner.c) ---------------------------------------------- */
 

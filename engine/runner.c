@@ -72,8 +72,10 @@ struct runner {
     struct eng_task claimed;              /* sentinel: every task claimed and not back */
     size_t nclaimed;
 
+    struct eng_limits *lim; /* NULL without [[queue.limiter.outbound]] */
+
     ev_async outcomes;
-    ev_timer tick, reconnect;
+    ev_timer tick, reconnect, lim_wake;
     ev_signal sigterm, sigint, sighup;
     struct reloaded *reloaded; /* configs loaded on SIGHUP: kept until the end */
 
@@ -241,7 +243,28 @@ static bool held(struct runner *r, const char *sid)
     return false;
 }
 
-/* Gives the jobs of a claim to their workers' backlogs. `recheck`: the claim came
+static void backlog_push(struct runner *r, struct eng_task *t)
+{
+    t->qnext = NULL;
+    if (r->bl_tail[t->worker])
+        r->bl_tail[t->worker]->qnext = t;
+    else
+        r->bl_head[t->worker] = t;
+    r->bl_tail[t->worker] = t;
+}
+
+static void lim_release(void *arg, struct eng_task *t)
+{
+    backlog_push(arg, t);
+}
+
+static void lim_drop(void *arg, struct eng_task *t)
+{
+    task_release(arg, t);
+}
+
+/* Gives the jobs of a claim to their workers' backlogs (or to the rate limits,
+ * which hand them on when there are tokens). `recheck`: the claim came
  * from rq_reclaim, which may return jobs this process still works on (after the
  * queue thread was held up longer than the lease): those are not started twice. */
 static void route(struct runner *r, struct rq_batch *b, bool recheck)
@@ -264,11 +287,9 @@ static void route(struct runner *r, struct rq_batch *b, bool recheck)
         t->batch = rb;
         t->worker = domain_hash(t->job->domain) % r->nw;
         task_link(r, t);
-        if (r->bl_tail[t->worker])
-            r->bl_tail[t->worker]->qnext = t;
-        else
-            r->bl_head[t->worker] = t;
-        r->bl_tail[t->worker] = t;
+        if (r->lim && eng_limits_hold(r->lim, t, now_ms()))
+            continue;
+        backlog_push(r, t);
     }
     if (--rb->refs == 0) {
         rq_batch_free(b);
@@ -407,10 +428,13 @@ static void stopping_step(struct runner *r, int64_t now)
 
 static void claim(struct runner *r, int64_t now)
 {
+    /* Jobs held for rate-limit tokens have their own allowance of the same size, so
+     * that jobs of other domains still flow past them. */
     size_t cap = (size_t)r->nw * TASKS_PER_WORKER;
-    if (now < r->t_claim || r->nclaimed >= cap)
+    size_t held = eng_limits_held(r->lim), active = r->nclaimed - held;
+    if (now < r->t_claim || active >= cap || held >= cap)
         return;
-    size_t room = cap - r->nclaimed;
+    size_t room = cap - active;
     struct rq_batch *b = NULL;
     int n = rq_claim(r->q, room < CLAIM_MAX ? room : CLAIM_MAX, &b);
     if (n < 0) {
@@ -478,6 +502,24 @@ static void housekeeping(struct runner *r, int64_t now)
     }
 }
 
+static void limit_step(struct runner *r)
+{
+    if (!r->lim)
+        return;
+    int64_t wake;
+    int rc = eng_limits_step(r->lim, r->q, now_ms, lim_release, r, &wake);
+    if (rc) {
+        redis_down(r, rc);
+        return;
+    }
+    ev_timer_stop(r->loop, &r->lim_wake);
+    if (wake >= 0) {
+        int64_t d = wake - now_ms();
+        ev_timer_set(&r->lim_wake, d > 0 ? (double)d / 1000.0 : 0.0, 0.0);
+        ev_timer_start(r->loop, &r->lim_wake);
+    }
+}
+
 static void drain_check(struct runner *r, int64_t now)
 {
     if (!r->o.drain || r->nclaimed || rq_buffered_reports(r->q) || r->t_claim == 0 ||
@@ -519,6 +561,9 @@ static void pump(struct runner *r)
     if (!r->redis_up)
         return;
     claim(r, now);
+    if (!r->redis_up)
+        return;
+    limit_step(r);
     if (!r->redis_up)
         return;
     feed(r);
@@ -568,6 +613,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     r->stopping = true;
     r->stop_deadline = now_ms() + r->conf->shutdown_timeout_ms + STOP_FLUSH_GRACE_MS;
     drop_backlog(r);
+    eng_limits_drop(r->lim, lim_drop, r);
+    ev_timer_stop(r->loop, &r->lim_wake);
     for (unsigned i = 0; i < r->nw; i++)
         eng_worker_stop(r->w[i]);
 }
@@ -626,6 +673,16 @@ static void reload(struct runner *r)
     bool ns_same = old->n_nameservers == c->n_nameservers;
     for (size_t i = 0; ns_same && i < c->n_nameservers; i++)
         ns_same = strcmp(old->nameservers[i], c->nameservers[i]) == 0;
+    /* The limiters' buckets and held jobs live in r->lim, built once; a match
+     * expression is compared by presence only (its text is not kept). */
+    bool lim_same = old->n_limiters == c->n_limiters;
+    for (size_t i = 0; lim_same && i < c->n_limiters; i++) {
+        const struct eng_limiter *a = &old->limiters[i], *b = &c->limiters[i];
+        lim_same = strcmp(a->id, b->id) == 0 && a->rate == b->rate &&
+                   a->period_ms == b->period_ms && a->nkeys == b->nkeys &&
+                   memcmp(a->keys, b->keys, a->nkeys * sizeof(a->keys[0])) == 0 &&
+                   !a->match == !b->match;
+    }
     const struct {
         const char *key;
         bool same;
@@ -640,6 +697,7 @@ static void reload(struct runner *r)
         {"server.shutdown-timeout", old->shutdown_timeout_ms == c->shutdown_timeout_ms},
         {"resolver.nameservers", ns_same},
         {"log.level", old->log_level == c->log_level},
+        {"queue.limiter.outbound", lim_same},
     };
     for (size_t i = 0; i < SV_ARRAY_LEN(fixed); i++)
         if (!fixed[i].same)
@@ -724,6 +782,7 @@ static void cleanup(struct runner *r)
     free(r->bl_head);
     free(r->bl_tail);
     eng_dns_cache_free(r->dns);
+    eng_limits_free(r->lim);
     rq_free(r->q);
     while (r->reloaded) {
         struct reloaded *n = r->reloaded;
@@ -782,7 +841,9 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         return eng_fail(EXIT_RUNTIME, "tls: cannot initialise the TLS library");
     }
     r->dns = eng_dns_cache_new(DNS_CACHE_ENTRIES);
-    if (!r->dns) {
+    if (conf->n_limiters)
+        r->lim = eng_limits_new(conf);
+    if (!r->dns || (conf->n_limiters && !r->lim)) {
         cleanup(r);
         return eng_fail(EXIT_RUNTIME, "out of memory");
     }
@@ -803,12 +864,18 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
     ev_timer_start(r->loop, &r->tick);
     ev_timer_init(&r->reconnect, on_reconnect, 0.0, 0.0);
     r->reconnect.data = r;
+    ev_timer_init(&r->lim_wake, on_tick, 0.0, 0.0);
+    r->lim_wake.data = r;
     if (!r->redis_up) {
         r->redis_up = true; /* so redis_down() arms the backoff */
         redis_down(r, rc);
     }
     r->start = ev_time();
 
+    for (size_t i = 0; i < conf->n_limiters; i++)
+        sv_info("rate limit '%s': %" PRId64 " per %" PRId64 " ms%s", conf->limiters[i].id,
+                conf->limiters[i].rate, conf->limiters[i].period_ms,
+                conf->limiters[i].match ? " (jobs that match)" : "");
     ev_run(r->loop, 0);
 
     /* Drained, or stopped by a signal: the workers close their sessions and end;
@@ -837,6 +904,7 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
     ev_signal_stop(r->loop, &r->sighup);
     ev_timer_stop(r->loop, &r->tick);
     ev_timer_stop(r->loop, &r->reconnect);
+    ev_timer_stop(r->loop, &r->lim_wake);
     ev_async_stop(r->loop, &r->outcomes);
     cleanup(r);
     return r->exit_code;

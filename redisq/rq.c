@@ -360,7 +360,7 @@ static const char *script_name(enum rq_script s)
 {
     static const char *const names[RQS__COUNT] = {"enqueue", "enqueue", "enqueue",
                                                   "claim",   "reclaim", "report",
-                                                  "promote", "retry",   "cancel"};
+                                                  "promote", "retry",   "cancel", "limit"};
     return names[s];
 }
 

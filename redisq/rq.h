@@ -174,6 +174,25 @@ size_t rq_buffered_reports(const struct rq *q);
  * moved; *next_due_ms gets the next due time, or -1 when nothing is scheduled. */
 int rq_promote(struct rq *q, int64_t now_ms, size_t max_jobs, int64_t *next_due_ms);
 
+/* --- cluster-wide rate limits (rq_limit.c) ------------------------------------ */
+
+/* One bucket's request for tokens; the bucket is salvo:{queue}:limit:<key>. */
+struct rq_limit_req {
+    const char *key; /* borrowed: "<limiter id>:<key value>" */
+    size_t key_len;
+    int64_t interval_us;  /* one token per interval: period / rate */
+    int64_t tolerance_us; /* how far ahead of now the bucket may be and still grant */
+    int64_t want;         /* tokens wanted, granted all or nothing */
+    int64_t granted;      /* out: want or 0 */
+    int64_t valid_ms;     /* out: spend the grant within this, or drop it */
+    int64_t retry_ms;     /* out: the bucket grants again this much later */
+};
+
+/* Takes tokens from n buckets in one round trip (one atomic script on the Redis
+ * clock), shared by every process of the queue; see README.md. `reqs` borrowed.
+ * Returns 0 or a negative errno. */
+int rq_limit_take(struct rq *q, struct rq_limit_req *reqs, size_t n);
+
 /* --- statistics and administration ---------------------------------------- */
 
 struct rq_stats {

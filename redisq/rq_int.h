@@ -33,6 +33,7 @@ enum rq_script {
     RQS_MOVE,
     RQS_CANCEL,
     RQS_REVIVE,
+    RQS_LIMIT,
     RQS__COUNT
 };
 
@@ -107,5 +108,6 @@ void rq_cache_trim(struct rq *q);
 void rq_cache_clear(struct rq *q);
 
 extern const char *const rq_script_src[RQS__COUNT];
+extern const char rq_limit_lua[]; /* rq_limit.c */
 
 #endif

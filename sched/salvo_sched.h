@@ -43,6 +43,8 @@ struct rule_val {
 /* Writes a value for people: integers in decimal, floats as the shortest decimal
  * that round-trips, strings raw, arrays as "[a, b]". Returns 0 or -ENOMEM. */
 int rule_val_format(const struct rule_val *v, struct sv_buf *out);
+/* Truth as conditions see it: a non-zero number, a non-empty string or array. */
+bool rule_truthy(const struct rule_val *v);
 
 /* --- variables of the outbound queue --------------------------------------- */
 

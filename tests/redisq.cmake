@@ -12,3 +12,4 @@ if(SALVO_SANITIZE)
   # Sanitizer shadow memory makes RSS figures meaningless: keep the counts only.
   target_compile_definitions(test_redisq_bulk PRIVATE SALVO_SANITIZED)
 endif()
+salvo_test(NAME test_redisq_limit SOURCES test_redisq_limit.c LIBS salvo_redisq TIMEOUT 60)

@@ -201,6 +201,91 @@ static void warnings_print_but_do_not_fail(void **state)
     free(path);
 }
 
+/* [[queue.limiter.outbound]]: bad rate, unknown or unsupported key variable, bad
+ * match expression, missing id, duplicate id; each at its file:line:col. A valid
+ * limiter (and a disabled one, still checked) loads. */
+static void limiter_errors_are_positioned(void **state)
+{
+    (void)state;
+    check("limiter-ok.toml",
+          "[[queue.limiter.outbound]]\n"
+          "id = \"per-domain\"\n"
+          "key = [\"rcpt_domain\", \"sender\"]\n"
+          "match = \"rcpt_domain == 'example.org'\"\n"
+          "rate = \"100/1s\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"off\"\n"
+          "key = \"sender_domain\"\n"
+          "rate = \"10/500ms\"\n"
+          "enable = false\n",
+          0, "");
+    check("limiter-rate.toml",
+          "[[queue.limiter.outbound]]\n"
+          "id = \"a\"\n"
+          "rate = \"100/fortnight\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"b\"\n"
+          "rate = \"0/1s\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"c\"\n"
+          "rate = \"5000000/1s\"\n",
+          1,
+          "%F:3:8: queue.limiter.outbound[0].rate: '100/fortnight' is not a rate (N per "
+          "duration: \"100/1s\", \"6000/1m\", \"10/500ms\")\n"
+          "%F:6:8: queue.limiter.outbound[1].rate: '0/1s' is not a rate (N per duration: "
+          "\"100/1s\", \"6000/1m\", \"10/500ms\")\n"
+          "%F:9:8: queue.limiter.outbound[2].rate: '5000000/1s' is too fast (at most 1000000 per "
+          "second)\n");
+    check("limiter-key.toml",
+          "[[queue.limiter.outbound]]\n"
+          "id = \"k\"\n"
+          "rate = \"1/1s\"\n"
+          "key = [\"rcpt_domian\", \"mx\", \"colour\"]\n",
+          1,
+          "%F:4:8: queue.limiter.outbound[0].key: unknown key variable 'rcpt_domian' (did you "
+          "mean 'rcpt_domain'?)\n"
+          "%F:4:23: queue.limiter.outbound[0].key: key 'mx' is not supported: limiters apply "
+          "before the MX and the remote address are known (use rcpt_domain, sender_domain or "
+          "sender)\n"
+          "%F:4:29: queue.limiter.outbound[0].key: unknown key variable 'colour' (use "
+          "rcpt_domain, sender_domain or sender)\n");
+    check("limiter-match.toml",
+          "[[queue.limiter.outbound]]\n"
+          "id = \"m\"\n"
+          "rate = \"1/1s\"\n"
+          "match = \"rcpt_domain == 'a' && remote_ip == '1.2.3.4'\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"m2\"\n"
+          "rate = \"1/1s\"\n"
+          "match = \"rcpt_domain == \"\n",
+          1,
+          "%F:4:32: queue.limiter.outbound[0].match: variable 'remote_ip' is not available "
+          "here\n"
+          "%F:8:25: queue.limiter.outbound[1].match: unexpected end of expression\n");
+    check("limiter-dup.toml",
+          "[[queue.limiter.outbound]]\n"
+          "id = \"x\"\n"
+          "rate = \"1/1s\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"x\"\n"
+          "rate = \"2/1s\"\n",
+          1, "%F:5:6: queue.limiter.outbound[1].id: 'x' is used twice\n");
+    check("limiter-id.toml",
+          "[[queue.limiter.outbound]]\n"
+          "rate = \"1/1s\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"x\"\n"
+          "rate = \"1/1s\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"x\"\n"
+          "rat = \"1/1s\"\n",
+          1,
+          "%F:1:1: queue.limiter.outbound[0]: missing 'id'\n"
+          "%F:6:1: queue.limiter.outbound[2]: missing 'rate'\n"
+          "%F:8:1: unknown key 'queue.limiter.outbound[2].rat' (did you mean "
+          "'queue.limiter.outbound[2].rate'?)\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,6 +297,7 @@ int main(void)
         cmocka_unit_test(rediss_is_a_clear_error),
         cmocka_unit_test(a_full_valid_config_loads),
         cmocka_unit_test(warnings_print_but_do_not_fail),
+        cmocka_unit_test(limiter_errors_are_positioned),
     };
     return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);
 }

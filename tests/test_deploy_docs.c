@@ -187,6 +187,35 @@ static void example_covers_every_key(void **state)
     }
     assert_int_equal(missing, 0);
 
+    /* [[queue.limiter.outbound]]: every field conf.c knows (its static
+     * limit_fields[] list) is in the example's limiter table. */
+    assert_int_equal(c.n_limiters, 1);
+    const struct cfg_value *lims = cfg_get(c.doc->root, "queue.limiter.outbound");
+    assert_non_null(lims);
+    assert_int_equal(lims->type, CFG_ARRAY);
+    char *conf_src = path_in_src("engine/conf.c"), *conf_text = slurp(conf_src);
+    assert_non_null(conf_text);
+    char *f = strstr(conf_text, "limit_fields[] = {");
+    assert_non_null(f);
+    char *fend = strchr(f, '}');
+    size_t nfields = 0;
+    while ((f = strchr(f, '"')) != NULL && f < fend) {
+        size_t len = strcspn(f + 1, "\"");
+        char *name = strndup(f + 1, len);
+        if (!cfg_table_find(lims->u.array.items[0], name)) {
+            fprintf(stderr, "deploy/salvo.example.toml: no line for queue.limiter.outbound.%s\n",
+                    name);
+            missing++;
+        }
+        free(name);
+        nfields++;
+        f += len + 2;
+    }
+    assert_int_equal(nfields, 5);
+    assert_int_equal(missing, 0);
+    free(conf_text);
+    free(conf_src);
+
     for (size_t i = 0; i < nhave; i++)
         free(have[i]);
     free(have);

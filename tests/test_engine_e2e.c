@@ -25,9 +25,9 @@
 static struct te_env env;
 /* A salvo run in the background, killed by the next test's reset if a failed
  * assertion left it running (it would take that test's jobs). */
-static struct tr_proc live;
+static struct tr_proc live, live2;
 /* The test's sink, stopped by the next reset if a failed assertion skipped that. */
-static struct ts_sink sink = {.out_fd = -1};
+static struct ts_sink sink = {.out_fd = -1}, sink2 = {.out_fd = -1};
 
 static int setup(void **state)
 {
@@ -39,7 +39,9 @@ static int teardown(void **state)
 {
     (void)state;
     tr_kill9(&live);
+    tr_kill9(&live2);
     ts_sink_stop(&sink, NULL, 0);
+    ts_sink_stop(&sink2, NULL, 0);
     te_env_teardown(&env);
     return 0;
 }
@@ -49,7 +51,9 @@ static int reset(void **state)
 {
     (void)state;
     tr_kill9(&live);
+    tr_kill9(&live2);
     ts_sink_stop(&sink, NULL, 0);
+    ts_sink_stop(&sink2, NULL, 0);
     return te_env_flush(&env);
 }
 
@@ -468,6 +472,230 @@ static void mx_routing_via_dnsmasq(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* --- cluster-wide rate limits ([[queue.limiter.outbound]]) ---------------------------- */
+
+/* Waits for a background `salvo run --drain` to exit 0; returns its stdout (owned). */
+static char *wait_drained(struct tr_proc *p, int timeout_ms)
+{
+    int st = tr_wait(p, timeout_ms);
+    if (st != 0) {
+        char *err = tr_err(p);
+        print_message("salvo run: status %d; stderr:\n%s\n", st, err);
+        free(err);
+        tr_kill9(p);
+    }
+    assert_int_equal(st, 0);
+    return tr_out(p);
+}
+
+/* Arrivals at a sink, sampled every 5 ms: when the first and the n-th recipient
+ * arrived, and how many the first sample saw (they came in one burst). */
+struct arrivals {
+    int64_t first, done;
+    uint64_t at_first, last; /* last: the latest sample */
+};
+
+static void watch(struct ts_sink *s, uint64_t n, int64_t now, struct arrivals *a)
+{
+    if (a->done)
+        return;
+    uint64_t c = a->last = sink_stat(s, "pairs");
+    if (c && !a->first) {
+        a->first = now;
+        a->at_first = c;
+    }
+    if (c >= n)
+        a->done = now;
+}
+
+/* Two `salvo run` processes on one Redis, one limiter of 200/1s: the sink sees
+ * 200 recipients per second (within 10%) from the first to the last, every
+ * recipient exactly once, and both processes deliver. 1,200 single-recipient jobs
+ * (one per domain, one bucket: the limiter's key is the sender's domain), so the
+ * two processes compete for the tokens job by job. */
+static void limiter_two_processes_hold_the_rate(void **state)
+{
+    (void)state;
+    const double rate = 200.0;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"per-sender\"\n"
+                          "key = [\"sender_domain\"]\n"
+                          "rate = \"200/1s\"\n");
+    long long n = enqueue_to("rate", 1200, 1200, "example", false);
+    assert_int_equal(tr_start(&live, env.dir, "rate1", (const char *const[]){"run", "--drain", NULL}),
+                     0);
+    assert_int_equal(tr_start(&live2, env.dir, "rate2", (const char *const[]){"run", "--drain", NULL}),
+                     0);
+    struct arrivals a = {0};
+    int64_t end = tr_now_ms() + 20000;
+    int64_t marks[16] = {0};
+    while (!a.done) {
+        int64_t now = tr_now_ms();
+        if (now > end)
+            fail_msg("the sink saw fewer than %lld recipients in 20 s", n);
+        watch(&sink, (uint64_t)n, now, &a);
+        size_t sec = a.first ? (size_t)((now - a.first) / 1000) : 0;
+        if (a.first && sec < (sizeof(marks) / sizeof(marks[0])))
+            marks[sec] = (int64_t)a.last;
+        tr_sleep_ms(5);
+    }
+    char *out1 = wait_drained(&live, 10000), *out2 = wait_drained(&live2, 10000);
+    print_message("run 1: %srun 2: %s", out1, out2);
+    for (int i = 0; i < 2; i++) { /* "stopped: N redis round trips (X per recipient outcome)" */
+        char *err = tr_err(i ? &live2 : &live), *rt = strstr(err, "stopped: ");
+        if (rt)
+            print_message("run %d %.*s\n", i + 1, (int)strcspn(rt, "\n"), rt);
+        free(err);
+    }
+    long long d1 = tr_summary_num(out1, "delivered"), d2 = tr_summary_num(out2, "delivered");
+    double secs = (double)(a.done - a.first) / 1000.0;
+    double seen = (double)((uint64_t)n - a.at_first) / secs;
+    print_message("limit %.0f/s: %lld recipients, %llu in the first sample, then %.3f s: "
+                  "%.1f/s (%+.1f%%); cumulative per second:",
+                  rate, n, (unsigned long long)a.at_first, secs, seen,
+                  (seen - rate) * 100.0 / rate);
+    for (size_t i = 0; i < (sizeof(marks) / sizeof(marks[0])) && marks[i]; i++)
+        print_message(" %lld", (long long)marks[i]);
+    print_message("\n");
+    assert_int_equal(d1 + d2, n);
+    assert_true(d1 > 0 && d2 > 0);
+    /* held for seconds with a 1 s lease: renewed, never taken over */
+    char *rec = tu_redis_cli(
+        &env.srv, (const char *const[]){"HGET", "salvo:{default}:stats", "reclaimed", NULL});
+    assert_non_null(rec);
+    assert_int_equal(atoll(rec), 0);
+    free(rec);
+    assert_true(seen >= rate * 0.9 && seen <= rate * 1.1);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, "limiter");
+    free(out1);
+    free(out2);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* One domain, jobs of 50 recipients (a job's tokens come in one grant, more than the
+ * batch of rate/20): 1,500 recipients at 500/1s keep the rate within 10% too. */
+static void limiter_one_domain_jobs_of_50(void **state)
+{
+    (void)state;
+    const double rate = 500.0;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"per-domain\"\n"
+                          "key = [\"rcpt_domain\"]\n"
+                          "match = \"rcpt_domain == 'd0.example'\"\n"
+                          "rate = \"500/1s\"\n");
+    long long n = enqueue_to("one", 1500, 1, "example", true);
+    assert_int_equal(tr_start(&live, env.dir, "one", (const char *const[]){"run", "--drain", NULL}), 0);
+    struct arrivals a = {0};
+    int64_t end = tr_now_ms() + 20000;
+    while (!a.done) {
+        if (tr_now_ms() > end)
+            fail_msg("the sink saw fewer than %lld recipients in 20 s", n);
+        watch(&sink, (uint64_t)n, tr_now_ms(), &a);
+        tr_sleep_ms(5);
+    }
+    char *out = wait_drained(&live, 10000);
+    double secs = (double)(a.done - a.first) / 1000.0;
+    double seen = (double)((uint64_t)n - a.at_first) / secs;
+    print_message("limit %.0f/s, jobs of 50: %llu in the first sample, then %.3f s: %.1f/s "
+                  "(%+.1f%%)\n",
+                  rate, (unsigned long long)a.at_first, secs, seen, (seen - rate) * 100.0 / rate);
+    assert_int_equal(tr_summary_num(out, "delivered"), n);
+    assert_true(seen >= rate * 0.9 && seen <= rate * 1.1);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, "limiter one domain");
+    free(out);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* A limiter whose match fits only d0.slow (100/1s) leaves the other domains at full
+ * speed, though the slow domain's jobs were enqueued (and claimed) first: the two
+ * kinds go to two sinks (next-hop by domain), the fast one is done long before the
+ * slow one, which takes its ~3 s. */
+static void limiter_match_spares_other_domains(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    assert_int_equal(ts_sink_start(&sink2, (const char *const[]){"--threads", "1", NULL}), 0);
+    char extra[1024];
+    snprintf(extra, sizeof(extra),
+             "[queue.outbound]\n"
+             "next-hop = [{ if = \"rcpt_domain == 'd0.slow'\", then = \"'slow'\" },\n"
+             "            { else = \"'sink'\" }]\n"
+             "[remote.sink]\naddress = \"127.0.0.1\"\nport = %d\n"
+             "[remote.slow]\naddress = \"127.0.0.1\"\nport = %d\n"
+             "[[queue.limiter.outbound]]\n"
+             "id = \"slow-domain\"\n"
+             "key = [\"rcpt_domain\"]\n"
+             "match = \"rcpt_domain == 'd0.slow'\"\n"
+             "rate = \"100/1s\"\n",
+             sink.port, sink2.port);
+    write_conf(0, extra);
+    long long ns = enqueue_to("slow", 300, 1, "slow", true);
+    long long nf = enqueue_to("fast", 600, 10, "fast", false);
+    assert_int_equal(tr_start(&live, env.dir, "match", (const char *const[]){"run", "--drain", NULL}),
+                     0);
+    struct arrivals fast = {0}, slow = {0};
+    int64_t end = tr_now_ms() + 20000;
+    while (!fast.done || !slow.done) {
+        int64_t now = tr_now_ms();
+        if (now > end)
+            fail_msg("not delivered in 20 s");
+        watch(&sink, (uint64_t)nf, now, &fast);
+        watch(&sink2, (uint64_t)ns, now, &slow);
+        tr_sleep_ms(5);
+    }
+    char *out = wait_drained(&live, 10000);
+    int64_t t0 = fast.first < slow.first ? fast.first : slow.first;
+    print_message("fast: %lld in %lld ms; slow (100/s): %lld in %lld ms\n", nf,
+                  (long long)(fast.done - t0), ns, (long long)(slow.done - t0));
+    assert_true(fast.done - t0 < 1500);
+    assert_true(slow.done - t0 >= 2000); /* 300 at 100/s, less a burst of 60 */
+    assert_true(slow.done - t0 < 4500);
+    assert_int_equal(tr_summary_num(out, "delivered"), nf + ns);
+    assert_int_equal(sink_stat(&sink, "pairs"), (uint64_t)nf);
+    assert_int_equal(sink_stat(&sink2, "pairs"), (uint64_t)ns);
+    assert_int_equal(sink_stat(&sink2, "duplicates"), 0);
+    free(out);
+    ts_sink_stop(&sink, NULL, 0);
+    ts_sink_stop(&sink2, NULL, 0);
+}
+
+/* SIGTERM while jobs wait for tokens: they are handed back at once (not delivered,
+ * not lost), and a second run delivers exactly the rest. */
+static void limiter_sigterm_hands_back_held_jobs(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"slow\"\n"
+                          "rate = \"20/1s\"\n");
+    long long n = enqueue_to("held", 200, 200, "example", false);
+    assert_int_equal(tr_start(&live, env.dir, "held", (const char *const[]){"run", NULL}), 0);
+    wait_transactions(&sink, 10, 15000);
+    int64_t t0 = tr_now_ms();
+    signal_live(SIGTERM);
+    int st = tr_wait(&live, 10000);
+    int64_t took = tr_now_ms() - t0;
+    char *out = tr_out(&live);
+    print_message("after SIGTERM (%lld ms): %s", (long long)took, out);
+    assert_int_equal(st, 0);
+    assert_true(took < 2000);
+    long long first = tr_summary_num(out, "delivered");
+    assert_true(first > 0 && first < n / 2);
+    free(out);
+    /* the rest, without the limiter */
+    write_conf(sink.port, NULL);
+    out = run_drain("held2", 30000);
+    assert_int_equal(first + tr_summary_num(out, "delivered"), n);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, "limiter sigterm");
+    free(out);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -481,6 +709,14 @@ int main(void)
         cmocka_unit_test_setup(seed_untrusted_cert_then_relaxed, reset),
         cmocka_unit_test_setup(leases_renewed_while_in_flight, reset),
         cmocka_unit_test_setup(mx_routing_via_dnsmasq, reset),
+        cmocka_unit_test_setup(limiter_two_processes_hold_the_rate, reset),
+        cmocka_unit_test_setup(limiter_one_domain_jobs_of_50, reset),
+        cmocka_unit_test_setup(limiter_match_spares_other_domains, reset),
+        cmocka_unit_test_setup(limiter_sigterm_hands_back_held_jobs, reset),
     };
+    /* SALVO_TEST_FILTER=limiter* runs some of them (cmocka's glob) */
+    const char *filter = getenv("SALVO_TEST_FILTER");
+    if (filter && *filter)
+        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, setup, teardown);
 }

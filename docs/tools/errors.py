@@ -38,7 +38,7 @@ SECTIONS = [
     ("engine/config/toml.c engine/config/toml_lex.c", "Configuration: TOML syntax"),
     ("sched/rule_setting.c sched/rule_compile.c", "Configuration: expressions and rule lists (queue.* keys, salvo rules --expr)"),
     ("engine/cmd_queue.c", "salvo enqueue, salvo queue"),
-    ("redisq/rq.c redisq/rq_admin.c redisq/rq_enq.c redisq/rq_job.c redisq/rq_csv.c", "Redis (enqueue, queue, run): after `salvo: ` and the server address"),
+    ("redisq/rq.c redisq/rq_admin.c redisq/rq_enq.c redisq/rq_job.c redisq/rq_csv.c redisq/rq_limit.c", "Redis (enqueue, queue, run): after `salvo: ` and the server address"),
     ("engine/cmd_rules.c", "salvo rules"),
     ("engine/cmd_tls.c", "salvo tls probe"),
     ("tls/conn.c", "TLS client: handshake and verification (tls probe; run's events)"),
