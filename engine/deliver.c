@@ -94,6 +94,10 @@ struct djob {
     struct sv_buf *bodies; /* personalised: one rendered body per recipient */
     bool fresh_retry;      /* retried once on a new connection after a dead pooled one */
     bool tried;            /* at least one address was attempted */
+    /* RFC 5321 3.1: addresses that refused service (5xx greeting), and whether any
+     * other attempt failed: every address refusing means a permanent failure. */
+    unsigned refused;
+    bool temp_failed;
     /* a failure before anything was sent, kept when moving to the next address */
     enum smtp_err last_err;
     char last_text[320];
@@ -366,6 +370,7 @@ static void reset_txns(struct djob *j)
         memset(t->rcpt_reply, 0, t->nrcpt * sizeof(char *));
         t->err = SMTP_ERR_NONE;
         t->mail_sent = t->body_sent = t->reused = t->tls_new = t->tls_resumed = false;
+        t->refused = false;
         t->tls[0] = '\0';
     }
 }
@@ -416,6 +421,10 @@ static void txn_done(void *arg, struct smtp_txn *t)
         if (dead_pooled && !j->fresh_retry) {
             j->fresh_retry = true; /* same address, new connection */
         } else {
+            if (f->refused)
+                j->refused++;
+            else
+                j->temp_failed = true;
             j->ai++;
         }
         reset_txns(j);
@@ -473,6 +482,10 @@ static void try_next(struct djob *j)
         j->ai = 0;
     }
     if (j->hi >= j->nhosts) {
+        if (j->refused > 0 && !j->temp_failed) { /* every address: "554 no service" */
+            finish_all(j, true, "unexpected-reply", j->last_text, j->last_tls);
+            return;
+        }
         finish_all(j, false,
                    smtp_err_name(j->last_err != SMTP_ERR_NONE ? j->last_err : SMTP_ERR_CONNECTION),
                    j->last_text[0] ? j->last_text : "no address to try", j->last_tls);
@@ -571,6 +584,7 @@ static void try_next(struct djob *j)
             snprintf(j->last_text, sizeof(j->last_text), "cannot open a socket to %.200s: %s",
                      j->keybuf, strerror(-rc));
             j->last_err = SMTP_ERR_CONNECTION;
+            j->temp_failed = true;
             j->ai++;
             try_next(j);
             return;

@@ -97,6 +97,7 @@ struct smtp_txn {
     char *data_reply;
     enum smtp_err err; /* the session failed during this transaction */
     char *err_text;
+    bool refused;     /* the server refused service: 5xx greeting (RFC 5321 3.1) */
     bool mail_sent;   /* MAIL FROM left (nothing is known to have arrived before) */
     bool body_sent;   /* the final "." left: the message may have been delivered */
     bool reused;      /* ran over a session that had done a transaction before */

@@ -87,6 +87,7 @@ struct smtp_session {
     unsigned caps;
     uint64_t size_max;
     bool tls_done, resumed, need_rset, closing, offered_starttls, settled;
+    bool refused;                 /* 5xx greeting: no SMTP service here */
     struct smtp_txn *head, *tail; /* head is the transaction in progress */
     unsigned ntxn;
     int depth; /* nesting of our own callbacks: free only at 0 */
@@ -154,6 +155,7 @@ static void finish(struct smtp_session *s)
         t->err = s->err != SMTP_ERR_NONE ? s->err : SMTP_ERR_CONNECTION;
         free(t->err_text);
         t->err_text = dupstr(s->errbuf[0] ? s->errbuf : "connection closed");
+        t->refused = s->refused;
         snprintf(t->tls, sizeof(t->tls), "%s", s->tlsinfo);
         t->done(t->arg, t);
     }
@@ -455,6 +457,23 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
     char *text;
     switch (s->state) {
     case ST_GREETING:
+        if (c / 100 == 5) {
+            /* RFC 5321 3.1: "554 no SMTP service here": say QUIT and leave; the
+             * queued transactions fail with this reply, marked refused. */
+            text = fmt_reply(r);
+            snprintf(s->errbuf, sizeof(s->errbuf), "greeting from %s: %s", s->host,
+                     text ? text : "");
+            free(text);
+            s->err = SMTP_ERR_REPLY;
+            s->refused = true;
+            s->closing = true;
+            sv_info("smtp %llu %s: refused: %s", (unsigned long long)s->o.id, s->host, s->errbuf);
+            send_cmd(s, "QUIT");
+            enter(s, ST_QUIT);
+            arm(s, 2000);
+            flush_out(s);
+            return;
+        }
         if (c != 220) {
             text = fmt_reply(r);
             fail(s, SMTP_ERR_REPLY, "greeting from %s: %s", s->host, text ? text : "");

@@ -418,6 +418,11 @@ static void command(struct sink_conn *c, const char *line, size_t len)
         return;
     default: __builtin_trap();
     }
+    if (c->w->cfg->faults.greeting_code && cmd.verb != SINK_VERB_QUIT) {
+        /* RFC 5321 3.1: after a refusing greeting, wait for QUIT. */
+        reply(c, "503 5.5.1 Error: no SMTP service here");
+        return;
+    }
     switch (cmd.verb) {
     case SINK_VERB_HELO:
     case SINK_VERB_EHLO: cmd_ehlo(c, &cmd); break;
@@ -792,7 +797,10 @@ static void conn_new(struct sink_worker *w, int fd)
     w->conns = c;
     SINK_INC(w, connections, 1);
     sv_debug("conn %llx: accepted on thread %d", (unsigned long long)c->id, w->id);
-    if (!fault_preempts(c, SINK_STAGE_GREETING))
+    if (w->cfg->faults.greeting_code)
+        stage_reply(c, SINK_STAGE_GREETING, "%d %s salvo-sink fault: no SMTP service here",
+                    w->cfg->faults.greeting_code, w->cfg->hostname);
+    else if (!fault_preempts(c, SINK_STAGE_GREETING))
         stage_reply(c, SINK_STAGE_GREETING, "220 %s ESMTP salvo-sink", w->cfg->hostname);
     if (conn_flush(c) < 0)
         conn_free(c);
