@@ -525,6 +525,16 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
         enter(s, ST_TLS); /* do_read checks for injected data, then starts TLS */
         return;
     case ST_RSET:
+        if (c == 421) {
+            /* RFC 5321 3.8: the server closed the pooled session while it was idle
+             * (typically its idle timeout); nothing of ours was taken: a
+             * connection failure, retried on a fresh connection. */
+            text = fmt_reply(r);
+            fail(s, SMTP_ERR_CONNECTION, "%s closed the idle session: %s", s->host,
+                 text ? text : "");
+            free(text);
+            return;
+        }
         if (c / 100 != 2) {
             text = fmt_reply(r);
             fail(s, SMTP_ERR_REPLY, "RSET refused by %s: %s", s->host, text ? text : "");

@@ -396,6 +396,81 @@ static void test_shutdown_hands_back(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* A server without PIPELINING: one command at a time, everything over one
+ * connection. Back-to-back transactions need no RSET (the final "." ends one,
+ * RFC 5321 4.1.1.4); a session taken from the pool starts with RSET. */
+static void test_no_pipelining(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", "no-pipelining", NULL}),
+        0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\n");
+    td_enqueue(
+        &t, (const char *[]){"a@d1.test", "b@d2.test", "c@d3.test", "d@d4.test", "e@d4.test", NULL},
+        "Message-ID: <np@src.test>\r\n\r\nhello\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 4);
+    for (size_t i = first; i < t.nout; i++)
+        for (size_t k = 0; k < t.out[i]->job->nrcpt; k++)
+            assert_int_equal(t.out[i]->res[k].outcome, RQ_DELIVERED);
+    td_report_and_promote(&t, b, first);
+    /* Later, from the pool: RSET first, still one command at a time. */
+    td_enqueue(&t, (const char *[]){"f@d5.test", NULL},
+               "Message-ID: <np2@src.test>\r\n\r\nagain\r\n");
+    b = td_run(&t, &first);
+    assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(t.out[first]->connections_reused, 1);
+    assert_int_equal(td_stat(&sink, "connections"), 1);
+    assert_int_equal(td_stat(&sink, "transactions"), 5);
+    assert_int_equal(td_stat(&sink, "pairs"), 6);
+    /* EHLO; 4 x (MAIL RCPT DATA), d4 with two RCPTs; then RSET MAIL RCPT DATA */
+    assert_int_equal(td_stat(&sink, "commands"), 1 + 4 * 3 + 1 + 4);
+    assert_int_equal(td_stat(&sink, "recipients"), 6);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* A pooled session the server closed while it was idle (sink idle timeout: "421"
+ * then close), noticed only when the next job is put on it: that job goes over a
+ * fresh connection and is delivered, not deferred. */
+static void test_dead_idle_pooled(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--idle-timeout", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\nidle-timeout = 60\n");
+    for (int round = 0; round < 3; round++) {
+        char rcpt[64], body[64];
+        snprintf(rcpt, sizeof(rcpt), "u%d@dead%d.test", round, round);
+        snprintf(body, sizeof(body), "Message-ID: <dead%d@src.test>\r\n\r\nx\r\n", round);
+        td_enqueue(&t, (const char *[]){rcpt, NULL}, body);
+        size_t first;
+        struct rq_batch *b = td_run(&t, &first);
+        const struct eng_outcome *o = t.out[first];
+        if (o->res[0].outcome != RQ_DELIVERED)
+            fail_msg("round %d: %s %s", round, o->res[0].error, o->res[0].reply);
+        assert_int_equal(o->connections_opened, 1);
+        td_report_and_promote(&t, b, first);
+        /* The loop does not run: the close waits unread in the socket. */
+        usleep(1700 * 1000);
+    }
+    assert_int_equal(td_stat(&sink, "connections"), 3);
+    assert_int_equal(td_stat(&sink, "transactions"), 3);
+    struct rq_stats st;
+    assert_int_equal(rq_stats_get(t.q, 0, &st), 0);
+    assert_int_equal(st.delivered, 3);
+    assert_int_equal(st.scheduled, 0);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -405,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_stall_greeting),      cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_connect_refused),     cmocka_unit_test(test_shutdown_aborts),
         cmocka_unit_test(test_shutdown_hands_back), cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_no_pipelining),       cmocka_unit_test(test_dead_idle_pooled),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
