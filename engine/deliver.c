@@ -50,6 +50,22 @@ struct dhost {
 
 struct djob;
 
+/* The structured TLS facts and duration of an attempt, for the events. */
+struct tfacts {
+    char version[16], cipher[64]; /* "" = plaintext */
+    bool verified, resumed;
+    int64_t ms;
+};
+
+static void tfacts_of(struct tfacts *f, const struct smtp_txn *t)
+{
+    memcpy(f->version, t->tls_version, sizeof(f->version));
+    memcpy(f->cipher, t->tls_cipher, sizeof(f->cipher));
+    f->verified = t->tls_verified;
+    f->resumed = t->tls_resumed;
+    f->ms = t->ms;
+}
+
 struct eng_deliverer {
     struct eng_deliverer_opts o;
     struct rule_program *prog[SET_COUNT]; /* clones; NULL = the setting's default */
@@ -102,6 +118,8 @@ struct djob {
     enum smtp_err last_err;
     char last_text[320];
     char last_tls[160];
+    struct tfacts last_f; /* of the failure kept in last_* */
+    double t_start;       /* ev_time() at eng_deliver */
     char keybuf[512];
     struct smtp_policy pol;
     struct djob *wait_next;
@@ -153,6 +171,7 @@ struct rres {
     enum rq_outcome outcome;
     int64_t retry_at;
     char *error, *reply, *tls;
+    struct tfacts f;
 };
 
 static void classify_deferred(struct djob *j, struct rres *r, const char *cls, const char *reply)
@@ -191,6 +210,7 @@ static void set_bounced(struct rres *r, const char *reply)
 static void rcpt_outcome(struct djob *j, const struct smtp_txn *t, size_t k, struct rres *r)
 {
     r->tls = strdup(t->tls[0] ? t->tls : "none");
+    tfacts_of(&r->f, t);
     int mc = t->mail_code, rc = t->rcpt_code ? t->rcpt_code[k] : 0, dc = t->data_code;
     if (mc / 100 == 5) {
         set_bounced(r, t->mail_reply ? t->mail_reply : "5xx");
@@ -268,24 +288,32 @@ static void finish_job(struct djob *j, struct rres *rr)
     struct eng_deliverer *d = j->d;
     struct eng_outcome *o = j->o;
     size_t n = j->job->nrcpt, total = 0;
+    enum { NP = 5 }; /* strings per recipient: error, reply, tls, version, cipher */
     for (size_t i = 0; i < n; i++)
         total += (rr[i].error ? strlen(rr[i].error) : 0) + (rr[i].reply ? strlen(rr[i].reply) : 0) +
-                 (rr[i].tls ? strlen(rr[i].tls) : 0) + 3;
+                 (rr[i].tls ? strlen(rr[i].tls) : 0) + strlen(rr[i].f.version) +
+                 strlen(rr[i].f.cipher) + NP;
     bool oom = sv_buf_reserve(&o->arena, total + 1) < 0;
-    size_t *offs = calloc(3 * n + 1, sizeof(size_t));
+    size_t *offs = calloc(NP * n + 1, sizeof(size_t));
     for (size_t i = 0; i < n; i++) {
-        char *parts[3] = {rr[i].error, rr[i].reply, rr[i].tls};
-        for (int p = 0; p < 3; p++) {
+        const char *parts[NP] = {rr[i].error, rr[i].reply, rr[i].tls, rr[i].f.version,
+                                 rr[i].f.cipher};
+        for (int p = 0; p < NP; p++) {
             if (!oom && offs) {
-                offs[3 * i + p] = o->arena.len;
+                offs[NP * i + p] = o->arena.len;
                 const char *src = parts[p] ? parts[p] : "";
                 memcpy(o->arena.ptr + o->arena.len, src, strlen(src) + 1);
                 o->arena.len += strlen(src) + 1;
             }
-            free(parts[p]);
         }
+        free(rr[i].error);
+        free(rr[i].reply);
+        free(rr[i].tls);
         o->res[i].outcome = rr[i].outcome;
         o->res[i].retry_at_ms = rr[i].retry_at;
+        o->res[i].tls_verified = rr[i].f.verified;
+        o->res[i].tls_resumed = rr[i].f.resumed;
+        o->res[i].ms = rr[i].f.ms;
         switch (rr[i].outcome) {
         case RQ_DELIVERED: d->st.rcpt_delivered++; break;
         case RQ_DEFERRED: d->st.rcpt_deferred++; break;
@@ -296,13 +324,16 @@ static void finish_job(struct djob *j, struct rres *rr)
     }
     for (size_t i = 0; i < n; i++) {
         if (!oom && offs) {
-            o->res[i].error = o->arena.ptr + offs[3 * i];
-            o->res[i].reply = o->arena.ptr + offs[3 * i + 1];
-            o->res[i].tls = o->arena.ptr + offs[3 * i + 2];
+            o->res[i].error = o->arena.ptr + offs[NP * i];
+            o->res[i].reply = o->arena.ptr + offs[NP * i + 1];
+            o->res[i].tls = o->arena.ptr + offs[NP * i + 2];
+            o->res[i].tls_version = o->arena.ptr + offs[NP * i + 3];
+            o->res[i].tls_cipher = o->arena.ptr + offs[NP * i + 4];
         } else {
             o->res[i].error = o->res[i].outcome == RQ_DELIVERED ? "" : "io";
             o->res[i].reply = "out of memory";
             o->res[i].tls = "none";
+            o->res[i].tls_version = o->res[i].tls_cipher = "";
         }
         if (o->res[i].outcome == RQ_DELIVERED)
             o->res[i].error = NULL;
@@ -326,14 +357,21 @@ static void finish_job(struct djob *j, struct rres *rr)
 }
 
 /* Every recipient gets the same local outcome (DNS, routing, connection failure). */
+/* With `tls`, the TLS facts (text `tls`, structured j->last_f) are those of the
+ * failed attempt kept in j->last_*; else there were none. */
 static void finish_all(struct djob *j, bool permanent, const char *cls, const char *reply,
                        const char *tls)
 {
     struct rres *rr = calloc(j->job->nrcpt ? j->job->nrcpt : 1, sizeof(*rr));
     if (!rr)
         abort(); /* tiny; nothing sensible to do without memory here */
+    double ms = (ev_time() - j->t_start) * 1000.0;
     for (size_t i = 0; i < j->job->nrcpt; i++) {
         rr[i].tls = strdup(tls ? tls : "none");
+        if (tls)
+            rr[i].f = j->last_f;
+        else
+            rr[i].f.ms = ms > 0 ? (int64_t)(ms + 0.5) : 0;
         if (permanent)
             set_bounced(&rr[i], reply);
         else
@@ -371,7 +409,8 @@ static void reset_txns(struct djob *j)
         t->err = SMTP_ERR_NONE;
         t->mail_sent = t->body_sent = t->reused = t->tls_new = t->tls_resumed = false;
         t->refused = false;
-        t->tls[0] = '\0';
+        t->tls[0] = t->tls_version[0] = t->tls_cipher[0] = '\0';
+        t->tls_verified = false;
     }
 }
 
@@ -418,6 +457,7 @@ static void txn_done(void *arg, struct smtp_txn *t)
         j->last_err = f->err;
         snprintf(j->last_text, sizeof(j->last_text), "%s", f->err_text ? f->err_text : "");
         snprintf(j->last_tls, sizeof(j->last_tls), "%s", f->tls[0] ? f->tls : "none");
+        tfacts_of(&j->last_f, f);
         if (dead_pooled && !j->fresh_retry) {
             j->fresh_retry = true; /* same address, new connection */
         } else {
@@ -584,6 +624,8 @@ static void try_next(struct djob *j)
             snprintf(j->last_text, sizeof(j->last_text), "cannot open a socket to %.200s: %s",
                      j->keybuf, strerror(-rc));
             j->last_err = SMTP_ERR_CONNECTION;
+            snprintf(j->last_tls, sizeof(j->last_tls), "none");
+            memset(&j->last_f, 0, sizeof(j->last_f));
             j->temp_failed = true;
             j->ai++;
             try_next(j);
@@ -746,6 +788,7 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
     j->o = o;
     j->id = ((uint64_t)d->o.worker_id << 48) | ++d->next_id;
     snprintf(j->last_tls, sizeof(j->last_tls), "none");
+    j->t_start = ev_time();
     if (!o->res || !j->rvals || build_txns(j) < 0) {
         djob_free(j);
         eng_outcome_free(o);

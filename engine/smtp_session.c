@@ -95,6 +95,12 @@ struct smtp_session {
     enum smtp_err err;
     char errbuf[320];
     char tlsinfo[160];
+    struct { /* the same facts, structured, for the events */
+        char version[16], cipher[64];
+        bool verified;
+    } tf;
+    double t_open;  /* ev_time() at smtp_session_open */
+    bool open_used; /* the first MAIL FROM counts from t_open */
     /* body streaming state (the head transaction) */
     size_t bpos;
     bool bol, prev_cr, discard;
@@ -136,6 +142,18 @@ static char *dupstr(const char *a)
     return strdup(a ? a : "");
 }
 
+/* Copies the session's TLS facts and the attempt's duration into `t`. */
+static void stamp(const struct smtp_session *s, struct smtp_txn *t)
+{
+    snprintf(t->tls, sizeof(t->tls), "%s", s->tlsinfo);
+    memcpy(t->tls_version, s->tf.version, sizeof(t->tls_version));
+    memcpy(t->tls_cipher, s->tf.cipher, sizeof(t->tls_cipher));
+    t->tls_verified = s->tf.verified;
+    t->tls_resumed = s->resumed;
+    double ms = (ev_time() - t->t0) * 1000.0;
+    t->ms = ms > 0 ? (int64_t)(ms + 0.5) : 0;
+}
+
 /* The single teardown path: fails what is queued, tells the owner, frees. */
 static void finish(struct smtp_session *s)
 {
@@ -156,7 +174,7 @@ static void finish(struct smtp_session *s)
         free(t->err_text);
         t->err_text = dupstr(s->errbuf[0] ? s->errbuf : "connection closed");
         t->refused = s->refused;
-        snprintf(t->tls, sizeof(t->tls), "%s", s->tlsinfo);
+        stamp(s, t);
         t->done(t->arg, t);
     }
     s->tail = NULL;
@@ -300,6 +318,8 @@ static void send_mail(struct smtp_session *s, struct smtp_txn *t)
     if (t->smtputf8)
         snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
     send_cmd(s, "MAIL FROM:<%s>%s", t->from, params);
+    t->t0 = s->open_used ? ev_time() : s->t_open; /* a new connection counts from connect */
+    s->open_used = true;
     t->mail_sent = true;
     t->rcpt_sent = 0;
     if (s->caps & CAP_PIPELINING) {
@@ -319,9 +339,8 @@ static void txn_done(struct smtp_session *s)
     if (!s->head)
         s->tail = NULL;
     t->next = NULL;
-    snprintf(t->tls, sizeof(t->tls), "%s", s->tlsinfo);
+    stamp(s, t);
     t->tls_new = s->ntxn == 0 && s->tls_done;
-    t->tls_resumed = s->resumed;
     s->ntxn++;
     s->depth++;
     t->done(t->arg, t);
@@ -779,6 +798,9 @@ static void tls_facts(struct smtp_session *s)
         return;
     }
     s->resumed = ti.resumed;
+    snprintf(s->tf.version, sizeof(s->tf.version), "%s", ti.version ? ti.version : "?");
+    snprintf(s->tf.cipher, sizeof(s->tf.cipher), "%s", ti.cipher ? ti.cipher : "?");
+    s->tf.verified = ti.verified;
     if (ti.verified)
         snprintf(s->tlsinfo, sizeof(s->tlsinfo), "%s %s verified", ti.version, ti.cipher);
     else
@@ -945,6 +967,7 @@ int smtp_session_open(const struct smtp_session_opts *o, struct smtp_session **o
     s->host = strdup(o->host ? o->host : "?");
     s->helo = strdup(o->helo && *o->helo ? o->helo : "localhost");
     s->fd = -1;
+    s->t_open = ev_time();
     snprintf(s->tlsinfo, sizeof(s->tlsinfo), "none");
     smtp_reply_parser_init(&s->rp);
     if (!s->host || !s->helo) {
@@ -1004,6 +1027,7 @@ void smtp_session_submit(struct smtp_session *s, struct smtp_txn *t)
 {
     t->next = NULL;
     t->presented = false;
+    t->t0 = ev_time(); /* until its MAIL FROM leaves: a failure counts from here */
     t->rcpt_sent = t->rcpt_replied = 0;
     if (s->tail)
         s->tail->next = t;

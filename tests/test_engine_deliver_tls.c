@@ -337,6 +337,105 @@ static void test_implicit_tls(void **state)
     tls_server_free(srv);
 }
 
+/* The value of `field` in the event for recipient `rcpt` (redis-cli XRANGE output:
+ * one line per id, field and value), or NULL. Owned. */
+static char *event_field(const struct td *t, const char *rcpt, const char *field)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "salvo:{%s}:events", t->queue);
+    char *out = tu_redis_cli(&td_redis, (const char *[]){"XRANGE", key, "-", "+", NULL});
+    assert_non_null(out);
+    char *lines[512];
+    size_t n = 0;
+    for (char *save = NULL, *l = strtok_r(out, "\n", &save); l && n < 512;
+         l = strtok_r(NULL, "\n", &save))
+        lines[n++] = l;
+    char *found = NULL;
+    /* An event: its id line ("123-0"), then field/value lines up to the next id. */
+    for (size_t e = 0; e < n && !found; e++) {
+        if (!strchr(lines[e], '-') || strspn(lines[e], "0123456789-") != strlen(lines[e]))
+            continue;
+        size_t end = e + 1;
+        while (end < n && !(strspn(lines[end], "0123456789-") == strlen(lines[end]) &&
+                            strchr(lines[end], '-') && (end - e) % 2 == 1))
+            end++;
+        bool mine = false;
+        for (size_t f = e + 1; f + 1 < end; f += 2)
+            mine |= strcmp(lines[f], "r") == 0 && strcmp(lines[f + 1], rcpt) == 0;
+        for (size_t f = e + 1; mine && f + 1 < end; f += 2)
+            if (strcmp(lines[f], field) == 0)
+                found = strdup(lines[f + 1]);
+        if (mine && !found)
+            found = strdup("(absent)");
+    }
+    free(out);
+    return found;
+}
+
+static void expect_field(const struct td *t, const char *rcpt, const char *field, const char *want)
+{
+    char *got = event_field(t, rcpt, field);
+    if (!got || strcmp(got, want) != 0)
+        fail_msg("event <%s> %s: expected '%s', got '%s'", rcpt, field, want, got ? got : "(none)");
+    free(got);
+}
+
+/* Events carry the TLS facts as fields (version, cipher, verified, resumed) and
+ * the attempt's duration in ms; a plaintext delivery says tls=none and nothing
+ * else about TLS. */
+static void test_event_tls_fields(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_tls(&sink, "ipsan", "delay:dot:30"), 0);
+    struct td t;
+    td_setup(&t, sink.port,
+             toml("[queue.outbound.limits]\nmessages-per-connection = 1\n"
+                  "[queue.outbound.tls]\n"
+                  "starttls = [ { if = \"rcpt_domain == 'plain.test'\", then = \"disable\"},\n"
+                  "{ else = \"require\" } ]\n"));
+    const char *rcpts[] = {"a@example.test", "b@example.test", "c@plain.test"};
+    for (int i = 0; i < 3; i++) {
+        char body[64];
+        snprintf(body, sizeof(body), "Message-ID: <ev%d@src.test>\r\n\r\nx\r\n", i);
+        td_enqueue(&t, (const char *[]){rcpts[i], NULL}, body);
+        size_t first;
+        struct rq_batch *b = td_run(&t, &first);
+        const struct rq_result *r = &t.out[first]->res[0];
+        assert_int_equal(r->outcome, RQ_DELIVERED);
+        assert_true(r->ms >= 30 && r->ms < 5000);
+        td_report_and_promote(&t, b, first);
+    }
+    for (int i = 0; i < 2; i++) {
+        expect_field(&t, rcpts[i], "t", "delivered");
+        expect_field(&t, rcpts[i], "tls_version", "TLSv1.3");
+        char *c = event_field(&t, rcpts[i], "tls_cipher");
+        assert_non_null(c);
+        if (strncmp(c, "TLS_", 4) != 0)
+            fail_msg("cipher: %s", c);
+        free(c);
+        expect_field(&t, rcpts[i], "tls_verified", "yes");
+        expect_field(&t, rcpts[i], "tls_resumed", i == 0 ? "no" : "yes");
+        expect_field(&t, rcpts[i], "tls", "(absent)");
+        char *ms = event_field(&t, rcpts[i], "ms");
+        assert_non_null(ms);
+        long v = strtol(ms, NULL, 10);
+        if (v < 30 || v > 5000) /* the sink holds each final reply 30 ms */
+            fail_msg("ms: %s", ms);
+        free(ms);
+    }
+    expect_field(&t, rcpts[2], "tls", "none");
+    expect_field(&t, rcpts[2], "tls_version", "(absent)");
+    expect_field(&t, rcpts[2], "tls_verified", "(absent)");
+    char *ms = event_field(&t, rcpts[2], "ms");
+    assert_non_null(ms);
+    assert_true(strtol(ms, NULL, 10) >= 30);
+    free(ms);
+    assert_int_equal(td_stat(&sink, "tls_handshakes_resumed"), 1);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 static int setup(void **state)
 {
     if (td_group_setup(state) != 0)
@@ -355,10 +454,15 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_starttls_resume),  cmocka_unit_test(test_seed_untrusted),
-        cmocka_unit_test(test_seed_no_starttls), cmocka_unit_test(test_require_never_plain),
-        cmocka_unit_test(test_pool_policy),      cmocka_unit_test(test_require_queue_on_connecting),
-        cmocka_unit_test(test_large_bodies),     cmocka_unit_test(test_implicit_tls),
+        cmocka_unit_test(test_event_tls_fields),
+        cmocka_unit_test(test_starttls_resume),
+        cmocka_unit_test(test_seed_untrusted),
+        cmocka_unit_test(test_seed_no_starttls),
+        cmocka_unit_test(test_require_never_plain),
+        cmocka_unit_test(test_pool_policy),
+        cmocka_unit_test(test_require_queue_on_connecting),
+        cmocka_unit_test(test_large_bodies),
+        cmocka_unit_test(test_implicit_tls),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
