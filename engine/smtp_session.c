@@ -306,6 +306,51 @@ static bool rcpt_ok(const struct smtp_txn *t)
     return false;
 }
 
+static bool is_ascii(const char *a)
+{
+    for (; *a; a++)
+        if ((unsigned char)*a >= 0x80)
+            return false;
+    return true;
+}
+
+/* The first recipient from `i` on that is to be sent: one already answered
+ * locally (a non-ASCII address without SMTPUTF8) is skipped. */
+static size_t rcpt_next(const struct smtp_txn *t, size_t i)
+{
+    while (i < t->nrcpt && t->rcpt_code[i] != 0)
+        i++;
+    return i;
+}
+
+/* The server does not offer SMTPUTF8 (RFC 6531 3.2): a non-ASCII address cannot
+ * be sent. Returns true when nothing can (the sender or every recipient is
+ * non-ASCII: MAIL gets the local refusal); else the non-ASCII recipients get it and
+ * the others go ahead. 553 5.6.7 (RFC 3463): a permanent failure. */
+static bool refuse_utf8(struct smtp_session *s, struct smtp_txn *t)
+{
+    char why[300];
+    snprintf(why, sizeof(why),
+             "553 5.6.7 local: the address needs SMTPUTF8, %s does not offer it (RFC 6531 3.2)",
+             s->host);
+    size_t left = 0;
+    for (size_t i = 0; i < t->nrcpt; i++)
+        left += is_ascii(t->rcpt[i]);
+    if (!is_ascii(t->from) || left == 0) {
+        t->mail_code = 553;
+        free(t->mail_reply);
+        t->mail_reply = dupstr(why);
+        return true;
+    }
+    for (size_t i = 0; i < t->nrcpt; i++)
+        if (!is_ascii(t->rcpt[i])) {
+            t->rcpt_code[i] = 553;
+            free(t->rcpt_reply[i]);
+            t->rcpt_reply[i] = dupstr(why);
+        }
+    return false;
+}
+
 /* MAIL FROM (+ every RCPT and DATA with PIPELINING). */
 static void send_mail(struct smtp_session *s, struct smtp_txn *t)
 {
@@ -315,15 +360,16 @@ static void send_mail(struct smtp_session *s, struct smtp_txn *t)
         pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%zu", t->body_len);
     if (t->eightbit && (s->caps & CAP_8BITMIME))
         pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
-    if (t->smtputf8)
+    if (t->smtputf8 && (s->caps & CAP_SMTPUTF8))
         snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
     send_cmd(s, "MAIL FROM:<%s>%s", t->from, params);
     t->t0 = s->open_used ? ev_time() : s->t_open; /* a new connection counts from connect */
     s->open_used = true;
     t->mail_sent = true;
     t->rcpt_sent = 0;
+    t->rcpt_replied = rcpt_next(t, 0);
     if (s->caps & CAP_PIPELINING) {
-        for (size_t i = 0; i < t->nrcpt; i++)
+        for (size_t i = rcpt_next(t, 0); i < t->nrcpt; i = rcpt_next(t, i + 1))
             send_cmd(s, "RCPT TO:<%s>", t->rcpt[i]);
         t->rcpt_sent = t->nrcpt;
         send_cmd(s, "DATA");
@@ -366,14 +412,7 @@ static void start_next(struct smtp_session *s)
         return;
     }
     t->reused = s->ntxn > 0;
-    if (t->smtputf8 && !(s->caps & CAP_SMTPUTF8)) {
-        /* RFC 6531 3.4: without the extension a non-ASCII address cannot be sent. */
-        t->mail_code = 550;
-        free(t->mail_reply);
-        char why[200];
-        snprintf(why, sizeof(why),
-                 "local: %s does not offer SMTPUTF8, needed for a non-ASCII address", s->host);
-        t->mail_reply = dupstr(why);
+    if (t->smtputf8 && !(s->caps & CAP_SMTPUTF8) && refuse_utf8(s, t)) {
         s->head = t; /* txn_done pops it */
         txn_done(s);
         return;
@@ -573,8 +612,8 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
         t->mail_code = c;
         t->mail_reply = fmt_reply(r);
         if (t->rcpt_sent == 0 && c / 100 == 2) {
-            send_cmd(s, "RCPT TO:<%s>", t->rcpt[0]);
-            t->rcpt_sent = 1;
+            send_cmd(s, "RCPT TO:<%s>", t->rcpt[t->rcpt_replied]);
+            t->rcpt_sent = t->rcpt_replied + 1;
             flush_out(s);
         } else if (t->rcpt_sent == 0) {
             txn_done(s); /* nothing else was sent */
@@ -586,10 +625,11 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
     case ST_RCPT:
         t->rcpt_code[t->rcpt_replied] = c;
         t->rcpt_reply[t->rcpt_replied] = fmt_reply(r);
-        t->rcpt_replied++;
+        t->rcpt_replied = rcpt_next(t, t->rcpt_replied + 1);
         if (t->rcpt_replied < t->nrcpt) {
-            if (t->rcpt_sent == t->rcpt_replied) {
-                send_cmd(s, "RCPT TO:<%s>", t->rcpt[t->rcpt_sent++]);
+            if (t->rcpt_sent <= t->rcpt_replied) { /* one at a time: the next one */
+                send_cmd(s, "RCPT TO:<%s>", t->rcpt[t->rcpt_replied]);
+                t->rcpt_sent = t->rcpt_replied + 1;
                 flush_out(s);
             }
             arm(s, s->o.to.rcpt);

@@ -471,16 +471,115 @@ static void test_dead_idle_pooled(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* Enqueues one message from `from` to `rcpts` (NULL-terminated). */
+static void enqueue_from(struct td *t, const char *from, const char *const *rcpts, const char *body)
+{
+    struct rq_msg_spec spec = {
+        .from = from, .body = body, .body_len = strlen(body), .job_rcpts = 50};
+    struct rq_enq *e;
+    uint64_t id;
+    assert_int_equal(rq_enq_begin(t->q, &spec, &e, &id), 0);
+    for (size_t i = 0; rcpts[i]; i++)
+        assert_int_equal(rq_enq_add(e, rcpts[i], NULL), 0);
+    assert_int_equal(rq_enq_end(e), 0);
+}
+
+#define JOERG "j\xc3\xb6rg@utf8.test" /* jörg: a UTF-8 local part (RFC 6531) */
+
+/* SMTPUTF8 offered: a non-ASCII recipient goes with MAIL FROM ... SMTPUTF8 (the sink
+ * refuses a non-ASCII address without it, 553 5.6.7). */
+static void test_smtputf8(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "");
+    enqueue_from(&t, "sender@src.test", (const char *[]){JOERG, "ann@utf8.test", NULL},
+                 "Message-ID: <u1@src.test>\r\n\r\nx\r\n");
+    enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@utf8b.test", NULL},
+                 "Message-ID: <u2@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 2);
+    for (size_t i = first; i < t.nout; i++)
+        for (size_t k = 0; k < t.out[i]->job->nrcpt; k++)
+            if (t.out[i]->res[k].outcome != RQ_DELIVERED)
+                fail_msg("<%s>: %s", t.out[i]->job->rcpt[k].addr, t.out[i]->res[k].reply);
+    assert_int_equal(td_stat(&sink, "pairs"), 3);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* SMTPUTF8 not offered: the non-ASCII recipient bounces at once (5.6.7, not
+ * retried), its ASCII neighbour is delivered; a non-ASCII sender bounces all. */
+static void run_smtputf8_not_offered(bool pipelining)
+{
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", "no-smtputf8", "--fault",
+                                              pipelining ? "no-smtputf8" : "no-pipelining", NULL}),
+        0);
+    struct td t;
+    td_setup(&t, sink.port, "");
+    enqueue_from(&t, "sender@src.test", (const char *[]){JOERG, "ann@utf8.test", NULL},
+                 "Message-ID: <u3@src.test>\r\n\r\nx\r\n");
+    enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@utf8b.test", NULL},
+                 "Message-ID: <u4@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 2);
+    for (size_t i = first; i < t.nout; i++) {
+        const struct eng_outcome *o = t.out[i];
+        for (size_t k = 0; k < o->job->nrcpt; k++) {
+            const struct rq_result *r = &o->res[k];
+            if (strcmp(o->job->rcpt[k].addr, "ann@utf8.test") == 0) {
+                assert_int_equal(r->outcome, RQ_DELIVERED);
+                continue;
+            }
+            assert_int_equal(r->outcome, RQ_BOUNCED);
+            if (!strstr(r->reply, "553 5.6.7") || !strstr(r->reply, "needs SMTPUTF8"))
+                fail_msg("<%s>: %s", o->job->rcpt[k].addr, r->reply);
+        }
+    }
+    assert_int_equal(td_stat(&sink, "pairs"), 1);
+    assert_int_equal(td_stat(&sink, "rcpt_rejected"), 0); /* never sent */
+    td_report_and_promote(&t, b, first);
+    struct rq_stats st;
+    assert_int_equal(rq_stats_get(t.q, 0, &st), 0);
+    assert_int_equal(st.bounced, 2);
+    assert_int_equal(st.scheduled, 0);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+static void test_smtputf8_not_offered(void **state)
+{
+    (void)state;
+    run_smtputf8_not_offered(true);
+    run_smtputf8_not_offered(false); /* one RCPT at a time: the refused one is skipped */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_multi_rcpt),          cmocka_unit_test(test_reuse),
-        cmocka_unit_test(test_msgs_per_conn),       cmocka_unit_test(test_personalised),
-        cmocka_unit_test(test_rcpt_faults),         cmocka_unit_test(test_disconnect_data),
-        cmocka_unit_test(test_stall_greeting),      cmocka_unit_test(test_hostile),
-        cmocka_unit_test(test_connect_refused),     cmocka_unit_test(test_shutdown_aborts),
-        cmocka_unit_test(test_shutdown_hands_back), cmocka_unit_test(test_idle_timeout),
-        cmocka_unit_test(test_no_pipelining),       cmocka_unit_test(test_dead_idle_pooled),
+        cmocka_unit_test(test_multi_rcpt),
+        cmocka_unit_test(test_reuse),
+        cmocka_unit_test(test_msgs_per_conn),
+        cmocka_unit_test(test_personalised),
+        cmocka_unit_test(test_rcpt_faults),
+        cmocka_unit_test(test_disconnect_data),
+        cmocka_unit_test(test_stall_greeting),
+        cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_shutdown_aborts),
+        cmocka_unit_test(test_shutdown_hands_back),
+        cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_no_pipelining),
+        cmocka_unit_test(test_dead_idle_pooled),
+        cmocka_unit_test(test_smtputf8),
+        cmocka_unit_test(test_smtputf8_not_offered),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
