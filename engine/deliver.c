@@ -107,6 +107,9 @@ struct djob {
     /* transactions */
     struct smtp_txn *txns;
     size_t ntxn, pending;
+    /* Transactions [cbeg, cend) are on a session; a personalised job with more than
+     * limits.messages-per-connection goes in chunks, each over its own session. */
+    size_t cbeg, cend;
     struct sv_buf *bodies; /* personalised: one rendered body per recipient */
     bool fresh_retry;      /* retried once on a new connection after a dead pooled one */
     bool tried;            /* at least one address was attempted */
@@ -398,9 +401,21 @@ static void finish_txns(struct djob *j)
 
 static void try_next(struct djob *j);
 
+/* The transactions from cbeg on, never sent, fail with `e`/`text` (chunks after a
+ * first one that went out: the job cannot be handed back any more). */
+static void fail_rest(struct djob *j, enum smtp_err e, const char *text)
+{
+    for (size_t i = j->cbeg; i < j->ntxn; i++) {
+        struct smtp_txn *t = &j->txns[i];
+        t->err = e;
+        free(t->err_text);
+        t->err_text = strdup(text);
+    }
+}
+
 static void reset_txns(struct djob *j)
 {
-    for (size_t i = 0; i < j->ntxn; i++) {
+    for (size_t i = j->cbeg; i < j->cend; i++) {
         struct smtp_txn *t = &j->txns[i];
         smtp_txn_clear(t);
         t->mail_code = t->data_code = 0;
@@ -445,7 +460,7 @@ static void txn_done(void *arg, struct smtp_txn *t)
      * means nothing reached the server: try the next address (or, when a pooled
      * session had died while idle, a fresh connection to the same one). */
     bool none_sent = true, failed = false, dead_pooled = false;
-    for (size_t i = 0; i < j->ntxn; i++) {
+    for (size_t i = j->cbeg; i < j->cend; i++) {
         none_sent &=
             !j->txns[i].mail_sent || (j->txns[i].err == SMTP_ERR_CONNECTION && j->txns[i].reused &&
                                       !j->txns[i].body_sent && j->txns[i].mail_code == 0);
@@ -453,7 +468,7 @@ static void txn_done(void *arg, struct smtp_txn *t)
         dead_pooled |= j->txns[i].reused && j->txns[i].err == SMTP_ERR_CONNECTION;
     }
     if (failed && none_sent && !d->shutting) {
-        const struct smtp_txn *f = &j->txns[0];
+        const struct smtp_txn *f = &j->txns[j->cbeg];
         j->last_err = f->err;
         snprintf(j->last_text, sizeof(j->last_text), "%s", f->err_text ? f->err_text : "");
         snprintf(j->last_tls, sizeof(j->last_tls), "%s", f->tls[0] ? f->tls : "none");
@@ -470,6 +485,15 @@ static void txn_done(void *arg, struct smtp_txn *t)
         reset_txns(j);
         try_next(j);
         return;
+    }
+    j->cbeg = j->cend;
+    if (j->cbeg < j->ntxn) {
+        if (!d->shutting) { /* the next chunk, from the same address */
+            j->fresh_retry = false;
+            try_next(j);
+            return;
+        }
+        fail_rest(j, SMTP_ERR_CONNECTION, "shutting down");
     }
     finish_txns(j);
 }
@@ -522,6 +546,12 @@ static void try_next(struct djob *j)
         j->ai = 0;
     }
     if (j->hi >= j->nhosts) {
+        if (j->cbeg > 0) { /* earlier chunks have their outcomes */
+            fail_rest(j, j->last_err != SMTP_ERR_NONE ? j->last_err : SMTP_ERR_CONNECTION,
+                      j->last_text[0] ? j->last_text : "no address to try");
+            finish_txns(j);
+            return;
+        }
         if (j->refused > 0 && !j->temp_failed) { /* every address: "554 no service" */
             finish_all(j, true, "unexpected-reply", j->last_text, j->last_tls);
             return;
@@ -555,9 +585,10 @@ static void try_next(struct djob *j)
 
     struct smtp_session *s = NULL;
     unsigned maxm = (unsigned)d->o.conf->out_msgs_per_conn;
-    /* A personalised job with more transactions than the limit cannot fit any
-     * session: it takes a fresh one (it is not split). */
-    unsigned need = j->ntxn < maxm ? (unsigned)j->ntxn : maxm;
+    /* A personalised job with more transactions than the limit goes in chunks of
+     * at most the limit, each over a session that has room for all of it. */
+    size_t left = j->ntxn - j->cbeg;
+    unsigned need = left < maxm ? (unsigned)left : maxm;
     size_t maxc = (size_t)d->o.conf->out_connections;
     if (!j->fresh_retry) {
         s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
@@ -641,8 +672,9 @@ static void try_next(struct djob *j)
     }
     j->fresh_retry = false;
     j->sess = s;
-    j->pending = j->ntxn;
-    for (size_t i = 0; i < j->ntxn; i++)
+    j->cend = j->cbeg + need;
+    j->pending = need;
+    for (size_t i = j->cbeg; i < j->cend; i++)
         smtp_session_submit(s, &j->txns[i]);
 }
 
@@ -1001,9 +1033,10 @@ static bool hand_back(struct djob *j)
         j->waiting = false;
     } else if (j->in_dns) {
         j->handed_back = true; /* the lookup's callback frees it */
-    } else if (j->sess && j->pending == j->ntxn && smtp_session_withdraw(j->sess, &j->txns[0])) {
+    } else if (j->sess && j->cbeg == 0 && j->pending == j->cend &&
+               smtp_session_withdraw(j->sess, &j->txns[0])) {
         /* Submitted together and in order: the later ones are not started either. */
-        for (size_t i = 1; i < j->ntxn; i++)
+        for (size_t i = 1; i < j->cend; i++)
             smtp_session_withdraw(j->sess, &j->txns[i]);
     } else {
         return false;

@@ -471,6 +471,51 @@ static void test_dead_idle_pooled(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* A personalised job with more recipients (transactions) than
+ * limits.messages-per-connection goes in chunks: no connection carries more. */
+static void test_personalised_split(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nmessages-per-connection = 2\n");
+    const char tpl[] = "Message-ID: <ps-{{email}}>\r\n\r\nHello {{name}}\r\n";
+    const char *fields[] = {"name"};
+    struct rq_msg_spec spec = {.from = "sender@src.test",
+                               .body = tpl,
+                               .body_len = sizeof(tpl) - 1,
+                               .personalised = true,
+                               .fields = fields,
+                               .nfields = 1,
+                               .job_rcpts = 50};
+    struct rq_enq *e;
+    uint64_t id;
+    assert_int_equal(rq_enq_begin(t.q, &spec, &e, &id), 0);
+    const char *names[] = {"a", "b", "c", "d", "e"};
+    for (int i = 0; i < 5; i++) {
+        char addr[32];
+        snprintf(addr, sizeof(addr), "%s@split.test", names[i]);
+        assert_int_equal(rq_enq_add(e, addr, (const char *[]){names[i]}), 0);
+    }
+    assert_int_equal(rq_enq_end(e), 0);
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 1);
+    struct eng_outcome *o = t.out[first];
+    assert_int_equal(o->job->nrcpt, 5);
+    for (size_t k = 0; k < 5; k++)
+        assert_int_equal(o->res[k].outcome, RQ_DELIVERED);
+    assert_int_equal(o->transactions, 5);
+    assert_int_equal(o->connections_opened, 3);
+    assert_int_equal(td_stat(&sink, "transactions"), 5);
+    assert_int_equal(td_stat(&sink, "pairs"), 5);
+    assert_int_equal(td_stat(&sink, "connections"), 3); /* 2 + 2 + 1 */
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 /* Enqueues one message from `from` to `rcpts` (NULL-terminated). */
 static void enqueue_from(struct td *t, const char *from, const char *const *rcpts, const char *body)
 {
@@ -580,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_dead_idle_pooled),
         cmocka_unit_test(test_smtputf8),
         cmocka_unit_test(test_smtputf8_not_offered),
+        cmocka_unit_test(test_personalised_split),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
