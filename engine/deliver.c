@@ -598,10 +598,11 @@ static void try_next(struct djob *j)
             s = eng_pool_busy(&d->pool, j->keybuf, &j->pol, maxm, need);
             if (!s)
                 eng_pool_evict_idle(&d->pool, j->keybuf); /* QUIT frees its slot now */
-            if (!s && eng_pool_count(&d->pool, j->keybuf) >= maxc &&
-                eng_pool_has(&d->pool, j->keybuf, &j->pol)) {
-                /* Every fitting session has its share of transactions: wait until
-                 * one quits rather than open more than limits.connections. */
+            if (!s && eng_pool_count(&d->pool, j->keybuf) >= maxc) {
+                /* Every fitting session has its share of transactions, or the open
+                 * ones are busy under another TLS policy: wait until one quits (an
+                 * idle one does when jobs wait for its destination) rather than
+                 * open more than limits.connections. */
                 j->wait_next = NULL;
                 j->waiting = true;
                 if (d->wait_tail)

@@ -337,6 +337,57 @@ static void test_implicit_tls(void **state)
     tls_server_free(srv);
 }
 
+/* limits.connections holds across TLS policies: a "require" job arriving while
+ * the only connection is a busy plaintext one ("disable") waits for it to close
+ * instead of opening a second. */
+static void test_limit_across_policies(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_tls(&sink, "wild", "delay:dot:400"), 0);
+    struct td t;
+    td_setup(&t, sink.port,
+             toml("[queue.outbound.limits]\nconnections = 1\n"
+                  "[queue.outbound.tls]\nallow-invalid-certs = true\n"
+                  "starttls = [ { if = \"rcpt_domain == 'plain.test'\", then = \"disable\"},\n"
+                  "{ else = \"require\" } ]\n"));
+    td_enqueue(&t, (const char *[]){"a@plain.test", NULL},
+               "Message-ID: <lp1@src.test>\r\n\r\nx\r\n");
+    struct rq_batch *b1 = NULL, *b2 = NULL;
+    assert_int_equal(rq_claim(t.q, 10, &b1), 1);
+    t.want = 2;
+    assert_int_equal(eng_deliver(t.d, &b1->jobs[0], td_cb, &t), 0);
+    for (int i = 0; i < 10; i++) /* the plaintext session reaches the final dot */
+        ev_run(t.loop, EVRUN_NOWAIT), usleep(10000);
+    td_enqueue(&t, (const char *[]){"b@example.test", NULL},
+               "Message-ID: <lp2@src.test>\r\n\r\nx\r\n");
+    assert_int_equal(rq_claim(t.q, 10, &b2), 1);
+    assert_int_equal(eng_deliver(t.d, &b2->jobs[0], td_cb, &t), 0);
+    for (int i = 0; i < 10; i++)
+        ev_run(t.loop, EVRUN_NOWAIT), usleep(10000);
+    assert_int_equal(t.nout, 0);
+    assert_int_equal(td_stat(&sink, "connections"), 1); /* the second one waits */
+    ev_timer tm;
+    ev_timer_init(&tm, td_timeout, 10., 0.);
+    ev_timer_start(t.loop, &tm);
+    ev_run(t.loop, 0);
+    ev_timer_stop(t.loop, &tm);
+    assert_int_equal(t.nout, 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DELIVERED);
+    assert_string_equal(t.out[0]->res[0].tls, "none");
+    assert_memory_equal(t.out[1]->res[0].tls, "TLSv1.", 6);
+    assert_int_equal(td_stat(&sink, "connections"), 2);
+    assert_int_equal(td_stat(&sink, "transactions"), 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(rq_report(t.q, t.out[i]->job, t.out[i]->res), 0);
+    assert_int_equal(rq_flush(t.q), 0);
+    rq_batch_free(b1);
+    rq_batch_free(b2);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 /* The value of `field` in the event for recipient `rcpt` (redis-cli XRANGE output:
  * one line per id, field and value), or NULL. Owned. */
 static char *event_field(const struct td *t, const char *rcpt, const char *field)
@@ -454,15 +505,11 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_event_tls_fields),
-        cmocka_unit_test(test_starttls_resume),
-        cmocka_unit_test(test_seed_untrusted),
-        cmocka_unit_test(test_seed_no_starttls),
-        cmocka_unit_test(test_require_never_plain),
-        cmocka_unit_test(test_pool_policy),
-        cmocka_unit_test(test_require_queue_on_connecting),
-        cmocka_unit_test(test_large_bodies),
-        cmocka_unit_test(test_implicit_tls),
+        cmocka_unit_test(test_event_tls_fields), cmocka_unit_test(test_limit_across_policies),
+        cmocka_unit_test(test_starttls_resume),  cmocka_unit_test(test_seed_untrusted),
+        cmocka_unit_test(test_seed_no_starttls), cmocka_unit_test(test_require_never_plain),
+        cmocka_unit_test(test_pool_policy),      cmocka_unit_test(test_require_queue_on_connecting),
+        cmocka_unit_test(test_large_bodies),     cmocka_unit_test(test_implicit_tls),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
