@@ -50,6 +50,22 @@ struct dhost {
 
 struct djob;
 
+/* The structured TLS facts and duration of an attempt, for the events. */
+struct tfacts {
+    char version[16], cipher[64]; /* "" = plaintext */
+    bool verified, resumed;
+    int64_t ms;
+};
+
+static void tfacts_of(struct tfacts *f, const struct smtp_txn *t)
+{
+    memcpy(f->version, t->tls_version, sizeof(f->version));
+    memcpy(f->cipher, t->tls_cipher, sizeof(f->cipher));
+    f->verified = t->tls_verified;
+    f->resumed = t->tls_resumed;
+    f->ms = t->ms;
+}
+
 struct eng_deliverer {
     struct eng_deliverer_opts o;
     struct rule_program *prog[SET_COUNT]; /* clones; NULL = the setting's default */
@@ -101,13 +117,22 @@ struct djob {
     /* transactions */
     struct smtp_txn *txns;
     size_t ntxn, pending;
+    /* Transactions [cbeg, cend) are on a session; a personalised job with more than
+     * limits.messages-per-connection goes in chunks, each over its own session. */
+    size_t cbeg, cend;
     struct sv_buf *bodies; /* personalised: one rendered body per recipient */
     bool fresh_retry;      /* retried once on a new connection after a dead pooled one */
     bool tried;            /* at least one address was attempted */
+    /* RFC 5321 3.1: addresses that refused service (5xx greeting), and whether any
+     * other attempt failed: every address refusing means a permanent failure. */
+    unsigned refused;
+    bool temp_failed;
     /* a failure before anything was sent, kept when moving to the next address */
     enum smtp_err last_err;
     char last_text[320];
     char last_tls[160];
+    struct tfacts last_f; /* of the failure kept in last_* */
+    double t_start;       /* ev_time() at eng_deliver */
     char keybuf[512];
     struct smtp_policy pol;
     struct djob *wait_next;
@@ -159,6 +184,7 @@ struct rres {
     enum rq_outcome outcome;
     int64_t retry_at;
     char *error, *reply, *tls;
+    struct tfacts f;
 };
 
 static void classify_deferred(struct djob *j, struct rres *r, const char *cls, const char *reply)
@@ -197,6 +223,7 @@ static void set_bounced(struct rres *r, const char *reply)
 static void rcpt_outcome(struct djob *j, const struct smtp_txn *t, size_t k, struct rres *r)
 {
     r->tls = strdup(t->tls[0] ? t->tls : "none");
+    tfacts_of(&r->f, t);
     int mc = t->mail_code, rc = t->rcpt_code ? t->rcpt_code[k] : 0, dc = t->data_code;
     if (mc / 100 == 5) {
         set_bounced(r, t->mail_reply ? t->mail_reply : "5xx");
@@ -274,24 +301,32 @@ static void finish_job(struct djob *j, struct rres *rr)
     struct eng_deliverer *d = j->d;
     struct eng_outcome *o = j->o;
     size_t n = j->job->nrcpt, total = 0;
+    enum { NP = 5 }; /* strings per recipient: error, reply, tls, version, cipher */
     for (size_t i = 0; i < n; i++)
         total += (rr[i].error ? strlen(rr[i].error) : 0) + (rr[i].reply ? strlen(rr[i].reply) : 0) +
-                 (rr[i].tls ? strlen(rr[i].tls) : 0) + 3;
+                 (rr[i].tls ? strlen(rr[i].tls) : 0) + strlen(rr[i].f.version) +
+                 strlen(rr[i].f.cipher) + NP;
     bool oom = sv_buf_reserve(&o->arena, total + 1) < 0;
-    size_t *offs = calloc(3 * n + 1, sizeof(size_t));
+    size_t *offs = calloc(NP * n + 1, sizeof(size_t));
     for (size_t i = 0; i < n; i++) {
-        char *parts[3] = {rr[i].error, rr[i].reply, rr[i].tls};
-        for (int p = 0; p < 3; p++) {
+        const char *parts[NP] = {rr[i].error, rr[i].reply, rr[i].tls, rr[i].f.version,
+                                 rr[i].f.cipher};
+        for (int p = 0; p < NP; p++) {
             if (!oom && offs) {
-                offs[3 * i + p] = o->arena.len;
+                offs[NP * i + p] = o->arena.len;
                 const char *src = parts[p] ? parts[p] : "";
                 memcpy(o->arena.ptr + o->arena.len, src, strlen(src) + 1);
                 o->arena.len += strlen(src) + 1;
             }
-            free(parts[p]);
         }
+        free(rr[i].error);
+        free(rr[i].reply);
+        free(rr[i].tls);
         o->res[i].outcome = rr[i].outcome;
         o->res[i].retry_at_ms = rr[i].retry_at;
+        o->res[i].tls_verified = rr[i].f.verified;
+        o->res[i].tls_resumed = rr[i].f.resumed;
+        o->res[i].ms = rr[i].f.ms;
         switch (rr[i].outcome) {
         case RQ_DELIVERED: d->st.rcpt_delivered++; break;
         case RQ_DEFERRED: d->st.rcpt_deferred++; break;
@@ -302,13 +337,16 @@ static void finish_job(struct djob *j, struct rres *rr)
     }
     for (size_t i = 0; i < n; i++) {
         if (!oom && offs) {
-            o->res[i].error = o->arena.ptr + offs[3 * i];
-            o->res[i].reply = o->arena.ptr + offs[3 * i + 1];
-            o->res[i].tls = o->arena.ptr + offs[3 * i + 2];
+            o->res[i].error = o->arena.ptr + offs[NP * i];
+            o->res[i].reply = o->arena.ptr + offs[NP * i + 1];
+            o->res[i].tls = o->arena.ptr + offs[NP * i + 2];
+            o->res[i].tls_version = o->arena.ptr + offs[NP * i + 3];
+            o->res[i].tls_cipher = o->arena.ptr + offs[NP * i + 4];
         } else {
             o->res[i].error = o->res[i].outcome == RQ_DELIVERED ? "" : "io";
             o->res[i].reply = "out of memory";
             o->res[i].tls = "none";
+            o->res[i].tls_version = o->res[i].tls_cipher = "";
         }
         if (o->res[i].outcome == RQ_DELIVERED)
             o->res[i].error = NULL;
@@ -332,14 +370,21 @@ static void finish_job(struct djob *j, struct rres *rr)
 }
 
 /* Every recipient gets the same local outcome (DNS, routing, connection failure). */
+/* With `tls`, the TLS facts (text `tls`, structured j->last_f) are those of the
+ * failed attempt kept in j->last_*; else there were none. */
 static void finish_all(struct djob *j, bool permanent, const char *cls, const char *reply,
                        const char *tls)
 {
     struct rres *rr = calloc(j->job->nrcpt ? j->job->nrcpt : 1, sizeof(*rr));
     if (!rr)
         abort(); /* tiny; nothing sensible to do without memory here */
+    double ms = (ev_time() - j->t_start) * 1000.0;
     for (size_t i = 0; i < j->job->nrcpt; i++) {
         rr[i].tls = strdup(tls ? tls : "none");
+        if (tls)
+            rr[i].f = j->last_f;
+        else
+            rr[i].f.ms = ms > 0 ? (int64_t)(ms + 0.5) : 0;
         if (permanent)
             set_bounced(&rr[i], reply);
         else
@@ -366,9 +411,21 @@ static void finish_txns(struct djob *j)
 
 static void try_next(struct djob *j);
 
+/* The transactions from cbeg on, never sent, fail with `e`/`text` (chunks after a
+ * first one that went out: the job cannot be handed back any more). */
+static void fail_rest(struct djob *j, enum smtp_err e, const char *text)
+{
+    for (size_t i = j->cbeg; i < j->ntxn; i++) {
+        struct smtp_txn *t = &j->txns[i];
+        t->err = e;
+        free(t->err_text);
+        t->err_text = strdup(text);
+    }
+}
+
 static void reset_txns(struct djob *j)
 {
-    for (size_t i = 0; i < j->ntxn; i++) {
+    for (size_t i = j->cbeg; i < j->cend; i++) {
         struct smtp_txn *t = &j->txns[i];
         smtp_txn_clear(t);
         t->mail_code = t->data_code = 0;
@@ -376,7 +433,9 @@ static void reset_txns(struct djob *j)
         memset(t->rcpt_reply, 0, t->nrcpt * sizeof(char *));
         t->err = SMTP_ERR_NONE;
         t->mail_sent = t->body_sent = t->reused = t->tls_new = t->tls_resumed = false;
-        t->tls[0] = '\0';
+        t->refused = false;
+        t->tls[0] = t->tls_version[0] = t->tls_cipher[0] = '\0';
+        t->tls_verified = false;
     }
 }
 
@@ -411,7 +470,7 @@ static void txn_done(void *arg, struct smtp_txn *t)
      * means nothing reached the server: try the next address (or, when a pooled
      * session had died while idle, a fresh connection to the same one). */
     bool none_sent = true, failed = false, dead_pooled = false;
-    for (size_t i = 0; i < j->ntxn; i++) {
+    for (size_t i = j->cbeg; i < j->cend; i++) {
         none_sent &=
             !j->txns[i].mail_sent || (j->txns[i].err == SMTP_ERR_CONNECTION && j->txns[i].reused &&
                                       !j->txns[i].body_sent && j->txns[i].mail_code == 0);
@@ -419,18 +478,32 @@ static void txn_done(void *arg, struct smtp_txn *t)
         dead_pooled |= j->txns[i].reused && j->txns[i].err == SMTP_ERR_CONNECTION;
     }
     if (failed && none_sent && !d->shutting) {
-        const struct smtp_txn *f = &j->txns[0];
+        const struct smtp_txn *f = &j->txns[j->cbeg];
         j->last_err = f->err;
         snprintf(j->last_text, sizeof(j->last_text), "%s", f->err_text ? f->err_text : "");
         snprintf(j->last_tls, sizeof(j->last_tls), "%s", f->tls[0] ? f->tls : "none");
+        tfacts_of(&j->last_f, f);
         if (dead_pooled && !j->fresh_retry) {
             j->fresh_retry = true; /* same address, new connection */
         } else {
+            if (f->refused)
+                j->refused++;
+            else
+                j->temp_failed = true;
             j->ai++;
         }
         reset_txns(j);
         try_next(j);
         return;
+    }
+    j->cbeg = j->cend;
+    if (j->cbeg < j->ntxn) {
+        if (!d->shutting) { /* the next chunk, from the same address */
+            j->fresh_retry = false;
+            try_next(j);
+            return;
+        }
+        fail_rest(j, SMTP_ERR_CONNECTION, "shutting down");
     }
     finish_txns(j);
 }
@@ -483,6 +556,16 @@ static void try_next(struct djob *j)
         j->ai = 0;
     }
     if (j->hi >= j->nhosts) {
+        if (j->cbeg > 0) { /* earlier chunks have their outcomes */
+            fail_rest(j, j->last_err != SMTP_ERR_NONE ? j->last_err : SMTP_ERR_CONNECTION,
+                      j->last_text[0] ? j->last_text : "no address to try");
+            finish_txns(j);
+            return;
+        }
+        if (j->refused > 0 && !j->temp_failed) { /* every address: "554 no service" */
+            finish_all(j, true, "unexpected-reply", j->last_text, j->last_tls);
+            return;
+        }
         finish_all(j, false,
                    smtp_err_name(j->last_err != SMTP_ERR_NONE ? j->last_err : SMTP_ERR_CONNECTION),
                    j->last_text[0] ? j->last_text : "no address to try", j->last_tls);
@@ -512,9 +595,10 @@ static void try_next(struct djob *j)
 
     struct smtp_session *s = NULL;
     unsigned maxm = (unsigned)d->o.conf->out_msgs_per_conn;
-    /* A personalised job with more transactions than the limit cannot fit any
-     * session: it takes a fresh one (it is not split). */
-    unsigned need = j->ntxn < maxm ? (unsigned)j->ntxn : maxm;
+    /* A personalised job with more transactions than the limit goes in chunks of
+     * at most the limit, each over a session that has room for all of it. */
+    size_t left = j->ntxn - j->cbeg;
+    unsigned need = left < maxm ? (unsigned)left : maxm;
     size_t maxc = (size_t)d->o.conf->out_connections;
     if (!j->fresh_retry) {
         s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
@@ -524,10 +608,11 @@ static void try_next(struct djob *j)
             s = eng_pool_busy(&d->pool, j->keybuf, &j->pol, maxm, need);
             if (!s)
                 eng_pool_evict_idle(&d->pool, j->keybuf); /* QUIT frees its slot now */
-            if (!s && eng_pool_count(&d->pool, j->keybuf) >= maxc &&
-                eng_pool_has(&d->pool, j->keybuf, &j->pol)) {
-                /* Every fitting session has its share of transactions: wait until
-                 * one quits rather than open more than limits.connections. */
+            if (!s && eng_pool_count(&d->pool, j->keybuf) >= maxc) {
+                /* Every fitting session has its share of transactions, or the open
+                 * ones are busy under another TLS policy: wait until one quits (an
+                 * idle one does when jobs wait for its destination) rather than
+                 * open more than limits.connections. */
                 j->wait_next = NULL;
                 j->waiting = true;
                 if (d->wait_tail)
@@ -581,6 +666,9 @@ static void try_next(struct djob *j)
             snprintf(j->last_text, sizeof(j->last_text), "cannot open a socket to %.200s: %s",
                      j->keybuf, strerror(-rc));
             j->last_err = SMTP_ERR_CONNECTION;
+            snprintf(j->last_tls, sizeof(j->last_tls), "none");
+            memset(&j->last_f, 0, sizeof(j->last_f));
+            j->temp_failed = true;
             j->ai++;
             try_next(j);
             return;
@@ -595,8 +683,9 @@ static void try_next(struct djob *j)
     }
     j->fresh_retry = false;
     j->sess = s;
-    j->pending = j->ntxn;
-    for (size_t i = 0; i < j->ntxn; i++)
+    j->cend = j->cbeg + need;
+    j->pending = need;
+    for (size_t i = j->cbeg; i < j->cend; i++)
         smtp_session_submit(s, &j->txns[i]);
 }
 
@@ -742,6 +831,7 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
     j->o = o;
     j->id = ((uint64_t)d->o.worker_id << 48) | ++d->next_id;
     snprintf(j->last_tls, sizeof(j->last_tls), "none");
+    j->t_start = ev_time();
     if (!o->res || !j->rvals || build_txns(j) < 0) {
         djob_free(j);
         eng_outcome_free(o);
@@ -954,9 +1044,10 @@ static bool hand_back(struct djob *j)
         j->waiting = false;
     } else if (j->in_dns) {
         j->handed_back = true; /* the lookup's callback frees it */
-    } else if (j->sess && j->pending == j->ntxn && smtp_session_withdraw(j->sess, &j->txns[0])) {
+    } else if (j->sess && j->cbeg == 0 && j->pending == j->cend &&
+               smtp_session_withdraw(j->sess, &j->txns[0])) {
         /* Submitted together and in order: the later ones are not started either. */
-        for (size_t i = 1; i < j->ntxn; i++)
+        for (size_t i = 1; i < j->cend; i++)
             smtp_session_withdraw(j->sess, &j->txns[i]);
     } else {
         return false;

@@ -61,6 +61,8 @@ typedef void (*eng_deliver_cb)(void *arg, struct eng_outcome *o);
  *        last_error class ("tls", "connection", "unexpected-reply", "io", "dns", ...)
  *        unless the next attempt would come after queue.schedule.expire -> RQ_BOUNCED
  *   5xx, null MX, no such domain           -> RQ_BOUNCED
+ *   5xx greeting ("554 no SMTP service here", RFC 5321 3.1) from every address
+ *        tried (the next MX is tried first)  -> RQ_BOUNCED with that reply
  * `reply` holds the remote reply or the local reason; `tls` the TLS facts
  * ("TLSv1.3 TLS_AES_128_GCM_SHA256 verified" / "none"). Never plaintext unless the
  * attempt's rules say starttls "disable", or "optional" and STARTTLS is not offered.

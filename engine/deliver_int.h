@@ -36,9 +36,6 @@ struct smtp_session *eng_pool_idle(struct eng_pool *p, const char *key,
 struct smtp_session *eng_pool_busy(struct eng_pool *p, const char *key,
                                    const struct smtp_policy *want, unsigned max_msgs,
                                    unsigned need);
-/* Whether a usable session for `key` satisfies `want` (full or not): when the pool
- * is at its connection limit, a job waits for it to close instead of opening more. */
-bool eng_pool_has(struct eng_pool *p, const char *key, const struct smtp_policy *want);
 /* The key `s` was added under (borrowed), or NULL. */
 const char *eng_pool_key(const struct eng_pool *p, const struct smtp_session *s);
 /* Usable sessions open to `key`. */

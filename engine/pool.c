@@ -49,14 +49,6 @@ struct smtp_session *eng_pool_busy(struct eng_pool *p, const char *key,
     return NULL;
 }
 
-bool eng_pool_has(struct eng_pool *p, const char *key, const struct smtp_policy *want)
-{
-    for (struct eng_pool_entry *e = p->head; e; e = e->next)
-        if (strcmp(e->key, key) == 0 && smtp_session_usable(e->s) && eng_pool_satisfies(e->s, want))
-            return true;
-    return false;
-}
-
 const char *eng_pool_key(const struct eng_pool *p, const struct smtp_session *s)
 {
     for (const struct eng_pool_entry *e = p->head; e; e = e->next)

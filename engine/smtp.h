@@ -97,10 +97,15 @@ struct smtp_txn {
     char *data_reply;
     enum smtp_err err; /* the session failed during this transaction */
     char *err_text;
-    bool mail_sent;   /* MAIL FROM left (nothing is known to have arrived before) */
-    bool body_sent;   /* the final "." left: the message may have been delivered */
-    bool reused;      /* ran over a session that had done a transaction before */
-    char tls[160];    /* TLS facts of the session: "TLSv1.3 ... verified" or "none" */
+    bool refused;   /* the server refused service: 5xx greeting (RFC 5321 3.1) */
+    bool mail_sent; /* MAIL FROM left (nothing is known to have arrived before) */
+    bool body_sent; /* the final "." left: the message may have been delivered */
+    bool reused;    /* ran over a session that had done a transaction before */
+    char tls[160];  /* TLS facts of the session: "TLSv1.3 ... verified" or "none" */
+    char tls_version[16], tls_cipher[64]; /* "" on a plaintext session */
+    bool tls_verified;
+    double t0;        /* ev_time() the attempt started: MAIL FROM, or connect (new session) */
+    int64_t ms;       /* from t0 to the final reply (or the failure) */
     bool tls_new;     /* first transaction on a session whose handshake succeeded */
     bool tls_resumed; /* ... and that handshake resumed a cached session */
 

@@ -87,6 +87,7 @@ struct smtp_session {
     unsigned caps;
     uint64_t size_max;
     bool tls_done, resumed, need_rset, closing, offered_starttls, settled;
+    bool refused;                 /* 5xx greeting: no SMTP service here */
     struct smtp_txn *head, *tail; /* head is the transaction in progress */
     unsigned ntxn;
     int depth; /* nesting of our own callbacks: free only at 0 */
@@ -94,6 +95,12 @@ struct smtp_session {
     enum smtp_err err;
     char errbuf[320];
     char tlsinfo[160];
+    struct { /* the same facts, structured, for the events */
+        char version[16], cipher[64];
+        bool verified;
+    } tf;
+    double t_open;  /* ev_time() at smtp_session_open */
+    bool open_used; /* the first MAIL FROM counts from t_open */
     /* body streaming state (the head transaction) */
     size_t bpos;
     bool bol, prev_cr, discard;
@@ -135,6 +142,18 @@ static char *dupstr(const char *a)
     return strdup(a ? a : "");
 }
 
+/* Copies the session's TLS facts and the attempt's duration into `t`. */
+static void stamp(const struct smtp_session *s, struct smtp_txn *t)
+{
+    snprintf(t->tls, sizeof(t->tls), "%s", s->tlsinfo);
+    memcpy(t->tls_version, s->tf.version, sizeof(t->tls_version));
+    memcpy(t->tls_cipher, s->tf.cipher, sizeof(t->tls_cipher));
+    t->tls_verified = s->tf.verified;
+    t->tls_resumed = s->resumed;
+    double ms = (ev_time() - t->t0) * 1000.0;
+    t->ms = ms > 0 ? (int64_t)(ms + 0.5) : 0;
+}
+
 /* The single teardown path: fails what is queued, tells the owner, frees. */
 static void finish(struct smtp_session *s)
 {
@@ -154,7 +173,8 @@ static void finish(struct smtp_session *s)
         t->err = s->err != SMTP_ERR_NONE ? s->err : SMTP_ERR_CONNECTION;
         free(t->err_text);
         t->err_text = dupstr(s->errbuf[0] ? s->errbuf : "connection closed");
-        snprintf(t->tls, sizeof(t->tls), "%s", s->tlsinfo);
+        t->refused = s->refused;
+        stamp(s, t);
         t->done(t->arg, t);
     }
     s->tail = NULL;
@@ -286,6 +306,51 @@ static bool rcpt_ok(const struct smtp_txn *t)
     return false;
 }
 
+static bool is_ascii(const char *a)
+{
+    for (; *a; a++)
+        if ((unsigned char)*a >= 0x80)
+            return false;
+    return true;
+}
+
+/* The first recipient from `i` on that is to be sent: one already answered
+ * locally (a non-ASCII address without SMTPUTF8) is skipped. */
+static size_t rcpt_next(const struct smtp_txn *t, size_t i)
+{
+    while (i < t->nrcpt && t->rcpt_code[i] != 0)
+        i++;
+    return i;
+}
+
+/* The server does not offer SMTPUTF8 (RFC 6531 3.2): a non-ASCII address cannot
+ * be sent. Returns true when nothing can (the sender or every recipient is
+ * non-ASCII: MAIL gets the local refusal); else the non-ASCII recipients get it and
+ * the others go ahead. 553 5.6.7 (RFC 3463): a permanent failure. */
+static bool refuse_utf8(struct smtp_session *s, struct smtp_txn *t)
+{
+    char why[300];
+    snprintf(why, sizeof(why),
+             "553 5.6.7 local: the address needs SMTPUTF8, %s does not offer it (RFC 6531 3.2)",
+             s->host);
+    size_t left = 0;
+    for (size_t i = 0; i < t->nrcpt; i++)
+        left += is_ascii(t->rcpt[i]);
+    if (!is_ascii(t->from) || left == 0) {
+        t->mail_code = 553;
+        free(t->mail_reply);
+        t->mail_reply = dupstr(why);
+        return true;
+    }
+    for (size_t i = 0; i < t->nrcpt; i++)
+        if (!is_ascii(t->rcpt[i])) {
+            t->rcpt_code[i] = 553;
+            free(t->rcpt_reply[i]);
+            t->rcpt_reply[i] = dupstr(why);
+        }
+    return false;
+}
+
 /* MAIL FROM (+ every RCPT and DATA with PIPELINING). */
 static void send_mail(struct smtp_session *s, struct smtp_txn *t)
 {
@@ -295,13 +360,16 @@ static void send_mail(struct smtp_session *s, struct smtp_txn *t)
         pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%zu", t->body_len);
     if (t->eightbit && (s->caps & CAP_8BITMIME))
         pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
-    if (t->smtputf8)
+    if (t->smtputf8 && (s->caps & CAP_SMTPUTF8))
         snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
     send_cmd(s, "MAIL FROM:<%s>%s", t->from, params);
+    t->t0 = s->open_used ? ev_time() : s->t_open; /* a new connection counts from connect */
+    s->open_used = true;
     t->mail_sent = true;
     t->rcpt_sent = 0;
+    t->rcpt_replied = rcpt_next(t, 0);
     if (s->caps & CAP_PIPELINING) {
-        for (size_t i = 0; i < t->nrcpt; i++)
+        for (size_t i = rcpt_next(t, 0); i < t->nrcpt; i = rcpt_next(t, i + 1))
             send_cmd(s, "RCPT TO:<%s>", t->rcpt[i]);
         t->rcpt_sent = t->nrcpt;
         send_cmd(s, "DATA");
@@ -317,9 +385,8 @@ static void txn_done(struct smtp_session *s)
     if (!s->head)
         s->tail = NULL;
     t->next = NULL;
-    snprintf(t->tls, sizeof(t->tls), "%s", s->tlsinfo);
+    stamp(s, t);
     t->tls_new = s->ntxn == 0 && s->tls_done;
-    t->tls_resumed = s->resumed;
     s->ntxn++;
     s->depth++;
     t->done(t->arg, t);
@@ -345,14 +412,7 @@ static void start_next(struct smtp_session *s)
         return;
     }
     t->reused = s->ntxn > 0;
-    if (t->smtputf8 && !(s->caps & CAP_SMTPUTF8)) {
-        /* RFC 6531 3.4: without the extension a non-ASCII address cannot be sent. */
-        t->mail_code = 550;
-        free(t->mail_reply);
-        char why[200];
-        snprintf(why, sizeof(why),
-                 "local: %s does not offer SMTPUTF8, needed for a non-ASCII address", s->host);
-        t->mail_reply = dupstr(why);
+    if (t->smtputf8 && !(s->caps & CAP_SMTPUTF8) && refuse_utf8(s, t)) {
         s->head = t; /* txn_done pops it */
         txn_done(s);
         return;
@@ -455,6 +515,23 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
     char *text;
     switch (s->state) {
     case ST_GREETING:
+        if (c / 100 == 5) {
+            /* RFC 5321 3.1: "554 no SMTP service here": say QUIT and leave; the
+             * queued transactions fail with this reply, marked refused. */
+            text = fmt_reply(r);
+            snprintf(s->errbuf, sizeof(s->errbuf), "greeting from %s: %s", s->host,
+                     text ? text : "");
+            free(text);
+            s->err = SMTP_ERR_REPLY;
+            s->refused = true;
+            s->closing = true;
+            sv_info("smtp %llu %s: refused: %s", (unsigned long long)s->o.id, s->host, s->errbuf);
+            send_cmd(s, "QUIT");
+            enter(s, ST_QUIT);
+            arm(s, 2000);
+            flush_out(s);
+            return;
+        }
         if (c != 220) {
             text = fmt_reply(r);
             fail(s, SMTP_ERR_REPLY, "greeting from %s: %s", s->host, text ? text : "");
@@ -506,6 +583,16 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
         enter(s, ST_TLS); /* do_read checks for injected data, then starts TLS */
         return;
     case ST_RSET:
+        if (c == 421) {
+            /* RFC 5321 3.8: the server closed the pooled session while it was idle
+             * (typically its idle timeout); nothing of ours was taken: a
+             * connection failure, retried on a fresh connection. */
+            text = fmt_reply(r);
+            fail(s, SMTP_ERR_CONNECTION, "%s closed the idle session: %s", s->host,
+                 text ? text : "");
+            free(text);
+            return;
+        }
         if (c / 100 != 2) {
             text = fmt_reply(r);
             fail(s, SMTP_ERR_REPLY, "RSET refused by %s: %s", s->host, text ? text : "");
@@ -525,8 +612,8 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
         t->mail_code = c;
         t->mail_reply = fmt_reply(r);
         if (t->rcpt_sent == 0 && c / 100 == 2) {
-            send_cmd(s, "RCPT TO:<%s>", t->rcpt[0]);
-            t->rcpt_sent = 1;
+            send_cmd(s, "RCPT TO:<%s>", t->rcpt[t->rcpt_replied]);
+            t->rcpt_sent = t->rcpt_replied + 1;
             flush_out(s);
         } else if (t->rcpt_sent == 0) {
             txn_done(s); /* nothing else was sent */
@@ -538,10 +625,11 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
     case ST_RCPT:
         t->rcpt_code[t->rcpt_replied] = c;
         t->rcpt_reply[t->rcpt_replied] = fmt_reply(r);
-        t->rcpt_replied++;
+        t->rcpt_replied = rcpt_next(t, t->rcpt_replied + 1);
         if (t->rcpt_replied < t->nrcpt) {
-            if (t->rcpt_sent == t->rcpt_replied) {
-                send_cmd(s, "RCPT TO:<%s>", t->rcpt[t->rcpt_sent++]);
+            if (t->rcpt_sent <= t->rcpt_replied) { /* one at a time: the next one */
+                send_cmd(s, "RCPT TO:<%s>", t->rcpt[t->rcpt_replied]);
+                t->rcpt_sent = t->rcpt_replied + 1;
                 flush_out(s);
             }
             arm(s, s->o.to.rcpt);
@@ -750,6 +838,9 @@ static void tls_facts(struct smtp_session *s)
         return;
     }
     s->resumed = ti.resumed;
+    snprintf(s->tf.version, sizeof(s->tf.version), "%s", ti.version ? ti.version : "?");
+    snprintf(s->tf.cipher, sizeof(s->tf.cipher), "%s", ti.cipher ? ti.cipher : "?");
+    s->tf.verified = ti.verified;
     if (ti.verified)
         snprintf(s->tlsinfo, sizeof(s->tlsinfo), "%s %s verified", ti.version, ti.cipher);
     else
@@ -916,6 +1007,7 @@ int smtp_session_open(const struct smtp_session_opts *o, struct smtp_session **o
     s->host = strdup(o->host ? o->host : "?");
     s->helo = strdup(o->helo && *o->helo ? o->helo : "localhost");
     s->fd = -1;
+    s->t_open = ev_time();
     snprintf(s->tlsinfo, sizeof(s->tlsinfo), "none");
     smtp_reply_parser_init(&s->rp);
     if (!s->host || !s->helo) {
@@ -975,6 +1067,7 @@ void smtp_session_submit(struct smtp_session *s, struct smtp_txn *t)
 {
     t->next = NULL;
     t->presented = false;
+    t->t0 = ev_time(); /* until its MAIL FROM leaves: a failure counts from here */
     t->rcpt_sent = t->rcpt_replied = 0;
     if (s->tail)
         s->tail->next = t;

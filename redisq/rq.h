@@ -155,7 +155,11 @@ struct rq_result {
     const char *error;   /* DEFERRED: last_error for the rules ("tls", "dns", ...);
                             BOUNCED/DEAD: the reason kept in the dead letter */
     const char *reply;   /* SMTP reply text for the event (opaque, may be NULL) */
-    const char *tls;     /* TLS facts for the event (opaque, may be NULL) */
+    const char *tls;     /* TLS facts for people and logs (not in the event) */
+    /* TLS facts for the event: tls_version NULL or "" = plaintext (event: tls=none). */
+    const char *tls_version, *tls_cipher;
+    bool tls_verified, tls_resumed;
+    int64_t ms; /* attempt duration: MAIL FROM (or connect, new connection) to the reply */
 };
 
 /* Records the outcome of every recipient of `job` (res[job->nrcpt], borrowed;

@@ -12,6 +12,26 @@ static bool atext(unsigned char c)
            (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
 }
 
+/* The length of the well-formed UTF-8 sequence at p (before end) for a code point
+ * from U+00A0 on (no overlong forms, no surrogates, at most U+10FFFF); 0 when it is
+ * malformed or a C1 control (U+0080..U+009F). RFC 6531 3.3: UTF8-non-ascii. */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    size_t n = p[0] >= 0xF0 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC2 ? 2 : 0;
+    if (n == 0 || p[0] > 0xF4 || (size_t)(end - p) < n)
+        return 0;
+    uint32_t cp = p[0] & (0x7F >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    static const uint32_t min[] = {0, 0, 0xA0, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
 static int bad(const char **why, const char *reason)
 {
     *why = reason;
@@ -52,8 +72,12 @@ static int check_domain(const char *d, size_t n, const char **why)
             continue;
         }
         digits = digits && c >= '0' && c <= '9';
-        if (c >= 0x80)
-            return bad(why, "non-ASCII domain (use its punycode A-label form)");
+        if (c >= 0x80) {
+            if (!utf8_len((const unsigned char *)d + i, (const unsigned char *)d + n))
+                return bad(why, "invalid UTF-8 in domain");
+            /* A U-label needs IDNA (RFC 5891) for DNS, which salvo does not do. */
+            return bad(why, "non-ASCII domain: give its A-label (punycode, xn--...) form");
+        }
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '-'))
             return bad(why, "invalid character in domain");
@@ -93,9 +117,14 @@ int rq_addr_check(const char *addr, const char **why)
                     (unsigned char)addr[i + 1] > 126)
                     return bad(why, "bad escape in quoted local part");
                 i++;
+            } else if (c >= 0x80) { /* RFC 6531 3.3: qtextSMTP =/ UTF8-non-ascii */
+                size_t k =
+                    utf8_len((const unsigned char *)addr + i, (const unsigned char *)addr + n);
+                if (!k)
+                    return bad(why, "invalid UTF-8 or control character in local part");
+                i += k - 1;
             } else if (c < 32 || c > 126) {
-                return bad(why, c >= 0x80 ? "non-ASCII local part (SMTPUTF8 is not supported)"
-                                          : "control character in local part");
+                return bad(why, "control character in local part");
             }
         }
         if (i >= n)
@@ -114,8 +143,13 @@ int rq_addr_check(const char *addr, const char **why)
             if (c == '.') {
                 if (p == addr || p + 1 == at || p[1] == '.')
                     return bad(why, "misplaced dot in local part (leading, trailing or double)");
-            } else if (c >= 0x80) {
-                return bad(why, "non-ASCII local part (SMTPUTF8 is not supported)");
+            } else if (c >= 0x80) { /* RFC 6531 3.3: atext =/ UTF8-non-ascii */
+                size_t k = utf8_len((const unsigned char *)p, (const unsigned char *)at);
+                if (!k)
+                    return bad(why, "invalid UTF-8 or control character in local part");
+                p += k - 1;
+            } else if (c < 32 || c == 127) {
+                return bad(why, "control character in local part");
             } else if (!atext(c)) {
                 return bad(why, "invalid character in local part (quote it)");
             }

@@ -561,10 +561,16 @@ static int report_job(struct rq *q, const struct rq_job *j, const struct rq_resu
     }
     if (rq_args_i64(a, (int64_t)n))
         goto out;
-    for (size_t k = 0; k < n; k++)
-        if (rq_args_str(a, outcome_name(res[k].outcome)) || rq_args_str(a, j->rcpt[k].addr) ||
-            rq_args_str(a, res[k].reply) || rq_args_str(a, res[k].tls))
+    for (size_t k = 0; k < n; k++) {
+        const struct rq_result *x = &res[k];
+        bool tls = x->tls_version && *x->tls_version;
+        if (rq_args_str(a, outcome_name(x->outcome)) || rq_args_str(a, j->rcpt[k].addr) ||
+            rq_args_str(a, x->reply) || rq_args_i64(a, x->ms < 0 ? 0 : x->ms) ||
+            rq_args_str(a, tls ? x->tls_version : "") || rq_args_str(a, tls ? x->tls_cipher : "") ||
+            rq_args_str(a, x->tls_verified ? "yes" : "no") ||
+            rq_args_str(a, x->tls_resumed ? "yes" : "no"))
             goto out;
+    }
     q->report_jobs++;
     rc = 0;
 out:

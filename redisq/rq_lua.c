@@ -181,7 +181,9 @@ static const char reclaim[] = LUA_PRELUDE
 
 /* ARGV: now, events_max, dead_max, then per job:
  *   sid, msg, ndelivered, nbounced, ndead, ngroups, {due, n, payload} x ngroups,
- *   nletters, {reason, n, payload, outcome} x nletters, nevents, {type, rcpt, reply, tls} x nevents
+ *   nletters, {reason, n, payload, outcome} x nletters,
+ *   nevents, {type, rcpt, reply, ms, tls_version, tls_cipher, tls_verified, tls_resumed}
+ *   x nevents (tls_version "" = plaintext: the event says tls=none, no other TLS field)
  * -> number of duplicate reports (jobs someone had already acknowledged).
  * Events are kept even for duplicates: the delivery did happen again. */
 static const char report[] = LUA_PRELUDE
@@ -220,9 +222,16 @@ static const char report[] = LUA_PRELUDE
     "  for _ = 1, ne do\n"
     "    local t = ARGV[i]\n"
     "    if not acked then t = 'duplicate-' .. t end\n"
-    "    redis.call('XADD', P .. 'events', 'MAXLEN', '~', emax, '*', 't', t, 'm', mid,\n"
-    "      'r', ARGV[i + 1], 'reply', ARGV[i + 2], 'tls', ARGV[i + 3], 'at', now)\n"
-    "    i = i + 4\n"
+    "    if ARGV[i + 4] == '' then\n"
+    "      redis.call('XADD', P .. 'events', 'MAXLEN', '~', emax, '*', 't', t, 'm', mid,\n"
+    "        'r', ARGV[i + 1], 'reply', ARGV[i + 2], 'ms', ARGV[i + 3], 'tls', 'none', 'at', now)\n"
+    "    else\n"
+    "      redis.call('XADD', P .. 'events', 'MAXLEN', '~', emax, '*', 't', t, 'm', mid,\n"
+    "        'r', ARGV[i + 1], 'reply', ARGV[i + 2], 'ms', ARGV[i + 3],\n"
+    "        'tls_version', ARGV[i + 4], 'tls_cipher', ARGV[i + 5],\n"
+    "        'tls_verified', ARGV[i + 6], 'tls_resumed', ARGV[i + 7], 'at', now)\n"
+    "    end\n"
+    "    i = i + 8\n"
     "  end\n"
     "  if live then\n"
     "    cnt(m, 'inflight', -(nd + nb + nx + ndef))\n"

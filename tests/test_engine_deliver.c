@@ -396,15 +396,242 @@ static void test_shutdown_hands_back(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* A server without PIPELINING: one command at a time, everything over one
+ * connection. Back-to-back transactions need no RSET (the final "." ends one,
+ * RFC 5321 4.1.1.4); a session taken from the pool starts with RSET. */
+static void test_no_pipelining(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", "no-pipelining", NULL}),
+        0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\n");
+    td_enqueue(
+        &t, (const char *[]){"a@d1.test", "b@d2.test", "c@d3.test", "d@d4.test", "e@d4.test", NULL},
+        "Message-ID: <np@src.test>\r\n\r\nhello\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 4);
+    for (size_t i = first; i < t.nout; i++)
+        for (size_t k = 0; k < t.out[i]->job->nrcpt; k++)
+            assert_int_equal(t.out[i]->res[k].outcome, RQ_DELIVERED);
+    td_report_and_promote(&t, b, first);
+    /* Later, from the pool: RSET first, still one command at a time. */
+    td_enqueue(&t, (const char *[]){"f@d5.test", NULL},
+               "Message-ID: <np2@src.test>\r\n\r\nagain\r\n");
+    b = td_run(&t, &first);
+    assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(t.out[first]->connections_reused, 1);
+    assert_int_equal(td_stat(&sink, "connections"), 1);
+    assert_int_equal(td_stat(&sink, "transactions"), 5);
+    assert_int_equal(td_stat(&sink, "pairs"), 6);
+    /* EHLO; 4 x (MAIL RCPT DATA), d4 with two RCPTs; then RSET MAIL RCPT DATA */
+    assert_int_equal(td_stat(&sink, "commands"), 1 + 4 * 3 + 1 + 4);
+    assert_int_equal(td_stat(&sink, "recipients"), 6);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* A pooled session the server closed while it was idle (sink idle timeout: "421"
+ * then close), noticed only when the next job is put on it: that job goes over a
+ * fresh connection and is delivered, not deferred. */
+static void test_dead_idle_pooled(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--idle-timeout", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\nidle-timeout = 60\n");
+    for (int round = 0; round < 3; round++) {
+        char rcpt[64], body[64];
+        snprintf(rcpt, sizeof(rcpt), "u%d@dead%d.test", round, round);
+        snprintf(body, sizeof(body), "Message-ID: <dead%d@src.test>\r\n\r\nx\r\n", round);
+        td_enqueue(&t, (const char *[]){rcpt, NULL}, body);
+        size_t first;
+        struct rq_batch *b = td_run(&t, &first);
+        const struct eng_outcome *o = t.out[first];
+        if (o->res[0].outcome != RQ_DELIVERED)
+            fail_msg("round %d: %s %s", round, o->res[0].error, o->res[0].reply);
+        assert_int_equal(o->connections_opened, 1);
+        td_report_and_promote(&t, b, first);
+        /* The loop does not run: the close waits unread in the socket. */
+        usleep(1700 * 1000);
+    }
+    assert_int_equal(td_stat(&sink, "connections"), 3);
+    assert_int_equal(td_stat(&sink, "transactions"), 3);
+    struct rq_stats st;
+    assert_int_equal(rq_stats_get(t.q, 0, &st), 0);
+    assert_int_equal(st.delivered, 3);
+    assert_int_equal(st.scheduled, 0);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* A personalised job with more recipients (transactions) than
+ * limits.messages-per-connection goes in chunks: no connection carries more. */
+static void test_personalised_split(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault",
+                                                           "rcpt:d@split:550", NULL}),
+                     0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nmessages-per-connection = 2\n");
+    const char tpl[] = "Message-ID: <ps-{{email}}>\r\n\r\nHello {{name}}\r\n";
+    const char *fields[] = {"name"};
+    struct rq_msg_spec spec = {.from = "sender@src.test",
+                               .body = tpl,
+                               .body_len = sizeof(tpl) - 1,
+                               .personalised = true,
+                               .fields = fields,
+                               .nfields = 1,
+                               .job_rcpts = 50};
+    struct rq_enq *e;
+    uint64_t id;
+    assert_int_equal(rq_enq_begin(t.q, &spec, &e, &id), 0);
+    const char *names[] = {"a", "b", "c", "d", "e"};
+    for (int i = 0; i < 5; i++) {
+        char addr[32];
+        snprintf(addr, sizeof(addr), "%s@split.test", names[i]);
+        assert_int_equal(rq_enq_add(e, addr, (const char *[]){names[i]}), 0);
+    }
+    assert_int_equal(rq_enq_end(e), 0);
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 1);
+    struct eng_outcome *o = t.out[first];
+    assert_int_equal(o->job->nrcpt, 5);
+    /* Outcomes stay with their recipients across chunks: d (second chunk) refused. */
+    for (size_t k = 0; k < 5; k++) {
+        assert_int_equal(o->res[k].outcome, k == 3 ? RQ_BOUNCED : RQ_DELIVERED);
+        if (k == 3)
+            assert_non_null(strstr(o->res[k].reply, "<d@split.test>"));
+    }
+    assert_int_equal(o->transactions, 4);
+    assert_int_equal(o->connections_opened, 3);
+    assert_int_equal(td_stat(&sink, "transactions"), 4);
+    assert_int_equal(td_stat(&sink, "pairs"), 4);
+    assert_int_equal(td_stat(&sink, "connections"), 3); /* 2 + 2 + 1 */
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* Enqueues one message from `from` to `rcpts` (NULL-terminated). */
+static void enqueue_from(struct td *t, const char *from, const char *const *rcpts, const char *body)
+{
+    struct rq_msg_spec spec = {
+        .from = from, .body = body, .body_len = strlen(body), .job_rcpts = 50};
+    struct rq_enq *e;
+    uint64_t id;
+    assert_int_equal(rq_enq_begin(t->q, &spec, &e, &id), 0);
+    for (size_t i = 0; rcpts[i]; i++)
+        assert_int_equal(rq_enq_add(e, rcpts[i], NULL), 0);
+    assert_int_equal(rq_enq_end(e), 0);
+}
+
+#define JOERG "j\xc3\xb6rg@utf8.test" /* jörg: a UTF-8 local part (RFC 6531) */
+
+/* SMTPUTF8 offered: a non-ASCII recipient goes with MAIL FROM ... SMTPUTF8 (the sink
+ * refuses a non-ASCII address without it, 553 5.6.7). */
+static void test_smtputf8(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port, "");
+    enqueue_from(&t, "sender@src.test", (const char *[]){JOERG, "ann@utf8.test", NULL},
+                 "Message-ID: <u1@src.test>\r\n\r\nx\r\n");
+    enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@utf8b.test", NULL},
+                 "Message-ID: <u2@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 2);
+    for (size_t i = first; i < t.nout; i++)
+        for (size_t k = 0; k < t.out[i]->job->nrcpt; k++)
+            if (t.out[i]->res[k].outcome != RQ_DELIVERED)
+                fail_msg("<%s>: %s", t.out[i]->job->rcpt[k].addr, t.out[i]->res[k].reply);
+    assert_int_equal(td_stat(&sink, "pairs"), 3);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* SMTPUTF8 not offered: the non-ASCII recipient bounces at once (5.6.7, not
+ * retried), its ASCII neighbour is delivered; a non-ASCII sender bounces all. */
+static void run_smtputf8_not_offered(bool pipelining)
+{
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", "no-smtputf8", "--fault",
+                                              pipelining ? "no-smtputf8" : "no-pipelining", NULL}),
+        0);
+    struct td t;
+    td_setup(&t, sink.port, "");
+    enqueue_from(&t, "sender@src.test", (const char *[]){JOERG, "ann@utf8.test", NULL},
+                 "Message-ID: <u3@src.test>\r\n\r\nx\r\n");
+    enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@utf8b.test", NULL},
+                 "Message-ID: <u4@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 2);
+    for (size_t i = first; i < t.nout; i++) {
+        const struct eng_outcome *o = t.out[i];
+        for (size_t k = 0; k < o->job->nrcpt; k++) {
+            const struct rq_result *r = &o->res[k];
+            if (strcmp(o->job->rcpt[k].addr, "ann@utf8.test") == 0) {
+                assert_int_equal(r->outcome, RQ_DELIVERED);
+                continue;
+            }
+            assert_int_equal(r->outcome, RQ_BOUNCED);
+            if (!strstr(r->reply, "553 5.6.7") || !strstr(r->reply, "needs SMTPUTF8"))
+                fail_msg("<%s>: %s", o->job->rcpt[k].addr, r->reply);
+        }
+    }
+    assert_int_equal(td_stat(&sink, "pairs"), 1);
+    assert_int_equal(td_stat(&sink, "rcpt_rejected"), 0); /* never sent */
+    td_report_and_promote(&t, b, first);
+    struct rq_stats st;
+    assert_int_equal(rq_stats_get(t.q, 0, &st), 0);
+    assert_int_equal(st.bounced, 2);
+    assert_int_equal(st.scheduled, 0);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+static void test_smtputf8_not_offered(void **state)
+{
+    (void)state;
+    run_smtputf8_not_offered(true);
+    run_smtputf8_not_offered(false); /* one RCPT at a time: the refused one is skipped */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_multi_rcpt),          cmocka_unit_test(test_reuse),
-        cmocka_unit_test(test_msgs_per_conn),       cmocka_unit_test(test_personalised),
-        cmocka_unit_test(test_rcpt_faults),         cmocka_unit_test(test_disconnect_data),
-        cmocka_unit_test(test_stall_greeting),      cmocka_unit_test(test_hostile),
-        cmocka_unit_test(test_connect_refused),     cmocka_unit_test(test_shutdown_aborts),
-        cmocka_unit_test(test_shutdown_hands_back), cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_multi_rcpt),
+        cmocka_unit_test(test_reuse),
+        cmocka_unit_test(test_msgs_per_conn),
+        cmocka_unit_test(test_personalised),
+        cmocka_unit_test(test_rcpt_faults),
+        cmocka_unit_test(test_disconnect_data),
+        cmocka_unit_test(test_stall_greeting),
+        cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_shutdown_aborts),
+        cmocka_unit_test(test_shutdown_hands_back),
+        cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_no_pipelining),
+        cmocka_unit_test(test_dead_idle_pooled),
+        cmocka_unit_test(test_smtputf8),
+        cmocka_unit_test(test_smtputf8_not_offered),
+        cmocka_unit_test(test_personalised_split),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));

@@ -15,7 +15,11 @@ static const char zone[] = "mx-host=example.test,mx.example.test,10\n"
                            "mx-host=multi.test,dead.example.test,5\n"
                            "mx-host=multi.test,mx.example.test,20\n"
                            "host-record=dead.example.test,127.0.0.2\n"
-                           "dns-rr=nullmx.test,15,000000\n";
+                           "dns-rr=nullmx.test,15,000000\n"
+                           "mx-host=refuse1.test,refuse.example.test,10\n"
+                           "mx-host=refuse2.test,refuse.example.test,5\n"
+                           "mx-host=refuse2.test,mx.example.test,20\n"
+                           "host-record=refuse.example.test,127.0.0.3\n";
 
 static const char *config(int port, const char *rest)
 {
@@ -131,6 +135,54 @@ static void test_relay_by_name(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* RFC 5321 3.1: a 554 greeting means "no SMTP service here". With a single MX
+ * (refuse1.test) the recipients bounce at once with that reply; with a second MX
+ * (refuse2.test) the next one is tried and delivers. */
+static void test_greeting_554(void **state)
+{
+    (void)state;
+    struct ts_sink good, bad;
+    assert_int_equal(ts_sink_start(&good, (const char *[]){"--threads", "1", NULL}), 0);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.3:%d", good.port);
+    assert_int_equal(ts_sink_start(&bad, (const char *[]){"--threads", "1", "--listen", listen,
+                                                          "--fault", "greeting:554", NULL}),
+                     0);
+    struct td t;
+    td_setup(&t, 0, config(good.port, "[queue.schedule]\nretry = [\"1m\"]\n"));
+    td_enqueue(&t, (const char *[]){"a@refuse1.test", "b@refuse1.test", "c@refuse2.test", NULL},
+               "Message-ID: <g554@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 2);
+    for (size_t i = first; i < t.nout; i++) {
+        const struct eng_outcome *o = t.out[i];
+        if (strcmp(o->job->domain, "refuse1.test") == 0) {
+            assert_int_equal(o->job->nrcpt, 2);
+            for (size_t k = 0; k < 2; k++) {
+                assert_int_equal(o->res[k].outcome, RQ_BOUNCED);
+                if (!strstr(o->res[k].reply, "554 ") ||
+                    !strstr(o->res[k].reply, "no SMTP service here"))
+                    fail_msg("reply: %s", o->res[k].reply);
+            }
+        } else {
+            assert_int_equal(o->res[0].outcome, RQ_DELIVERED);
+        }
+    }
+    assert_int_equal(td_stat(&good, "transactions"), 1);
+    assert_int_equal(td_stat(&bad, "transactions"), 0);
+    assert_int_equal(td_stat(&bad, "connections"), 2);
+    td_report_and_promote(&t, b, first);
+    struct rq_stats st;
+    assert_int_equal(rq_stats_get(t.q, 0, &st), 0);
+    assert_int_equal(st.bounced, 2);
+    assert_int_equal(st.delivered, 1);
+    assert_int_equal(st.scheduled, 0);
+    td_teardown(&t);
+    ts_sink_stop(&bad, NULL, 0);
+    ts_sink_stop(&good, NULL, 0);
+}
+
 static int setup(void **state)
 {
     if (td_group_setup(state) != 0)
@@ -191,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_strict_not_over_lax),
         cmocka_unit_test(test_relay_by_name),
         cmocka_unit_test(test_shutdown_during_lookup),
+        cmocka_unit_test(test_greeting_554),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));

@@ -337,6 +337,156 @@ static void test_implicit_tls(void **state)
     tls_server_free(srv);
 }
 
+/* limits.connections holds across TLS policies: a "require" job arriving while
+ * the only connection is a busy plaintext one ("disable") waits for it to close
+ * instead of opening a second. */
+static void test_limit_across_policies(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_tls(&sink, "wild", "delay:dot:400"), 0);
+    struct td t;
+    td_setup(&t, sink.port,
+             toml("[queue.outbound.limits]\nconnections = 1\n"
+                  "[queue.outbound.tls]\nallow-invalid-certs = true\n"
+                  "starttls = [ { if = \"rcpt_domain == 'plain.test'\", then = \"disable\"},\n"
+                  "{ else = \"require\" } ]\n"));
+    td_enqueue(&t, (const char *[]){"a@plain.test", NULL},
+               "Message-ID: <lp1@src.test>\r\n\r\nx\r\n");
+    struct rq_batch *b1 = NULL, *b2 = NULL;
+    assert_int_equal(rq_claim(t.q, 10, &b1), 1);
+    t.want = 2;
+    assert_int_equal(eng_deliver(t.d, &b1->jobs[0], td_cb, &t), 0);
+    for (int i = 0; i < 10; i++) /* the plaintext session reaches the final dot */
+        ev_run(t.loop, EVRUN_NOWAIT), usleep(10000);
+    td_enqueue(&t, (const char *[]){"b@example.test", NULL},
+               "Message-ID: <lp2@src.test>\r\n\r\nx\r\n");
+    assert_int_equal(rq_claim(t.q, 10, &b2), 1);
+    assert_int_equal(eng_deliver(t.d, &b2->jobs[0], td_cb, &t), 0);
+    for (int i = 0; i < 10; i++)
+        ev_run(t.loop, EVRUN_NOWAIT), usleep(10000);
+    assert_int_equal(t.nout, 0);
+    assert_int_equal(td_stat(&sink, "connections"), 1); /* the second one waits */
+    ev_timer tm;
+    ev_timer_init(&tm, td_timeout, 10., 0.);
+    ev_timer_start(t.loop, &tm);
+    ev_run(t.loop, 0);
+    ev_timer_stop(t.loop, &tm);
+    assert_int_equal(t.nout, 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DELIVERED);
+    assert_string_equal(t.out[0]->res[0].tls, "none");
+    assert_memory_equal(t.out[1]->res[0].tls, "TLSv1.", 6);
+    assert_int_equal(td_stat(&sink, "connections"), 2);
+    assert_int_equal(td_stat(&sink, "transactions"), 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(rq_report(t.q, t.out[i]->job, t.out[i]->res), 0);
+    assert_int_equal(rq_flush(t.q), 0);
+    rq_batch_free(b1);
+    rq_batch_free(b2);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* The value of `field` in the event for recipient `rcpt` (redis-cli XRANGE output:
+ * one line per id, field and value), or NULL. Owned. */
+static char *event_field(const struct td *t, const char *rcpt, const char *field)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "salvo:{%s}:events", t->queue);
+    char *out = tu_redis_cli(&td_redis, (const char *[]){"XRANGE", key, "-", "+", NULL});
+    assert_non_null(out);
+    char *lines[512];
+    size_t n = 0;
+    for (char *save = NULL, *l = strtok_r(out, "\n", &save); l && n < 512;
+         l = strtok_r(NULL, "\n", &save))
+        lines[n++] = l;
+    char *found = NULL;
+    /* An event: its id line ("123-0"), then field/value lines up to the next id. */
+    for (size_t e = 0; e < n && !found; e++) {
+        if (!strchr(lines[e], '-') || strspn(lines[e], "0123456789-") != strlen(lines[e]))
+            continue;
+        size_t end = e + 1;
+        while (end < n && !(strspn(lines[end], "0123456789-") == strlen(lines[end]) &&
+                            strchr(lines[end], '-') && (end - e) % 2 == 1))
+            end++;
+        bool mine = false;
+        for (size_t f = e + 1; f + 1 < end; f += 2)
+            mine |= strcmp(lines[f], "r") == 0 && strcmp(lines[f + 1], rcpt) == 0;
+        for (size_t f = e + 1; mine && f + 1 < end; f += 2)
+            if (strcmp(lines[f], field) == 0)
+                found = strdup(lines[f + 1]);
+        if (mine && !found)
+            found = strdup("(absent)");
+    }
+    free(out);
+    return found;
+}
+
+static void expect_field(const struct td *t, const char *rcpt, const char *field, const char *want)
+{
+    char *got = event_field(t, rcpt, field);
+    if (!got || strcmp(got, want) != 0)
+        fail_msg("event <%s> %s: expected '%s', got '%s'", rcpt, field, want, got ? got : "(none)");
+    free(got);
+}
+
+/* Events carry the TLS facts as fields (version, cipher, verified, resumed) and
+ * the attempt's duration in ms; a plaintext delivery says tls=none and nothing
+ * else about TLS. */
+static void test_event_tls_fields(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_tls(&sink, "ipsan", "delay:dot:30"), 0);
+    struct td t;
+    td_setup(&t, sink.port,
+             toml("[queue.outbound.limits]\nmessages-per-connection = 1\n"
+                  "[queue.outbound.tls]\n"
+                  "starttls = [ { if = \"rcpt_domain == 'plain.test'\", then = \"disable\"},\n"
+                  "{ else = \"require\" } ]\n"));
+    const char *rcpts[] = {"a@example.test", "b@example.test", "c@plain.test"};
+    for (int i = 0; i < 3; i++) {
+        char body[64];
+        snprintf(body, sizeof(body), "Message-ID: <ev%d@src.test>\r\n\r\nx\r\n", i);
+        td_enqueue(&t, (const char *[]){rcpts[i], NULL}, body);
+        size_t first;
+        struct rq_batch *b = td_run(&t, &first);
+        const struct rq_result *r = &t.out[first]->res[0];
+        assert_int_equal(r->outcome, RQ_DELIVERED);
+        assert_true(r->ms >= 30 && r->ms < 5000);
+        td_report_and_promote(&t, b, first);
+    }
+    for (int i = 0; i < 2; i++) {
+        expect_field(&t, rcpts[i], "t", "delivered");
+        expect_field(&t, rcpts[i], "tls_version", "TLSv1.3");
+        char *c = event_field(&t, rcpts[i], "tls_cipher");
+        assert_non_null(c);
+        if (strncmp(c, "TLS_", 4) != 0)
+            fail_msg("cipher: %s", c);
+        free(c);
+        expect_field(&t, rcpts[i], "tls_verified", "yes");
+        expect_field(&t, rcpts[i], "tls_resumed", i == 0 ? "no" : "yes");
+        expect_field(&t, rcpts[i], "tls", "(absent)");
+        char *ms = event_field(&t, rcpts[i], "ms");
+        assert_non_null(ms);
+        long v = strtol(ms, NULL, 10);
+        if (v < 30 || v > 5000) /* the sink holds each final reply 30 ms */
+            fail_msg("ms: %s", ms);
+        free(ms);
+    }
+    expect_field(&t, rcpts[2], "tls", "none");
+    expect_field(&t, rcpts[2], "tls_version", "(absent)");
+    expect_field(&t, rcpts[2], "tls_verified", "(absent)");
+    char *ms = event_field(&t, rcpts[2], "ms");
+    assert_non_null(ms);
+    assert_true(strtol(ms, NULL, 10) >= 30);
+    free(ms);
+    assert_int_equal(td_stat(&sink, "tls_handshakes_resumed"), 1);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 static int setup(void **state)
 {
     if (td_group_setup(state) != 0)
@@ -355,6 +505,7 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_event_tls_fields), cmocka_unit_test(test_limit_across_policies),
         cmocka_unit_test(test_starttls_resume),  cmocka_unit_test(test_seed_untrusted),
         cmocka_unit_test(test_seed_no_starttls), cmocka_unit_test(test_require_never_plain),
         cmocka_unit_test(test_pool_policy),      cmocka_unit_test(test_require_queue_on_connecting),

@@ -178,14 +178,15 @@ static void test_injection_and_params(void **state)
     finish(&t, &sc, b);
     script_stop(&sc);
 
-    /* 2. A refusing greeting. */
+    /* 2. A refusing greeting (RFC 5321 3.1), the only address: QUIT, and bounced
+     * with the reply. */
     static const struct rule none[] = {{"QUIT", "221 bye\r\n"}, {NULL, NULL}};
     struct script sc2 = {.greeting = "554 5.7.1 go away\r\n", .rules = none, .dot_reply = ""};
     o = one_job(&t, &sc2, "x\r\n", &b);
-    assert_int_equal(o->res[0].outcome, RQ_DEFERRED);
-    assert_string_equal(o->res[0].error, "unexpected-reply");
+    assert_int_equal(o->res[0].outcome, RQ_BOUNCED);
     assert_string_equal(o->res[0].reply, "greeting from 127.0.0.1: 554 5.7.1 go away");
     finish(&t, &sc2, b);
+    assert_string_equal(sc2.log.ptr, "QUIT\n");
     script_stop(&sc2);
 }
 

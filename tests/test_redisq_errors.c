@@ -38,15 +38,14 @@ static void address_rules(void **state)
 {
     (void)state;
     const char *why;
-    const char *good[] = {"a@b.example",
-                          "first.last+tag@sub.example.org",
-                          "\"john doe\"@x.example",
-                          "\"a\\\"b\"@x.example",
-                          "x@[192.0.2.1]",
-                          "x@[IPv6:2001:db8::1]",
-                          "o'neil@x-y.example",
-                          "a@123.example",
-                          "a@1.2.3.x4"};
+    const char *good[] = {"a@b.example", "first.last+tag@sub.example.org", "\"john doe\"@x.example",
+                          "\"a\\\"b\"@x.example", "x@[192.0.2.1]", "x@[IPv6:2001:db8::1]",
+                          "o'neil@x-y.example", "a@123.example", "a@1.2.3.x4",
+                          /* RFC 6531: UTF-8 local parts (2, 3 and 4-byte sequences) */
+                          "j\xc3\xb6rg@x.example", "\xe7\x94\xa8\xe6\x88\xb7@x.example",
+                          "a\xf0\x9f\x98\x80"
+                          "b@x.example",
+                          "\"j\xc3\xb6rg doe\"@x.example"};
     for (size_t i = 0; i < SV_ARRAY_LEN(good); i++)
         if (rq_addr_check(good[i], &why))
             fail_msg("%s: %s", good[i], why);
@@ -74,8 +73,33 @@ static void address_rules(void **state)
         {"a@x-.example", "domain label ends with '-'"},
         {"a@x_y.example", "invalid character in domain"},
         {"a@x.example.", "empty label in domain (leading, trailing or double dot)"},
-        {"j\xc3\xb6rg@x.example", "non-ASCII local part (SMTPUTF8 is not supported)"},
-        {"a@b\xc3\xbc.example", "non-ASCII domain (use its punycode A-label form)"},
+        {"a@b\xc3\xbc"
+         ".example",
+         "non-ASCII domain: give its A-label (punycode, xn--...) form"},
+        {"a@b\xc3"
+         ".example",
+         "invalid UTF-8 in domain"},
+        /* RFC 6531 3.3: well-formed UTF-8 only; no C1 controls, overlong forms,
+         * surrogates, stray continuation bytes, truncated sequences, CR/LF. */
+        {"j\xc3rg@x.example", "invalid UTF-8 or control character in local part"},
+        {"j\xc2\x85rg@x.example", "invalid UTF-8 or control character in local part"},
+        {"\xc0\xaf"
+         "a@x.example",
+         "invalid UTF-8 or control character in local part"},
+        {"\xed\xa0\x80"
+         "a@x.example",
+         "invalid UTF-8 or control character in local part"},
+        {"\x80"
+         "a@x.example",
+         "invalid UTF-8 or control character in local part"},
+        {"\xf4\x90\x80\x80@x.example", "invalid UTF-8 or control character in local part"},
+        {"a\xe2\x82@x.example", "invalid UTF-8 or control character in local part"},
+        {"a\rb@x.example", "control character in local part"},
+        {"a\nb@x.example", "control character in local part"},
+        {"\"a\nb\"@x.example", "control character in local part"},
+        {"\"a\xff"
+         "b\"@x.example",
+         "invalid UTF-8 or control character in local part"},
         {"\"open@x.example", "unterminated quoted local part"},
         {"a@[300.1.1.1]", "bad address literal"},
         {"a@1.2.3.4", "numeric top-level label (an IP address must be bracketed: [1.2.3.4])"},

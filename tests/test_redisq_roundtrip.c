@@ -143,8 +143,11 @@ static void jobs_grouped_by_domain_and_acked(void **state)
     for (size_t i = 0; i < b->njobs; i++) {
         struct rq_result res[50];
         for (size_t k = 0; k < b->jobs[i].nrcpt; k++)
-            res[k] = (struct rq_result){
-                .outcome = RQ_DELIVERED, .reply = "250 2.0.0 ok", .tls = "TLSv1.3 verified"};
+            res[k] = (struct rq_result){.outcome = RQ_DELIVERED,
+                                        .reply = "250 2.0.0 ok",
+                                        .tls_version = "TLSv1.3",
+                                        .tls_cipher = "TLS_AES_128_GCM_SHA256",
+                                        .tls_verified = true};
         assert_int_equal(rq_report(q, &b->jobs[i], res), 0);
     }
     assert_int_equal(rq_buffered_reports(q), 5);

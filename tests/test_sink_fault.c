@@ -326,6 +326,42 @@ static void delay_replies(void **state)
     counter(json, "pairs", 2);
 }
 
+/* greeting:554: a refusing greeting, then 503 to everything but QUIT. */
+static void greeting_code(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    struct ts_client *c = session(&s, "greeting:554");
+    expect(c, 554, "no SMTP service here");
+    assert_int_equal(ts_send(c, "EHLO c.test\r\n"), 0);
+    expect(c, 503, "no SMTP service here");
+    assert_int_equal(ts_send(c, "QUIT\r\n"), 0);
+    expect(c, 221, NULL);
+    char json[4096];
+    finish(&s, c, json, sizeof(json));
+}
+
+/* no-pipelining / no-smtputf8: the extension is gone from the EHLO reply. */
+static void no_extensions(void **state)
+{
+    (void)state;
+    const char *specs[] = {"no-pipelining", "no-smtputf8"};
+    const char *gone[] = {"PIPELINING", "SMTPUTF8"};
+    for (int i = 0; i < 2; i++) {
+        struct ts_sink s;
+        struct ts_client *c = session(&s, specs[i]);
+        expect(c, 220, NULL);
+        assert_int_equal(ts_send(c, "EHLO c.test\r\n"), 0);
+        char text[4096];
+        assert_int_equal(reply(c, text, sizeof(text)), 250);
+        assert_null(strstr(text, gone[i]));
+        assert_non_null(strstr(text, gone[1 - i]));
+        assert_non_null(strstr(text, "250 "));
+        char json[4096];
+        finish(&s, c, json, sizeof(json));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,7 +371,8 @@ int main(void)
         cmocka_unit_test(stall_greeting),    cmocka_unit_test(stall_data_and_dot),
         cmocka_unit_test(hostile_multiline), cmocka_unit_test(hostile_longline),
         cmocka_unit_test(hostile_badcode),   cmocka_unit_test(hostile_multiline_ehlo),
-        cmocka_unit_test(delay_replies),
+        cmocka_unit_test(delay_replies),     cmocka_unit_test(greeting_code),
+        cmocka_unit_test(no_extensions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -146,6 +146,8 @@ struct sink_faults {
     uint32_t data_every; /* 0 = off; else every Nth message gets data_code */
     int data_code;
     bool no_starttls;
+    bool no_pipelining, no_smtputf8; /* leave the extension out of the EHLO reply */
+    int greeting_code;               /* greeting:CODE: refuse service (RFC 5321 3.1), 0 = off */
     /* bit (1 << enum sink_stage) per stage */
     uint32_t disconnect, stall, multiline, longline, badcode;
     uint32_t delay_ms[SINK_STAGE_COUNT]; /* hold the reply at a stage this long (0 = no) */

@@ -56,6 +56,7 @@ struct sink_conn {
     enum conn_state st;
     bool helo;         /* HELO/EHLO seen (reset by STARTTLS) */
     bool in_mail;      /* MAIL accepted, transaction open */
+    bool utf8;         /* ... with SMTPUTF8 (RFC 6531): non-ASCII addresses allowed */
     bool discard_line; /* skipping the rest of an over-long command line */
     bool want_close;   /* close now, unsent replies dropped */
     bool close_after_flush;
@@ -145,6 +146,14 @@ static void reply(struct sink_conn *c, const char *fmt, ...)
 static bool stage_has(uint32_t mask, enum sink_stage s)
 {
     return (mask >> s) & 1u;
+}
+
+static bool ascii(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] >= 0x80)
+            return false;
+    return true;
 }
 
 /* Faults that replace the reply at `stage` altogether (disconnect, stall, endless
@@ -272,6 +281,11 @@ static void cmd_mail(struct sink_conn *c, const struct sink_cmd *cmd)
         reply(c, "552 5.3.4 Message size exceeds fixed limit");
         return;
     }
+    if (!ascii(cmd->path, cmd->path_len) && (!cmd->smtputf8 || cfg->faults.no_smtputf8)) {
+        SINK_INC(c->w, mail_rejected, 1);
+        reply(c, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
+        return;
+    }
     int code = sink_fault_match(cfg->faults.mail, cfg->faults.n_mail, cmd->path, cmd->path_len);
     if (code) {
         SINK_INC(c->w, mail_rejected, 1);
@@ -280,6 +294,7 @@ static void cmd_mail(struct sink_conn *c, const struct sink_cmd *cmd)
         return;
     }
     c->in_mail = true;
+    c->utf8 = cmd->smtputf8 && !cfg->faults.no_smtputf8;
     c->nrcpt = 0;
     stage_reply(c, SINK_STAGE_MAIL, "250 2.1.0 Ok");
 }
@@ -293,6 +308,11 @@ static void cmd_rcpt(struct sink_conn *c, const struct sink_cmd *cmd)
     }
     if (fault_preempts(c, SINK_STAGE_RCPT))
         return;
+    if (!c->utf8 && !ascii(cmd->path, cmd->path_len)) { /* RFC 6531 3.4 */
+        SINK_INC(c->w, rcpt_rejected, 1);
+        reply(c, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
+        return;
+    }
     int code = sink_fault_match(cfg->faults.rcpt, cfg->faults.n_rcpt, cmd->path, cmd->path_len);
     if (code) {
         SINK_INC(c->w, rcpt_rejected, 1);
@@ -417,6 +437,11 @@ static void command(struct sink_conn *c, const char *line, size_t len)
         reply(c, "552 5.3.4 Message size exceeds fixed limit");
         return;
     default: __builtin_trap();
+    }
+    if (c->w->cfg->faults.greeting_code && cmd.verb != SINK_VERB_QUIT) {
+        /* RFC 5321 3.1: after a refusing greeting, wait for QUIT. */
+        reply(c, "503 5.5.1 Error: no SMTP service here");
+        return;
     }
     switch (cmd.verb) {
     case SINK_VERB_HELO:
@@ -792,7 +817,10 @@ static void conn_new(struct sink_worker *w, int fd)
     w->conns = c;
     SINK_INC(w, connections, 1);
     sv_debug("conn %llx: accepted on thread %d", (unsigned long long)c->id, w->id);
-    if (!fault_preempts(c, SINK_STAGE_GREETING))
+    if (w->cfg->faults.greeting_code)
+        stage_reply(c, SINK_STAGE_GREETING, "%d %s salvo-sink fault: no SMTP service here",
+                    w->cfg->faults.greeting_code, w->cfg->hostname);
+    else if (!fault_preempts(c, SINK_STAGE_GREETING))
         stage_reply(c, SINK_STAGE_GREETING, "220 %s ESMTP salvo-sink", w->cfg->hostname);
     if (conn_flush(c) < 0)
         conn_free(c);

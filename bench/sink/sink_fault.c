@@ -2,6 +2,7 @@
  *
  *   rcpt:PATTERN:CODE   mail:PATTERN:CODE   data:every:N:CODE
  *   disconnect:STAGE    stall:STAGE         delay:STAGE:MS      no-starttls
+ *   greeting:CODE       no-pipelining       no-smtputf8
  *   hostile:multiline[:STAGE]  hostile:longline[:STAGE]  hostile:badcode[:STAGE]
  *
  * STAGE is greeting|ehlo|mail|rcpt|data|dot; CODE is 400..599. */
@@ -113,6 +114,21 @@ int sink_fault_parse(struct sink_faults *f, const char *spec, char *err, size_t 
         f->no_starttls = true;
         return 0;
     }
+    if (strcmp(spec, "no-pipelining") == 0) {
+        f->no_pipelining = true;
+        return 0;
+    }
+    if (strcmp(spec, "no-smtputf8") == 0) {
+        f->no_smtputf8 = true;
+        return 0;
+    }
+    if (strncmp(spec, "greeting:", 9) == 0) {
+        long code;
+        if (num_parse(spec + 9, 400, 599, &code))
+            FAIL("bad --fault '%s': CODE must be a number from 400 to 599", spec);
+        f->greeting_code = (int)code;
+        return 0;
+    }
     uint32_t *mask = NULL;
     const char *stage = NULL;
     if (strncmp(spec, "disconnect:", 11) == 0) {
@@ -135,7 +151,7 @@ int sink_fault_parse(struct sink_faults *f, const char *spec, char *err, size_t 
         stage = kind[klen] == ':' ? kind + klen + 1 : "greeting";
     } else {
         FAIL("bad --fault '%s': unknown kind (rcpt, mail, data, disconnect, stall, delay, "
-             "hostile, no-starttls)",
+             "hostile, greeting, no-starttls, no-pipelining, no-smtputf8)",
              spec);
     }
     uint32_t bit;

@@ -258,14 +258,22 @@ static void signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
  * connection, certificates loaded) and without (TLS active, or no certificates). */
 static char *ehlo_caps(const struct sink_config *cfg, bool starttls)
 {
-    struct sv_buf b = {0};
-    sv_buf_puts(&b, "250-PIPELINING\r\n");
-    sv_buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)cfg->max_size);
-    sv_buf_puts(&b, "250-8BITMIME\r\n");
-    sv_buf_puts(&b, "250-ENHANCEDSTATUSCODES\r\n");
+    const char *caps[6];
+    char size[40];
+    int n = 0;
+    snprintf(size, sizeof(size), "SIZE %llu", (unsigned long long)cfg->max_size);
+    if (!cfg->faults.no_pipelining)
+        caps[n++] = "PIPELINING";
+    caps[n++] = size;
+    caps[n++] = "8BITMIME";
+    caps[n++] = "ENHANCEDSTATUSCODES";
     if (starttls)
-        sv_buf_puts(&b, "250-STARTTLS\r\n");
-    sv_buf_puts(&b, "250 SMTPUTF8\r\n");
+        caps[n++] = "STARTTLS";
+    if (!cfg->faults.no_smtputf8)
+        caps[n++] = "SMTPUTF8";
+    struct sv_buf b = {0};
+    for (int i = 0; i < n; i++)
+        sv_buf_printf(&b, "250%c%s\r\n", i + 1 < n ? '-' : ' ', caps[i]);
     if (!b.ptr)
         die(2, "out of memory");
     return b.ptr;
