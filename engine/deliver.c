@@ -54,7 +54,7 @@ struct djob;
 struct tfacts {
     char version[16], cipher[64]; /* "" = plaintext */
     bool verified, resumed;
-    int64_t ms;
+    int64_t us;
 };
 
 static void tfacts_of(struct tfacts *f, const struct smtp_txn *t)
@@ -63,7 +63,7 @@ static void tfacts_of(struct tfacts *f, const struct smtp_txn *t)
     memcpy(f->cipher, t->tls_cipher, sizeof(f->cipher));
     f->verified = t->tls_verified;
     f->resumed = t->tls_resumed;
-    f->ms = t->ms;
+    f->us = t->us;
 }
 
 struct eng_deliverer {
@@ -326,7 +326,7 @@ static void finish_job(struct djob *j, struct rres *rr)
         o->res[i].retry_at_ms = rr[i].retry_at;
         o->res[i].tls_verified = rr[i].f.verified;
         o->res[i].tls_resumed = rr[i].f.resumed;
-        o->res[i].ms = rr[i].f.ms;
+        o->res[i].us = rr[i].f.us;
         switch (rr[i].outcome) {
         case RQ_DELIVERED: d->st.rcpt_delivered++; break;
         case RQ_DEFERRED: d->st.rcpt_deferred++; break;
@@ -378,13 +378,13 @@ static void finish_all(struct djob *j, bool permanent, const char *cls, const ch
     struct rres *rr = calloc(j->job->nrcpt ? j->job->nrcpt : 1, sizeof(*rr));
     if (!rr)
         abort(); /* tiny; nothing sensible to do without memory here */
-    double ms = (ev_time() - j->t_start) * 1000.0;
+    double us = (ev_time() - j->t_start) * 1e6;
     for (size_t i = 0; i < j->job->nrcpt; i++) {
         rr[i].tls = strdup(tls ? tls : "none");
         if (tls)
             rr[i].f = j->last_f;
         else
-            rr[i].f.ms = ms > 0 ? (int64_t)(ms + 0.5) : 0;
+            rr[i].f.us = us > 0 ? (int64_t)(us + 0.5) : 0;
         if (permanent)
             set_bounced(&rr[i], reply);
         else

@@ -105,7 +105,7 @@ struct smtp_txn {
     char tls_version[16], tls_cipher[64]; /* "" on a plaintext session */
     bool tls_verified;
     double t0;        /* ev_time() the attempt started: MAIL FROM, or connect (new session) */
-    int64_t ms;       /* from t0 to the final reply (or the failure) */
+    int64_t us;       /* from t0 to the final reply (or the failure), microseconds */
     bool tls_new;     /* first transaction on a session whose handshake succeeded */
     bool tls_resumed; /* ... and that handshake resumed a cached session */
 

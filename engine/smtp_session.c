@@ -150,8 +150,8 @@ static void stamp(const struct smtp_session *s, struct smtp_txn *t)
     memcpy(t->tls_cipher, s->tf.cipher, sizeof(t->tls_cipher));
     t->tls_verified = s->tf.verified;
     t->tls_resumed = s->resumed;
-    double ms = (ev_time() - t->t0) * 1000.0;
-    t->ms = ms > 0 ? (int64_t)(ms + 0.5) : 0;
+    double us = (ev_time() - t->t0) * 1e6;
+    t->us = us > 0 ? (int64_t)(us + 0.5) : 0;
 }
 
 /* The single teardown path: fails what is queued, tells the owner, frees. */

@@ -159,7 +159,8 @@ struct rq_result {
     /* TLS facts for the event: tls_version NULL or "" = plaintext (event: tls=none). */
     const char *tls_version, *tls_cipher;
     bool tls_verified, tls_resumed;
-    int64_t ms; /* attempt duration: MAIL FROM (or connect, new connection) to the reply */
+    int64_t us; /* attempt duration in µs: MAIL FROM (or connect, new connection) to the
+                   reply; the event shows it as `ms` with three decimals */
 };
 
 /* Records the outcome of every recipient of `job` (res[job->nrcpt], borrowed;

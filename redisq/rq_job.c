@@ -564,8 +564,11 @@ static int report_job(struct rq *q, const struct rq_job *j, const struct rq_resu
     for (size_t k = 0; k < n; k++) {
         const struct rq_result *x = &res[k];
         bool tls = x->tls_version && *x->tls_version;
+        int64_t us = x->us < 0 ? 0 : x->us;
+        char ms[32];
+        snprintf(ms, sizeof(ms), "%lld.%03lld", (long long)(us / 1000), (long long)(us % 1000));
         if (rq_args_str(a, outcome_name(x->outcome)) || rq_args_str(a, j->rcpt[k].addr) ||
-            rq_args_str(a, x->reply) || rq_args_i64(a, x->ms < 0 ? 0 : x->ms) ||
+            rq_args_str(a, x->reply) || rq_args_str(a, ms) ||
             rq_args_str(a, tls ? x->tls_version : "") || rq_args_str(a, tls ? x->tls_cipher : "") ||
             rq_args_str(a, x->tls_verified ? "yes" : "no") ||
             rq_args_str(a, x->tls_resumed ? "yes" : "no"))
