@@ -753,11 +753,15 @@ static void peer_closing_mid_handshake_and_silent_server(void **state)
 
 /* A plain TCP server: on each connection sends argv[2] (Python escapes: "" = nothing)
  * and then closes at once ("close") or after reading what the client sends ("wait"). */
-static const char py_sayer[] = "import socket, sys\n"
+/* The sayer binds port 0 and writes the port it got to argv[1]: a port picked in
+ * advance may be taken by a parallel test before it binds. */
+static const char py_sayer[] = "import os, socket, sys\n"
                                "s = socket.socket()\n"
-                               "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                               "s.bind(('127.0.0.1', int(sys.argv[1])))\n"
+                               "s.bind(('127.0.0.1', 0))\n"
                                "s.listen(8)\n"
+                               "with open(sys.argv[1] + '.tmp', 'w') as f:\n"
+                               "    f.write(str(s.getsockname()[1]))\n"
+                               "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
                                "say = sys.argv[2].encode().decode('unicode_escape').encode()\n"
                                "while True:\n"
                                "    c, _ = s.accept()\n"
@@ -769,13 +773,23 @@ static pid_t sayer(int *port, const char *say, const char *mode)
 {
     assert_int_equal(access("/usr/bin/python3", X_OK), 0);
     char *script = tu_write_file(dir, "sayer.py", py_sayer);
-    *port = tu_free_port();
-    char portbuf[16];
-    snprintf(portbuf, sizeof(portbuf), "%d", *port);
-    const char *argv[] = {"python3", script, portbuf, say, mode, NULL};
+    const char *portfile = tt_path(dir, "sayer.port");
+    unlink(portfile);
+    const char *argv[] = {"python3", script, portfile, say, mode, NULL};
     pid_t pid = tt_spawn(argv);
     free(script);
-    assert_int_equal(tt_wait_port(*port, 10000), 0);
+    *port = 0;
+    for (int waited = 0; waited < 10000 && *port <= 0; waited += 20) {
+        FILE *f = fopen(portfile, "r");
+        if (f) {
+            if (fscanf(f, "%d", port) != 1)
+                *port = 0;
+            fclose(f);
+        }
+        if (*port <= 0)
+            usleep(20000);
+    }
+    assert_true(*port > 0);
     return pid;
 }
 
