@@ -145,6 +145,38 @@ static void test_idn_no_smtputf8(void **state)
     run_idn_no_smtputf8(false);
 }
 
+/* Two IDN transactions on one session without SMTPUTF8: the second is pipelined
+ * behind the first one's final dot (nothing in it needs refusing), A-labels both. */
+static void test_idn_pipelined_behind_dot(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_start(&sink, false, true), 0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\n");
+    enqueue_from(&t, "news@" BUECHER, (const char *[]){"a@" MUENCHEN, NULL},
+                 "Message-ID: <i5@src.test>\r\n\r\nx\r\n");
+    enqueue_from(&t, "news@" BUECHER, (const char *[]){"b@" MUENCHEN, NULL},
+                 "Message-ID: <i6@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 2);
+    for (size_t i = first; i < t.nout; i++)
+        if (t.out[i]->res[0].outcome != RQ_DELIVERED)
+            fail_msg("%s", t.out[i]->res[0].reply);
+    char *got = received(&sink);
+    assert_string_equal(got, "MAIL FROM:<news@" BUECHER_A "> SIZE=32\n"
+                             "RCPT TO:<a@" MUENCHEN_A ">\n"
+                             "MAIL FROM:<news@" BUECHER_A "> SIZE=32\n"
+                             "RCPT TO:<b@" MUENCHEN_A ">\n");
+    free(got);
+    assert_int_equal(td_stat(&sink, "connections"), 1);
+    assert_int_equal(td_stat(&sink, "transactions"), 2);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 /* A UTF-8 local part in the sender cannot be downgraded: without SMTPUTF8 the whole
  * transaction bounces (even though the recipient's IDN domain alone could go). */
 static void test_idn_utf8_sender_no_smtputf8(void **state)
@@ -228,6 +260,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idn_smtputf8),
         cmocka_unit_test(test_idn_no_smtputf8),
+        cmocka_unit_test(test_idn_pipelined_behind_dot),
         cmocka_unit_test(test_idn_utf8_sender_no_smtputf8),
         cmocka_unit_test(test_idn_mx),
     };
