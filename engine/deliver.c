@@ -780,16 +780,23 @@ static int build_txns(struct djob *j)
     for (size_t t = 0; t < j->ntxn; t++) {
         struct smtp_txn *x = &j->txns[t];
         size_t first = personal ? t : 0, n = personal ? 1 : job->nrcpt;
-        const char **rc = calloc(n, sizeof(*rc));
+        /* rc[0..n): the addresses as enqueued; rc[n..2n): with A-labels (IDN only). */
+        bool idn = job->rcpt_domain && strcmp(job->rcpt_domain, job->domain) != 0;
+        const char **rc = calloc(idn ? 2 * n : n, sizeof(*rc));
         x->rcpt_code = calloc(n, sizeof(int));
         x->rcpt_reply = calloc(n, sizeof(char *));
         x->rcpt = rc;
         x->nrcpt = n;
         if (!rc || !x->rcpt_code || !x->rcpt_reply)
             return -ENOMEM;
-        for (size_t k = 0; k < n; k++)
+        for (size_t k = 0; k < n; k++) {
             rc[k] = job->rcpt[first + k].addr;
+            if (idn)
+                rc[n + k] = job->rcpt[first + k].addr_ascii;
+        }
+        x->rcpt_ascii = idn ? rc + n : NULL;
         x->from = from;
+        x->from_ascii = rq_body_from_ascii(job->body);
         if (personal) {
             if (rq_render(job->body, &job->rcpt[t], &j->bodies[t]) < 0)
                 return -ENOMEM;
@@ -842,7 +849,7 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
     struct rule_vars *v = &j->vars;
     rule_vars_init(v);
     const char *from = rq_body_from(job->body);
-    const char *at = strrchr(from, '@');
+    const char *at = strrchr(rq_body_from_ascii(job->body), '@'); /* IDN: A-labels */
     set_str(v, RULE_VAR_SENDER, from);
     set_str(v, RULE_VAR_SENDER_DOMAIN, at ? at + 1 : "");
     set_str(v, RULE_VAR_RCPT, job->rcpt[0].addr);

@@ -127,7 +127,7 @@ static void job_vars(struct eng_limits *l, const struct rq_job *job, int64_t now
     struct rule_vars *v = &l->vars;
     rule_vars_init(v);
     const char *from = rq_body_from(job->body);
-    const char *at = strrchr(from, '@');
+    const char *at = strrchr(rq_body_from_ascii(job->body), '@'); /* IDN: A-labels */
     set_str(v, RULE_VAR_SENDER, from);
     set_str(v, RULE_VAR_SENDER_DOMAIN, at ? at + 1 : "");
     set_str(v, RULE_VAR_RCPT, job->nrcpt ? job->rcpt[0].addr : "");

@@ -83,6 +83,11 @@ struct smtp_txn {
     const char *from;        /* borrowed */
     const char *const *rcpt; /* borrowed, nrcpt addresses */
     size_t nrcpt;
+    /* The same with IDN domains as A-labels (borrowed; NULL = as above): what a
+     * server without SMTPUTF8 gets for an address whose only non-ASCII part is the
+     * domain (RFC 6531 3.2 leaves the domain to IDNA, RFC 5890). */
+    const char *from_ascii;
+    const char *const *rcpt_ascii;
     const char *body; /* borrowed; bare LFs become CRLF, lines starting with '.' get one more */
     size_t body_len;
     bool eightbit; /* body has bytes >= 0x80: BODY=8BITMIME when offered */

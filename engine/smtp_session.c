@@ -323,10 +323,43 @@ static size_t rcpt_next(const struct smtp_txn *t, size_t i)
     return i;
 }
 
-/* The server does not offer SMTPUTF8 (RFC 6531 3.2): a non-ASCII address cannot
- * be sent. Returns true when nothing can (the sender or every recipient is
- * non-ASCII: MAIL gets the local refusal); else the non-ASCII recipients get it and
- * the others go ahead. 553 5.6.7 (RFC 3463): a permanent failure. */
+/* What goes on the wire for an address (`ascii` = its form with A-labels, may be
+ * NULL): as it is to a server with SMTPUTF8, else an ASCII form; NULL when there is
+ * none (a UTF-8 local part cannot be downgraded, RFC 6531 3.2). */
+static const char *wire_addr(const struct smtp_session *s, const char *addr, const char *ascii)
+{
+    if ((s->caps & CAP_SMTPUTF8) || is_ascii(addr))
+        return addr;
+    return ascii && is_ascii(ascii) ? ascii : NULL;
+}
+
+static const char *wire_from(const struct smtp_session *s, const struct smtp_txn *t)
+{
+    return wire_addr(s, t->from, t->from_ascii);
+}
+
+static const char *wire_rcpt(const struct smtp_session *s, const struct smtp_txn *t, size_t i)
+{
+    return wire_addr(s, t->rcpt[i], t->rcpt_ascii ? t->rcpt_ascii[i] : NULL);
+}
+
+/* An address of t cannot be sent to this server (no SMTPUTF8). */
+static bool utf8_blocked(const struct smtp_session *s, const struct smtp_txn *t)
+{
+    if (!t->smtputf8 || (s->caps & CAP_SMTPUTF8))
+        return false;
+    if (!wire_from(s, t))
+        return true;
+    for (size_t i = 0; i < t->nrcpt; i++)
+        if (!wire_rcpt(s, t, i))
+            return true;
+    return false;
+}
+
+/* The server does not offer SMTPUTF8 (RFC 6531 3.2): an address with a UTF-8 local
+ * part cannot be sent (an IDN domain alone goes as A-labels). Returns true when
+ * nothing can (the sender, or every recipient: MAIL gets the local refusal); else
+ * those recipients get it and the others go ahead. 553 5.6.7 (RFC 3463): permanent. */
 static bool refuse_utf8(struct smtp_session *s, struct smtp_txn *t)
 {
     char why[300];
@@ -335,15 +368,15 @@ static bool refuse_utf8(struct smtp_session *s, struct smtp_txn *t)
              s->host);
     size_t left = 0;
     for (size_t i = 0; i < t->nrcpt; i++)
-        left += is_ascii(t->rcpt[i]);
-    if (!is_ascii(t->from) || left == 0) {
+        left += wire_rcpt(s, t, i) != NULL;
+    if (!wire_from(s, t) || left == 0) {
         t->mail_code = 553;
         free(t->mail_reply);
         t->mail_reply = dupstr(why);
         return true;
     }
     for (size_t i = 0; i < t->nrcpt; i++)
-        if (!is_ascii(t->rcpt[i])) {
+        if (!wire_rcpt(s, t, i)) {
             t->rcpt_code[i] = 553;
             free(t->rcpt_reply[i]);
             t->rcpt_reply[i] = dupstr(why);
@@ -362,7 +395,7 @@ static void send_mail(struct smtp_session *s, struct smtp_txn *t)
         pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
     if (t->smtputf8 && (s->caps & CAP_SMTPUTF8))
         snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
-    send_cmd(s, "MAIL FROM:<%s>%s", t->from, params);
+    send_cmd(s, "MAIL FROM:<%s>%s", wire_from(s, t), params);
     t->t0 = s->open_used ? ev_time() : s->t_open; /* a new connection counts from connect */
     s->open_used = true;
     t->mail_sent = true;
@@ -370,7 +403,7 @@ static void send_mail(struct smtp_session *s, struct smtp_txn *t)
     t->rcpt_replied = rcpt_next(t, 0);
     if (s->caps & CAP_PIPELINING) {
         for (size_t i = rcpt_next(t, 0); i < t->nrcpt; i = rcpt_next(t, i + 1))
-            send_cmd(s, "RCPT TO:<%s>", t->rcpt[i]);
+            send_cmd(s, "RCPT TO:<%s>", wire_rcpt(s, t, i));
         t->rcpt_sent = t->nrcpt;
         send_cmd(s, "DATA");
     }
@@ -412,7 +445,7 @@ static void start_next(struct smtp_session *s)
         return;
     }
     t->reused = s->ntxn > 0;
-    if (t->smtputf8 && !(s->caps & CAP_SMTPUTF8) && refuse_utf8(s, t)) {
+    if (utf8_blocked(s, t) && refuse_utf8(s, t)) {
         s->head = t; /* txn_done pops it */
         txn_done(s);
         return;
@@ -612,7 +645,7 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
         t->mail_code = c;
         t->mail_reply = fmt_reply(r);
         if (t->rcpt_sent == 0 && c / 100 == 2) {
-            send_cmd(s, "RCPT TO:<%s>", t->rcpt[t->rcpt_replied]);
+            send_cmd(s, "RCPT TO:<%s>", wire_rcpt(s, t, t->rcpt_replied));
             t->rcpt_sent = t->rcpt_replied + 1;
             flush_out(s);
         } else if (t->rcpt_sent == 0) {
@@ -628,7 +661,7 @@ static void on_reply(struct smtp_session *s, const struct smtp_reply *r)
         t->rcpt_replied = rcpt_next(t, t->rcpt_replied + 1);
         if (t->rcpt_replied < t->nrcpt) {
             if (t->rcpt_sent <= t->rcpt_replied) { /* one at a time: the next one */
-                send_cmd(s, "RCPT TO:<%s>", t->rcpt[t->rcpt_replied]);
+                send_cmd(s, "RCPT TO:<%s>", wire_rcpt(s, t, t->rcpt_replied));
                 t->rcpt_sent = t->rcpt_replied + 1;
                 flush_out(s);
             }
@@ -803,8 +836,7 @@ static void flush_out(struct smtp_session *s)
                     /* Pipeline the next transaction behind the final dot (RFC 2920
                      * 3.1: the message content may start a group). */
                     struct smtp_txn *n = s->head->next;
-                    if (n && (s->caps & CAP_PIPELINING) && !n->presented &&
-                        !(n->smtputf8 && !(s->caps & CAP_SMTPUTF8))) {
+                    if (n && (s->caps & CAP_PIPELINING) && !n->presented && !utf8_blocked(s, n)) {
                         send_mail(s, n);
                         n->presented = true;
                     }

@@ -358,9 +358,9 @@ int rq_cmd(struct rq *q, redisReply **out, const char *what, int argc, const cha
 
 static const char *script_name(enum rq_script s)
 {
-    static const char *const names[RQS__COUNT] = {"enqueue", "enqueue", "enqueue",
-                                                  "claim",   "reclaim", "report",
-                                                  "promote", "retry",   "cancel", "limit"};
+    static const char *const names[RQS__COUNT] = {"enqueue", "enqueue", "enqueue", "claim",
+                                                  "reclaim", "report",  "promote", "retry",
+                                                  "cancel",  "limit"};
     return names[s];
 }
 

@@ -30,8 +30,9 @@ int rq_url_check(const char *url, const char **why);
 /* Checks an envelope address (RFC 5321 Mailbox: dot-atom or quoted local part,
  * LDH domain with at least one dot, or an address literal; length limits).
  * A domain whose last label is all digits ("1.2.3.4") is refused: an IP address must
- * be a bracketed literal (RFC 5321 4.1.3). Returns 0, or -EINVAL with a static reason
- * in `why`. */
+ * be a bracketed literal (RFC 5321 4.1.3). A domain in UTF-8 (IDN U-labels) is checked
+ * in its A-label form (common/idna.h), which jobs route by. Returns 0, or -EINVAL with
+ * a static reason in `why`. */
 int rq_addr_check(const char *addr, const char **why);
 
 struct rq;
@@ -106,22 +107,27 @@ struct rq_body *rq_body_ref(struct rq_body *b); /* returns b with one more refer
 void rq_body_unref(struct rq_body *b);          /* NULL-safe; any thread */
 const char *rq_body_data(const struct rq_body *b, size_t *len);
 const char *rq_body_from(const struct rq_body *b);
+/* The sender with its domain in A-labels: rq_body_from() unless that domain is an
+ * IDN given in UTF-8 (the local part stays as it is, maybe UTF-8). */
+const char *rq_body_from_ascii(const struct rq_body *b);
 bool rq_body_personalised(const struct rq_body *b);
 int64_t rq_body_created_ms(const struct rq_body *b); /* enqueue time, for expiry */
 
 /* --- claim and report ------------------------------------------------------ */
 
 struct rq_rcpt {
-    const char *addr;          /* "local@domain" */
+    const char *addr;          /* "local@domain" as enqueued (domain lower case, maybe UTF-8) */
+    const char *addr_ascii;    /* "local@A-labels": == addr unless the domain is UTF-8 */
     const char *const *values; /* the message's fields, in rq_msg_spec order */
 };
 
 struct rq_job {
-    char sid[32];           /* stream entry id: what is acknowledged */
-    uint64_t msg;           /* message id */
-    const char *domain;     /* lower-case recipient domain, shared by all recipients */
-    unsigned retry_num;     /* 0 on the first attempt */
-    const char *last_error; /* "" on the first attempt */
+    char sid[32];            /* stream entry id: what is acknowledged */
+    uint64_t msg;            /* message id */
+    const char *domain;      /* recipient domain as A-labels, lower case: for routing */
+    const char *rcpt_domain; /* the domain in rcpt[].addr: == domain unless given in UTF-8 */
+    unsigned retry_num;      /* 0 on the first attempt */
+    const char *last_error;  /* "" on the first attempt */
     size_t nrcpt;
     const struct rq_rcpt *rcpt;
     struct rq_body *body; /* borrowed from the batch; rq_body_ref() to keep it */

@@ -1,9 +1,13 @@
 /* Envelope address checks (RFC 5321 section 4.1.2 and 4.5.3.1) and templates. */
 #include "rq_int.h"
 
+#include "idna.h"
+
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 
 static bool atext(unsigned char c)
 {
@@ -38,7 +42,50 @@ static int bad(const char **why, const char *reason)
     return -EINVAL;
 }
 
-static int check_domain(const char *d, size_t n, const char **why)
+/* A domain that needs IDNA: a non-ASCII byte, or a label that starts "xn--". */
+static bool idn(const char *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)d[i] >= 0x80 ||
+            ((i == 0 || d[i - 1] == '.') && n - i >= 4 && strncasecmp(d + i, "xn--", 4) == 0))
+            return true;
+    return false;
+}
+
+static int check_ascii_domain(const char *d, size_t n, const char **why);
+
+/* An IDN is checked in its A-label form (RFC 5891 5): DNS and ASCII SMTP see only
+ * that; *alen gets its length. Other domains are checked as they are. */
+static int check_domain(const char *d, size_t n, size_t *alen, const char **why)
+{
+    *alen = n;
+    if (n == 0 || d[0] == '[' || !idn(d, n))
+        return check_ascii_domain(d, n, why);
+    char a[RQ_DOMAIN_MAX];
+    int rc = sv_idna_domain(d, n, SV_IDNA_ASCII, a, sizeof(a), why);
+    if (rc)
+        return rc == -ENOSPC ? bad(why, "domain longer than 255 octets") : rc;
+    *alen = strlen(a);
+    return check_ascii_domain(a, *alen, why);
+}
+
+int rq_addr_domains(const char *d, char *route, char *given, const char **why)
+{
+    size_t n = strlen(d);
+    if (d[0] == '[' || !idn(d, n)) {
+        if (n >= RQ_DOMAIN_MAX)
+            return bad(why, "domain longer than 255 octets");
+        for (size_t i = 0; i <= n; i++)
+            route[i] = given[i] = (char)tolower((unsigned char)d[i]);
+        return 0;
+    }
+    int rc = sv_idna_domain(d, n, SV_IDNA_ASCII, route, RQ_DOMAIN_MAX, why);
+    if (!rc)
+        rc = sv_idna_domain(d, n, SV_IDNA_MAPPED, given, RQ_DOMAIN_MAX, why);
+    return rc == -ENOSPC ? bad(why, "domain longer than 255 octets") : rc;
+}
+
+static int check_ascii_domain(const char *d, size_t n, const char **why)
 {
     if (n == 0)
         return bad(why, "empty domain");
@@ -72,12 +119,6 @@ static int check_domain(const char *d, size_t n, const char **why)
             continue;
         }
         digits = digits && c >= '0' && c <= '9';
-        if (c >= 0x80) {
-            if (!utf8_len((const unsigned char *)d + i, (const unsigned char *)d + n))
-                return bad(why, "invalid UTF-8 in domain");
-            /* A U-label needs IDNA (RFC 5891) for DNS, which salvo does not do. */
-            return bad(why, "non-ASCII domain: give its A-label (punycode, xn--...) form");
-        }
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '-'))
             return bad(why, "invalid character in domain");
@@ -160,7 +201,11 @@ int rq_addr_check(const char *addr, const char **why)
     const char *d = at + 1;
     if (strchr(d, '@'))
         return bad(why, "more than one '@'");
-    return check_domain(d, strlen(d), why);
+    size_t alen;
+    int rc = check_domain(d, strlen(d), &alen, why);
+    if (rc == 0 && (size_t)(at - addr) + 1 + alen > 254)
+        return bad(why, "address longer than 254 octets in A-label form");
+    return rc;
 }
 
 /* --- templates ----------------------------------------------------------------- */

@@ -3,7 +3,6 @@
  * Memory is bounded: at most OPEN_MAX jobs are open (being filled) at a time. */
 #include "rq_int.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +13,7 @@
 #define BATCH_BYTES (1u << 20)
 
 struct open_job {
-    char *domain; /* owned, lower case; NULL = free slot */
+    char *domain; /* owned: the payload's domain field; NULL = free slot */
     struct sv_buf rcpts;
     size_t n;
 };
@@ -142,8 +141,24 @@ static uint64_t hash_domain(const char *d)
 {
     uint64_t h = 1469598103934665603ull;
     for (; *d; d++)
-        h = (h ^ (unsigned char)tolower((unsigned char)*d)) * 1099511628211ull;
+        h = (h ^ (unsigned char)*d) * 1099511628211ull;
     return h;
+}
+
+/* The payload's domain field: the routing domain (A-labels), then, for a domain
+ * given in UTF-8, a space and that form (the one the recipients' addresses carry).
+ * A space is in no domain, and the scripts never look inside the field. */
+static int domain_field(const char *dom, char *key, size_t cap, const char **why)
+{
+    char route[RQ_DOMAIN_MAX], given[RQ_DOMAIN_MAX];
+    int rc = rq_addr_domains(dom, route, given, why);
+    if (rc)
+        return rc;
+    if (strcmp(route, given) == 0)
+        snprintf(key, cap, "%s", route);
+    else
+        snprintf(key, cap, "%s %s", route, given);
+    return 0;
 }
 
 int rq_enq_add(struct rq_enq *e, const char *addr, const char *const *values)
@@ -152,7 +167,9 @@ int rq_enq_add(struct rq_enq *e, const char *addr, const char *const *values)
     if (rq_addr_check(addr, &why))
         return rq_fail(e->q, -EINVAL, "bad recipient '%s': %s", addr, why);
     const char *at = strrchr(addr, '@');
-    const char *dom = at + 1;
+    char dom[2 * RQ_DOMAIN_MAX];
+    if (domain_field(at + 1, dom, sizeof(dom), &why))
+        return rq_fail(e->q, -EINVAL, "bad recipient '%s': %s", addr, why);
     if (e->nused >= OPEN_MAX) {
         int rc = emit_all(e);
         if (rc)
@@ -172,7 +189,7 @@ int rq_enq_add(struct rq_enq *e, const char *addr, const char *const *values)
                 break; /* never used: the end of the chain */
             continue;
         }
-        if (strcasecmp(s->domain, dom) == 0) {
+        if (strcmp(s->domain, dom) == 0) {
             j = s;
             break;
         }
@@ -184,8 +201,6 @@ int rq_enq_add(struct rq_enq *e, const char *addr, const char *const *values)
         j->domain = strdup(dom);
         if (!j->domain)
             return rq_fail(e->q, -ENOMEM, "out of memory");
-        for (char *p = j->domain; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
         e->nopen++;
     }
     if (rq_esc_append(&j->rcpts, addr, (size_t)(at - addr)))

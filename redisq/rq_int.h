@@ -8,6 +8,7 @@
 #include "rq.h"
 
 #define RQ_GROUP            "salvo"
+#define RQ_DOMAIN_MAX       256 /* a domain and its NUL */
 #define RQ_REPORT_AUTOFLUSH 256
 
 /* A growing list of binary-safe arguments for one Redis command. */
@@ -41,6 +42,7 @@ struct rq_body {
     atomic_int refs;
     uint64_t msg;
     char *from;
+    char *from_ascii; /* from with an IDN domain as A-labels; NULL = same as from */
     char *data;
     size_t len;
     bool personalised;
@@ -79,6 +81,12 @@ struct rq {
 
     char reclaim_cursor[32];
 };
+
+/* The two forms of a checked address's domain d (rq_addr.c): `route` (A-labels,
+ * lower case: DNS, job grouping, limiters) and `given` (as enqueued, lower-cased:
+ * what RCPT TO carries when SMTPUTF8 is offered). Equal unless d is an IDN given
+ * in UTF-8. Both buffers RQ_DOMAIN_MAX. Returns 0 or -EINVAL with a reason. */
+int rq_addr_domains(const char *d, char *route, char *given, const char **why);
 
 /* Sets the sticky error ("redis ADDR: ...") and returns `code`. */
 int rq_fail(struct rq *q, int code, const char *fmt, ...) SV_PRINTF(3, 4);

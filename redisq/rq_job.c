@@ -24,6 +24,7 @@ void rq_body_unref(struct rq_body *b)
         free(b->fields[i]);
     free(b->fields);
     free(b->from);
+    free(b->from_ascii);
     free(b->data);
     free(b);
 }
@@ -36,6 +37,10 @@ const char *rq_body_data(const struct rq_body *b, size_t *len)
 const char *rq_body_from(const struct rq_body *b)
 {
     return b->from;
+}
+const char *rq_body_from_ascii(const struct rq_body *b)
+{
+    return b->from_ascii ? b->from_ascii : b->from;
 }
 bool rq_body_personalised(const struct rq_body *b)
 {
@@ -128,6 +133,16 @@ static struct rq_body *body_from_reply(uint64_t msg, const redisReply *r)
     char *fields = dup_str(r->element[3]);
     if (!b->from || !b->data || !fields)
         goto fail;
+    const char *at = strrchr(b->from, '@'), *why;
+    char route[RQ_DOMAIN_MAX], given[RQ_DOMAIN_MAX];
+    if (at && at[1] && rq_addr_domains(at + 1, route, given, &why) == 0 &&
+        strcmp(route, given) != 0) {
+        size_t ll = (size_t)(at - b->from), rl = strlen(route);
+        if (!(b->from_ascii = malloc(ll + rl + 2)))
+            goto fail;
+        memcpy(b->from_ascii, b->from, ll + 1);
+        memcpy(b->from_ascii + ll + 1, route, rl + 1);
+    }
     if (*fields) {
         size_t n = 1;
         for (char *p = fields; *p; p++)
@@ -232,7 +247,12 @@ static int parse_job(const char *pay, size_t len, size_t nfields, struct rq_job 
             return -EPROTO;
     }
     j->msg = strtoull(tok[0], NULL, 10);
+    /* "<A-labels>[ <UTF-8 form>]": see domain_field() in rq_enq.c. */
+    char *sp = strchr(tok[1], ' ');
+    if (sp)
+        *sp++ = 0;
     j->domain = tok[1];
+    j->rcpt_domain = sp ? sp : tok[1];
     j->retry_num = (unsigned)strtoul(tok[2], NULL, 10);
     j->nrcpt = strtoull(tok[3], NULL, 10);
     j->last_error = tok[4];
@@ -240,8 +260,9 @@ static int parse_job(const char *pay, size_t len, size_t nfields, struct rq_job 
         return -EPROTO;
     m->rcpt = calloc(j->nrcpt, sizeof(*m->rcpt));
     m->values = calloc(j->nrcpt * (nfields ? nfields : 1), sizeof(*m->values));
-    size_t dlen = strlen(j->domain);
-    m->addrs = malloc(len + j->nrcpt * (dlen + 2));
+    size_t dlen = strlen(j->domain), glen = strlen(j->rcpt_domain);
+    /* Per recipient "local@given", and "local@domain" too when the two differ. */
+    m->addrs = malloc(2 * len + j->nrcpt * (dlen + glen + 4));
     if (!m->rcpt || !m->values || !m->addrs)
         return -ENOMEM;
     char *w = m->addrs;
@@ -263,10 +284,17 @@ static int parse_job(const char *pay, size_t len, size_t nfields, struct rq_job 
         size_t ll = strlen(local);
         memcpy(w, local, ll);
         w[ll] = '@';
-        memcpy(w + ll + 1, j->domain, dlen + 1);
-        m->rcpt[r].addr = w;
+        memcpy(w + ll + 1, j->rcpt_domain, glen + 1);
+        m->rcpt[r].addr = m->rcpt[r].addr_ascii = w;
         m->rcpt[r].values = vals;
-        w += ll + dlen + 2;
+        w += ll + glen + 2;
+        if (sp) {
+            memcpy(w, local, ll);
+            w[ll] = '@';
+            memcpy(w + ll + 1, j->domain, dlen + 1);
+            m->rcpt[r].addr_ascii = w;
+            w += ll + dlen + 2;
+        }
     }
     j->rcpt = m->rcpt;
     return 0;
@@ -463,6 +491,8 @@ static int group_payload(struct sv_buf *b, const struct rq_job *j, const unsigne
     sv_buf_reset(b);
     if (sv_buf_printf(b, "%llu\t", (unsigned long long)j->msg) ||
         rq_esc_append(b, j->domain, strlen(j->domain)) ||
+        (j->rcpt_domain && strcmp(j->rcpt_domain, j->domain) != 0 &&
+         (sv_buf_putc(b, ' ') || rq_esc_append(b, j->rcpt_domain, strlen(j->rcpt_domain)))) ||
         sv_buf_printf(b, "\t%u\t%zu\t", retry, count) || rq_esc_append(b, err, strlen(err)) ||
         sv_buf_putc(b, '\n'))
         return -ENOMEM;

@@ -21,3 +21,9 @@ add_dependencies(test_engine_scale salvo-sink)
 get_test_property(test_engine_scale ENVIRONMENT _scale_env)
 set_tests_properties(test_engine_scale PROPERTIES
   ENVIRONMENT "${_scale_env};SALVO_SINK_BIN=$<TARGET_FILE:salvo-sink>")
+# IDN through `salvo enqueue` and `salvo run --drain`.
+salvo_test(NAME test_engine_e2e_idn SOURCES test_engine_e2e_idn.c LIBS salvo_engine_e2etestutil TIMEOUT 120)
+add_dependencies(test_engine_e2e_idn salvo-sink)
+get_test_property(test_engine_e2e_idn ENVIRONMENT _idn_env)
+set_tests_properties(test_engine_e2e_idn PROPERTIES
+  ENVIRONMENT "${_idn_env};SALVO_SINK_BIN=$<TARGET_FILE:salvo-sink>")

@@ -45,7 +45,10 @@ static void address_rules(void **state)
                           "j\xc3\xb6rg@x.example", "\xe7\x94\xa8\xe6\x88\xb7@x.example",
                           "a\xf0\x9f\x98\x80"
                           "b@x.example",
-                          "\"j\xc3\xb6rg doe\"@x.example"};
+                          "\"j\xc3\xb6rg doe\"@x.example",
+                          /* IDN domains (RFC 5890), given in UTF-8 or as A-labels */
+                          "a@m\xc3\xbcnchen.example", "j\xc3\xb6rg@\xe4\xbe\x8b\xe3\x81\x88.jp",
+                          "a@XN--MNCHEN-3YA.example", "a@M\xc3\x9cNCHEN.example"};
     for (size_t i = 0; i < SV_ARRAY_LEN(good); i++)
         if (rq_addr_check(good[i], &why))
             fail_msg("%s: %s", good[i], why);
@@ -56,6 +59,17 @@ static void address_rules(void **state)
     strcpy(longlabel, "a@");
     memset(longlabel + 2, 'b', 64);
     strcpy(longlabel + 66, ".example");
+    /* 60 + 1 + 191 octets fit 254 in UTF-8, but the A-label form of the domain is
+     * 223 octets (and the A-label form is what a server without SMTPUTF8 sees). */
+#define IDNLABEL                                                                                   \
+    "\xc3\xbc\xcf\x89\xd1\x8f\xe4\xb8\xad\xc3\xa9\xce\xb1\xd0\xb6\xe6\x96\x87\xc3\xb6\xce\xb2\xd1" \
+    "\x84"                                                                                         \
+    "\xe6\x97\xa5\xc3\xa4\xce\xb3\xd1\x89\xe6\x9c\xac\xc3\xa7\xce\xb4\xd1\x8e\xe8\xaa\x9e"
+    char idnlong[300];
+    memset(idnlong, 'l', 60);
+    snprintf(idnlong + 60, sizeof(idnlong) - 60, "@%s",
+             IDNLABEL "." IDNLABEL "." IDNLABEL "." IDNLABEL ".example");
+    assert_int_equal(strlen(idnlong), 252);
     struct {
         const char *a, *why;
     } bad[] = {
@@ -73,9 +87,12 @@ static void address_rules(void **state)
         {"a@x-.example", "domain label ends with '-'"},
         {"a@x_y.example", "invalid character in domain"},
         {"a@x.example.", "empty label in domain (leading, trailing or double dot)"},
-        {"a@b\xc3\xbc"
-         ".example",
-         "non-ASCII domain: give its A-label (punycode, xn--...) form"},
+        /* IDN: checked in A-label form (common/idna.c has the full list). */
+        {"a@b\xe2\x98\x83.example", "symbol or emoji in domain"},
+        {"a@xn--zz.example", "invalid A-label (xn--...) in domain"},
+        {"a@\xe4\xbe\x8b.123",
+         "numeric top-level label (an IP address must be bracketed: [1.2.3.4])"},
+        {idnlong, "address longer than 254 octets in A-label form"},
         {"a@b\xc3"
          ".example",
          "invalid UTF-8 in domain"},
