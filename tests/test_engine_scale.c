@@ -348,6 +348,14 @@ static void sighup_reloads_the_config(void **state)
     wait_pairs(&sink2, (uint64_t)n3, 20000);
     assert_int_equal(te_sink_stat(&sink, "pairs"), (uint64_t)(n1 + n2));
     assert_int_equal(count_err(p, "reload: run.toml applied"), 4);
+    /* Limiters are built once per run: a reload that changes them says so. */
+    te_write_conf_as(&env, "run.toml", sink2.port,
+                     "[[queue.limiter.outbound]]\nid = \"all\"\nrate = \"10/1s\"\n");
+    assert_int_equal(tr_signal(p, SIGHUP), 0);
+    assert_true(tr_wait_for_text(
+        p->err_path, "reload: queue.limiter.outbound changed: restart salvo run to apply it",
+        5000));
+    assert_int_equal(count_err(p, "restart salvo run"), 1);
     assert_int_equal(tr_signal(p, SIGTERM), 0);
     assert_int_equal(tr_wait(p, 10000), 0);
     char *out = tr_out(p);
