@@ -13,9 +13,13 @@
  *   shift(per, from, to)  moves per-message recipient counts between counters
  *   malformed(sid, pay)   a payload the scripts cannot read (written by hand?)
  *                  must not block the queue: it goes to the dead letters as it is
- *   move(pay, per) retry job -> ready stream. ZREM first: only the caller whose
+ *   move(mem, per) retry job -> ready stream. ZREM first: only the caller whose
  *                  ZREM removed the member moves it, so concurrent promoters never
- *                  duplicate a job. */
+ *                  duplicate a job. A member is the payload (which ends with LF)
+ *                  plus a tag "#<sid>.<group>" naming the report that scheduled it:
+ *                  identical payloads (an address listed twice in a campaign) stay
+ *                  two members. The tag is dropped on the way back to the stream;
+ *                  members without one (written by older versions) move as they are. */
 #include "rq_int.h"
 
 /* clang-format off */
@@ -65,8 +69,9 @@
     "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', 100000, '*', 'm', '', 'why',\n" \
     "    'malformed job payload', 'n', 0, 'j', pay or '')\n" \
     "end\n" \
-    "local function move(pay, per)\n" \
-    "  if redis.call('ZREM', P .. 'retry', pay) == 0 then return 0 end\n" \
+    "local function move(mem, per)\n" \
+    "  if redis.call('ZREM', P .. 'retry', mem) == 0 then return 0 end\n" \
+    "  local pay = string.match(mem, '^(.*\\n)[^\\n]+$') or mem\n" \
     "  local mid, n = hdr(pay)\n" \
     "  if not mid then malformed(nil, pay) return 0 end\n" \
     "  if cancelled(mid) then return 0 end\n" \
@@ -200,10 +205,11 @@ static const char report[] = LUA_PRELUDE
     "  local live = acked and not cancelled(mid)\n"
     "  if acked then redis.call('XDEL', S, sid) else dups = dups + 1 end\n"
     "  local sched, ndef = 0, 0\n"
-    "  for _ = 1, ng do\n"
+    "  for g = 1, ng do\n"
     "    local c = tonumber(ARGV[i + 1])\n"
     "    ndef = ndef + c\n"
-    "    if live and redis.call('ZADD', P .. 'retry', ARGV[i], ARGV[i + 2]) == 1 then\n"
+    "    local mem = ARGV[i + 2] .. '#' .. sid .. '.' .. g\n"
+    "    if live and redis.call('ZADD', P .. 'retry', ARGV[i], mem) == 1 then\n"
     "      sched = sched + c\n"
     "    end\n"
     "    i = i + 3\n"
