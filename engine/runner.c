@@ -869,6 +869,7 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         .url = env && *env ? env : conf->redis_url,
         .queue = conf->queue_name,
         .password = conf->redis_password,
+        .retention_ms = conf->retention_ms,
     };
     int rc = rq_new(&qo, &r->q);
     if (rc) {
