@@ -2,8 +2,8 @@
  *
  * redisq is synchronous (hiredis blocking API, one `struct rq` per thread), so
  * instead of hiredis-async on libev the process has one dedicated queue thread
- * (the main thread) that drives it: it promotes due retries, claims jobs while
- * the workers have room, routes each job by a hash of its domain to the worker
+ * (the main thread) that drives it: it promotes due retries, claims about what
+ * the workers can start soon (see claim()), routes each job by a hash of its domain to the worker
  * that owns that domain's connections and TLS sessions, collects outcomes,
  * reports and flushes them in batches, renews leases and reclaims jobs of dead
  * consumers. Workers never wait on Redis; a Redis round trip stalls only this

@@ -1,8 +1,8 @@
 /* Horizontal scaling (issue #9): several `salvo run` processes on one real
  * redis-server deliver one campaign through a real salvo-sink, every recipient
  * exactly once (the sink's (Message-ID, recipient) pairs), each process with its
- * own summary line; kill -9 of one of three leaves its jobs to the other two after
- * the lease. Also the --progress line of a run whose stderr is not a terminal, and
+ * own summary line; a small campaign is shared by two processes started together;
+ * kill -9 of one of three leaves its jobs to the other two after the lease. Also the --progress line of a run whose stderr is not a terminal, and
  * the configuration reload on SIGHUP. */
 #include <setjmp.h>
 #include <signal.h>
@@ -89,9 +89,8 @@ static long long wait_proc(int i, int timeout_ms)
 }
 
 /* np processes share a campaign of 6,000 recipients over 2,000 domains (2,000 jobs
- * of 3 recipients, one transaction each): more jobs than one process claims at
- * once (threads x 200), so every process gets a share. The shares add up, nobody
- * gets a recipient twice. */
+ * of 3 recipients, one transaction each): every process gets a share. The shares
+ * add up, nobody gets a recipient twice. */
 static void processes_share_exactly_once(int np)
 {
     assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
