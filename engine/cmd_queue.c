@@ -58,6 +58,7 @@ static int open_queue(const char *conf_path, bool read_only, struct rq **out)
     struct rq_opts o = {.url = url,
                         .queue = conf.queue_name,
                         .password = conf.redis_password,
+                        .retention_ms = conf.retention_ms,
                         .read_only = read_only};
     struct rq *q;
     rc = rq_new(&o, &q);

@@ -215,6 +215,8 @@ static int64_t parse_duration(const char *s)
         unit = 60000;
     else if (strcmp(end, "h") == 0)
         unit = 3600000;
+    else if (strcmp(end, "d") == 0)
+        unit = 86400000;
     else
         return -1;
     return n ? (int64_t)n * unit : -1;
@@ -245,6 +247,12 @@ static bool store_duration(struct loader *L, const char *path, const struct cfg_
 static void store_lease(struct loader *L, const char *path, const struct cfg_value *v)
 {
     store_duration(L, path, v, 300, &L->conf->lease_ms);
+}
+
+/* queue.retention: how long a finished message's metadata stays in Redis. */
+static void store_retention(struct loader *L, const char *path, const struct cfg_value *v)
+{
+    store_duration(L, path, v, 1000, &L->conf->retention_ms);
 }
 
 /* server.shutdown-timeout: how long SIGTERM waits for transactions in flight. */
@@ -679,6 +687,7 @@ static const struct schema_key schema[] = {
     {"server.workers.pin", CFG_BOOL, store_pin},
     {"server.shutdown-timeout", CFG_STRING, store_shutdown_timeout},
     {"queue.lease", CFG_STRING, store_lease},
+    {"queue.retention", CFG_STRING, store_retention},
     {"log.level", CFG_STRING, store_log_level},
     {"resolver.nameservers", CFG_ARRAY, store_nameservers},
     {"remote.*.address", CFG_STRING, store_remote_address},
@@ -950,6 +959,7 @@ int eng_conf_load(const char *path, struct eng_conf *conf, struct cfg_diag *diag
     conf->worker_threads = 0;
     conf->worker_pin = true;
     conf->lease_ms = 60000;
+    conf->retention_ms = 7 * 86400000LL;
     conf->shutdown_timeout_ms = 10000;
     conf->log_level = SV_LOG_INFO;
     conf->out_connections = 8;

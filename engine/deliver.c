@@ -1095,6 +1095,11 @@ size_t eng_deliverer_busy(const struct eng_deliverer *d)
     return d->busy;
 }
 
+size_t eng_deliverer_sessions(const struct eng_deliverer *d)
+{
+    return d->pool.n;
+}
+
 void eng_deliverer_stats(const struct eng_deliverer *d, struct eng_deliver_stats *st)
 {
     *st = d->st;

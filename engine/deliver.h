@@ -72,6 +72,9 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
 
 /* Number of jobs started and not yet called back. */
 size_t eng_deliverer_busy(const struct eng_deliverer *d);
+/* Number of sessions open or opening (busy or idle in the pool): how many jobs
+ * could be in a transaction right now. */
+size_t eng_deliverer_sessions(const struct eng_deliverer *d);
 
 /* Graceful stop: no new jobs; jobs not started yet (routing, waiting for a
  * session, queued behind other transactions) are called back at once with a NULL

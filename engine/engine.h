@@ -30,6 +30,9 @@ struct eng_conf {
     /* queue.lease: a claimed job unreported for this long is taken over by another
      * process (rq_reclaim); "60s" by default. */
     int64_t lease_ms;
+    /* queue.retention: a finished message's metadata (counts, name) is dropped
+     * from Redis this long after its last recipient became final; "7d". */
+    int64_t retention_ms;
     /* server.shutdown-timeout: SIGTERM waits this long for transactions in
      * flight; "10s" by default. */
     int64_t shutdown_timeout_ms;

@@ -69,6 +69,9 @@ void eng_worker_stop(struct eng_worker *w);
 /* Queue thread: the worker applies `conf` (borrowed; it must outlive the worker)
  * to the attempts it starts from its next wake-up on (eng_deliverer_reload). */
 void eng_worker_reload(struct eng_worker *w, const struct eng_conf *conf);
+/* Queue thread: the worker's open sessions as of its last event (a gauge of the
+ * tasks it can have in a transaction; the rest of what it holds waits). */
+size_t eng_worker_sessions(const struct eng_worker *w);
 /* Has the thread finished (after eng_worker_stop)? Any outcomes it left are still
  * to be collected. */
 bool eng_worker_finished(const struct eng_worker *w);

@@ -2,8 +2,8 @@
  *
  * redisq is synchronous (hiredis blocking API, one `struct rq` per thread), so
  * instead of hiredis-async on libev the process has one dedicated queue thread
- * (the main thread) that drives it: it promotes due retries, claims jobs while
- * the workers have room, routes each job by a hash of its domain to the worker
+ * (the main thread) that drives it: it promotes due retries, claims about what
+ * the workers can start soon (see claim()), routes each job by a hash of its domain to the worker
  * that owns that domain's connections and TLS sessions, collects outcomes,
  * reports and flushes them in batches, renews leases and reclaims jobs of dead
  * consumers. Workers never wait on Redis; a Redis round trip stalls only this
@@ -31,6 +31,8 @@
  * the size of its rings, so handing a task back can never fail. */
 #define TASKS_PER_WORKER    200
 #define CLAIM_MAX           200  /* jobs per rq_claim round trip */
+#define CLAIM_HORIZON_MS    250  /* waiting jobs: about this long's worth of completions */
+#define RATE_WINDOW_MS      200  /* completion rate: measured over windows this long */
 #define FLUSH_EVERY_MS      20   /* reports wait at most this long for company ... */
 #define FLUSH_AT_JOBS       64   /* ... or until this many are buffered */
 #define TICK_S              0.02 /* housekeeping period */
@@ -84,6 +86,12 @@ struct runner {
     bool stopping;
     int64_t stop_deadline;
     int exit_code;
+
+    /* Completed jobs per second (moving average over RATE_WINDOW_MS windows):
+     * sizes how many claimed jobs may wait for a session. */
+    double rate;
+    uint64_t done, rate_done;
+    int64_t rate_t;
 
     int64_t t_claim, t_promote, t_reclaim, t_touch, t_stats, t_flush, t_progress;
     double start;
@@ -198,6 +206,7 @@ static void collect(struct runner *r)
                 struct eng_task *t = back[k];
                 r->given[i]--;
                 if (t->outcome) {
+                    r->done++;
                     count_outcome(r, t->outcome);
                     int rc = rq_report(r->q, t->job, t->outcome->res);
                     if (rc && redis_transient(rc) && rq_buffered_reports(r->q) > 0)
@@ -426,15 +435,57 @@ static void stopping_step(struct runner *r, int64_t now)
     }
 }
 
+static void measure_rate(struct runner *r, int64_t now)
+{
+    if (r->rate_t == 0) {
+        r->rate_t = now;
+        r->rate_done = r->done;
+        return;
+    }
+    int64_t dt = now - r->rate_t;
+    if (dt < RATE_WINDOW_MS)
+        return;
+    double inst = (double)(r->done - r->rate_done) * 1000.0 / (double)dt;
+    r->rate = r->rate > 0 ? 0.5 * r->rate + 0.5 * inst : inst;
+    r->rate_t = now;
+    r->rate_done = r->done;
+}
+
+/* Claims what the workers can start soon, not all they could hold: with every
+ * process claiming its fill at once, the first one started would take a small
+ * campaign whole and a slow one would sit on jobs others could do. A job is
+ * waiting when its worker has no session for it (held tasks beyond the worker's
+ * open sessions, plus the backlog). Allowed to wait: the completions of the last
+ * CLAIM_HORIZON_MS, at least limits.connections per worker. Claims top that up
+ * once half of it is gone, so a claim brings several jobs (round trips stay far
+ * below one per job). */
 static void claim(struct runner *r, int64_t now)
 {
     /* Jobs held for rate-limit tokens have their own allowance of the same size, so
      * that jobs of other domains still flow past them. */
     size_t cap = (size_t)r->nw * TASKS_PER_WORKER;
     size_t held = eng_limits_held(r->lim), active = r->nclaimed - held;
+    measure_rate(r, now);
     if (now < r->t_claim || active >= cap || held >= cap)
         return;
-    size_t room = cap - active;
+    size_t given = 0, waiting = 0;
+    for (unsigned i = 0; i < r->nw; i++) {
+        size_t s = eng_worker_sessions(r->w[i]);
+        given += r->given[i];
+        waiting += r->given[i] > s ? r->given[i] - s : 0;
+    }
+    waiting += active > given ? active - given : 0; /* the backlog */
+    size_t conns = r->conf->out_connections > 0 ? (size_t)r->conf->out_connections : 1;
+    size_t allow = (size_t)(r->rate * CLAIM_HORIZON_MS / 1000.0);
+    if (allow < r->nw * conns)
+        allow = r->nw * conns;
+    if (allow > cap)
+        allow = cap;
+    if (active > 0 && waiting > allow / 2)
+        return;
+    size_t room = allow > waiting ? allow - waiting : 1;
+    if (room > cap - active)
+        room = cap - active;
     struct rq_batch *b = NULL;
     int n = rq_claim(r->q, room < CLAIM_MAX ? room : CLAIM_MAX, &b);
     if (n < 0) {
@@ -818,6 +869,7 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         .url = env && *env ? env : conf->redis_url,
         .queue = conf->queue_name,
         .password = conf->redis_password,
+        .retention_ms = conf->retention_ms,
     };
     int rc = rq_new(&qo, &r->q);
     if (rc) {

@@ -29,6 +29,7 @@ struct eng_worker {
     atomic_bool stop_requested;
     atomic_bool finished;
     _Atomic(const struct eng_conf *) reload; /* a new config to apply, or NULL */
+    atomic_size_t sessions;                  /* the deliverer's, after the last event */
     bool shutting_down;                      /* worker thread only */
 
     /* Start-up handshake: the creator waits until the deliverer exists (or not). */
@@ -54,6 +55,7 @@ static void on_outcome(void *arg, struct eng_outcome *o)
     struct eng_task *t = arg;
     struct eng_worker *w = t->owner;
     t->outcome = o;
+    atomic_store_explicit(&w->sessions, eng_deliverer_sessions(w->deliverer), memory_order_relaxed);
     give_back(w, t);
     w->o.notify(w->o.notify_arg);
 }
@@ -99,6 +101,7 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
             }
         }
     }
+    atomic_store_explicit(&w->sessions, eng_deliverer_sessions(w->deliverer), memory_order_relaxed);
     if (returned)
         w->o.notify(w->o.notify_arg);
     if (stop && !w->shutting_down) {
@@ -175,6 +178,7 @@ int eng_worker_start(const struct eng_worker_opts *o, struct eng_worker **out)
     atomic_init(&w->stop_requested, false);
     atomic_init(&w->finished, false);
     atomic_init(&w->reload, NULL);
+    atomic_init(&w->sessions, 0);
     w->in = eng_ring_new(o->max_tasks);
     w->out = eng_ring_new(o->max_tasks);
     w->loop = ev_loop_new(EVFLAG_AUTO);
@@ -235,6 +239,11 @@ void eng_worker_reload(struct eng_worker *w, const struct eng_conf *conf)
 {
     atomic_store_explicit(&w->reload, conf, memory_order_release);
     ev_async_send(w->loop, &w->wake);
+}
+
+size_t eng_worker_sessions(const struct eng_worker *w)
+{
+    return atomic_load_explicit(&((struct eng_worker *)w)->sessions, memory_order_relaxed);
 }
 
 bool eng_worker_finished(const struct eng_worker *w)

@@ -196,6 +196,7 @@ int rq_new(const struct rq_opts *o, struct rq **out)
     q->events_max = o->events_max > 0 ? o->events_max : 100000;
     q->dead_max = o->dead_max > 0 ? o->dead_max : 100000;
     q->max_deliveries = o->max_deliveries > 0 ? o->max_deliveries : 5;
+    q->retention_ms = o->retention_ms > 0 ? o->retention_ms : 7 * 86400000LL;
     q->read_only = o->read_only;
     q->body_cache_max = o->body_cache_max ? o->body_cache_max : (size_t)64 << 20;
     strcpy(q->reclaim_cursor, "0-0");

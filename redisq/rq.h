@@ -48,6 +48,7 @@ struct rq_opts {
     long dead_max;          /* approximate cap of the dead-letter stream; 0 = 100000 */
     size_t body_cache_max;  /* bytes of bodies kept cached when unused; 0 = 64 MiB */
     int max_deliveries;     /* a job claimed more often without an outcome is dead; 0 = 5 */
+    int64_t retention_ms;   /* a finished message's metadata is dropped after this; 0 = 7 days */
     bool read_only;         /* only read (stats, list, show, lookup): rq_connect() writes nothing,
                                so it works on a read-only replica, on a Redis at maxmemory, and
                                leaves a Redis without a queue untouched; scripts fail -EROFS */

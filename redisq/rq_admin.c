@@ -188,7 +188,15 @@ int rq_msg_lookup(struct rq *q, const char *s, uint64_t *id)
     }
     *id = strtoull(r->str, NULL, 10);
     freeReplyObject(r);
-    return 0;
+    /* The name outlives its message until a later finish sweeps it (retention). */
+    snprintf(key, sizeof(key), "%smsg:%llu", q->prefix, (unsigned long long)*id);
+    const char *ev[2] = {"EXISTS", key};
+    size_t el[2] = {6, strlen(key)};
+    if ((rc = rq_cmd(q, &r, "lookup", 2, ev, el)))
+        return rc;
+    bool found = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return found ? 0 : rq_fail(q, -ENOENT, "no message or campaign '%s'", s);
 }
 
 int rq_msg_cancel(struct rq *q, uint64_t id, int64_t *n)
@@ -196,7 +204,7 @@ int rq_msg_cancel(struct rq *q, uint64_t id, int64_t *n)
     struct rq_args a = {0};
     redisReply *r;
     if (rq_args_i64(&a, (int64_t)id) || rq_args_i64(&a, rq_now_ms()) ||
-        rq_args_i64(&a, q->dead_max)) {
+        rq_args_i64(&a, q->dead_max) || rq_args_i64(&a, q->retention_ms)) {
         rq_args_free(&a);
         return rq_fail(q, -ENOMEM, "out of memory");
     }

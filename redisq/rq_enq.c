@@ -225,7 +225,8 @@ int rq_enq_end(struct rq_enq *e)
     if (!rc) {
         struct rq_args a = {0};
         redisReply *r = NULL;
-        if (rq_args_str(&a, e->idstr) || rq_args_i64(&a, rq_now_ms()))
+        if (rq_args_str(&a, e->idstr) || rq_args_i64(&a, rq_now_ms()) ||
+            rq_args_i64(&a, e->q->retention_ms))
             rc = rq_fail(e->q, -ENOMEM, "out of memory");
         else
             rc = rq_eval(e->q, RQS_ENQ_END, &a, &r);

@@ -60,6 +60,7 @@ struct rq {
     int connect_timeout_ms, command_timeout_ms;
     long events_max, dead_max;
     int max_deliveries;
+    int64_t retention_ms;
     bool read_only;
     size_t body_cache_max;
     char addr[300];

@@ -414,7 +414,7 @@ int rq_reclaim(struct rq *q, int64_t min_idle_ms, size_t max_jobs, struct rq_bat
     if (rq_args_str(&a, q->consumer) || rq_args_i64(&a, min_idle_ms) ||
         rq_args_str(&a, q->reclaim_cursor) || rq_args_i64(&a, (int64_t)(max_jobs ? max_jobs : 1)) ||
         rq_args_i64(&a, q->max_deliveries) || rq_args_i64(&a, rq_now_ms()) ||
-        rq_args_i64(&a, q->dead_max)) {
+        rq_args_i64(&a, q->dead_max) || rq_args_i64(&a, q->retention_ms)) {
         rq_args_free(&a);
         return rq_fail(q, -ENOMEM, "out of memory");
     }
@@ -519,7 +519,7 @@ static int report_job(struct rq *q, const struct rq_job *j, const struct rq_resu
     struct rq_args *a = &q->report;
     size_t n = j->nrcpt;
     if (a->n == 0 && (rq_args_i64(a, rq_now_ms()) || rq_args_i64(a, q->events_max) ||
-                      rq_args_i64(a, q->dead_max)))
+                      rq_args_i64(a, q->dead_max) || rq_args_i64(a, q->retention_ms)))
         return -ENOMEM;
     size_t mark_n = a->n, mark_len = a->data.len;
     unsigned *grp = calloc(n ? n : 1, sizeof(*grp)); /* deferred groups: 1.. */

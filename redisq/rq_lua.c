@@ -9,13 +9,21 @@
  *                  -> msg id, recipient count (nil for a payload we cannot read)
  *   cnt(m, f, d)   adds d to counter f of the message and of the queue
  *   fin(m, now)    drops the body once the last recipient is final and no enqueue
- *                  is open
+ *                  is open; the rest of the message's hash expires after RET ms
+ *                  (queue.retention, set by the script from its ARGV), and
+ *                  sweep(now) then drops up to 16 expired ids from `msgs` and
+ *                  their names from `names` (index `expiry`: "id:name" by due time)
+ *   cancelled(mid) cancelled, or gone (its hash expired): its jobs are dropped
  *   shift(per, from, to)  moves per-message recipient counts between counters
  *   malformed(sid, pay)   a payload the scripts cannot read (written by hand?)
  *                  must not block the queue: it goes to the dead letters as it is
- *   move(pay, per) retry job -> ready stream. ZREM first: only the caller whose
+ *   move(mem, per) retry job -> ready stream. ZREM first: only the caller whose
  *                  ZREM removed the member moves it, so concurrent promoters never
- *                  duplicate a job. */
+ *                  duplicate a job. A member is the payload (which ends with LF)
+ *                  plus a tag "#<sid>.<group>" naming the report that scheduled it:
+ *                  identical payloads (an address listed twice in a campaign) stay
+ *                  two members. The tag is dropped on the way back to the stream;
+ *                  members without one (written by older versions) move as they are. */
 #include "rq_int.h"
 
 /* clang-format off */
@@ -33,15 +41,37 @@
     "    redis.call('HINCRBY', P .. 'stats', field, d)\n" \
     "  end\n" \
     "end\n" \
+    "local RET = 0\n" \
+    "local function sweep(now)\n" \
+    "  local old = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', now, 'LIMIT', 0, 16)\n" \
+    "  for _, e in ipairs(old) do\n" \
+    "    local id, name = string.match(e, '^(%d+):(.*)$')\n" \
+    "    if id then\n" \
+    "      redis.call('DEL', P .. 'msg:' .. id)\n" \
+    "      redis.call('ZREM', P .. 'msgs', id)\n" \
+    "      if name ~= '' and redis.call('HGET', P .. 'names', name) == id then\n" \
+    "        redis.call('HDEL', P .. 'names', name)\n" \
+    "      end\n" \
+    "    end\n" \
+    "    redis.call('ZREM', P .. 'expiry', e)\n" \
+    "  end\n" \
+    "end\n" \
     "local function fin(m, now)\n" \
-    "  local c = redis.call('HMGET', m, 'ready', 'inflight', 'scheduled', 'open', 'done')\n" \
+    "  local c = redis.call('HMGET', m, 'ready', 'inflight', 'scheduled', 'open', 'done', 'name')\n" \
     "  if num(c[1]) + num(c[2]) + num(c[3]) == 0 and c[4] == '0' and not c[5] then\n" \
     "    redis.call('HDEL', m, 'body')\n" \
     "    redis.call('HSET', m, 'done', now)\n" \
+    "    if RET > 0 then\n" \
+    "      redis.call('PEXPIRE', m, RET)\n" \
+    "      redis.call('ZADD', P .. 'expiry', tonumber(now) + RET,\n" \
+    "        string.sub(m, #P + 5) .. ':' .. (c[6] or ''))\n" \
+    "    end\n" \
+    "    sweep(now)\n" \
     "  end\n" \
     "end\n" \
     "local function cancelled(mid)\n" \
-    "  return redis.call('HGET', P .. 'msg:' .. mid, 'cancelled') == '1'\n" \
+    "  local c = redis.call('HMGET', P .. 'msg:' .. mid, 'cancelled', 'from')\n" \
+    "  return c[1] == '1' or not c[2]\n" \
     "end\n" \
     "local function shift(per, from, to)\n" \
     "  local tot = 0\n" \
@@ -65,8 +95,9 @@
     "  redis.call('XADD', P .. 'dead', 'MAXLEN', '~', 100000, '*', 'm', '', 'why',\n" \
     "    'malformed job payload', 'n', 0, 'j', pay or '')\n" \
     "end\n" \
-    "local function move(pay, per)\n" \
-    "  if redis.call('ZREM', P .. 'retry', pay) == 0 then return 0 end\n" \
+    "local function move(mem, per)\n" \
+    "  if redis.call('ZREM', P .. 'retry', mem) == 0 then return 0 end\n" \
+    "  local pay = string.match(mem, '^(.*\\n)[^\\n]+$') or mem\n" \
     "  local mid, n = hdr(pay)\n" \
     "  if not mid then malformed(nil, pay) return 0 end\n" \
     "  if cancelled(mid) then return 0 end\n" \
@@ -107,8 +138,9 @@ static const char enq_add[] = LUA_PRELUDE
     "cnt(m, 'ready', t)\n"
     "return t\n";
 
-/* ARGV: msg, now */
+/* ARGV: msg, now, retention_ms */
 static const char enq_end[] = LUA_PRELUDE
+    "RET = tonumber(ARGV[3]) or 0\n"
     "local m = P .. 'msg:' .. ARGV[1]\n"
     "if redis.call('EXISTS', m) == 0 then return 0 end\n"
     "redis.call('HSET', m, 'open', '0')\n"
@@ -140,12 +172,13 @@ static const char claim[] = LUA_PRELUDE
     "shift(per, 'ready', 'inflight')\n"
     "return out\n";
 
-/* ARGV: consumer, min_idle_ms, cursor, count, max_deliveries, now, dead_max
- *   -> {next_cursor, sid, payload, ...}
+/* ARGV: consumer, min_idle_ms, cursor, count, max_deliveries, now, dead_max,
+ *   retention_ms -> {next_cursor, sid, payload, ...}
  * A job delivered more than max_deliveries times without a report has taken down
  * every consumer that claimed it (or cannot be delivered for another reason that
  * kills the process): it becomes a dead letter instead of looping forever. */
 static const char reclaim[] = LUA_PRELUDE
+    "RET = tonumber(ARGV[8]) or 0\n"
     "local r = redis.call('XAUTOCLAIM', S, 'salvo', ARGV[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])\n"
     "local maxd, now = tonumber(ARGV[5]), ARGV[6]\n"
     "local out = {r[1]}\n"
@@ -179,7 +212,7 @@ static const char reclaim[] = LUA_PRELUDE
     "if #out > 1 then redis.call('HINCRBY', P .. 'stats', 'reclaimed', (#out - 1) / 2) end\n"
     "return out\n";
 
-/* ARGV: now, events_max, dead_max, then per job:
+/* ARGV: now, events_max, dead_max, retention_ms, then per job:
  *   sid, msg, ndelivered, nbounced, ndead, ngroups, {due, n, payload} x ngroups,
  *   nletters, {reason, n, payload, outcome} x nletters,
  *   nevents, {type, rcpt, reply, ms, tls_version, tls_cipher, tls_verified, tls_resumed}
@@ -188,7 +221,8 @@ static const char reclaim[] = LUA_PRELUDE
  * Events are kept even for duplicates: the delivery did happen again. */
 static const char report[] = LUA_PRELUDE
     "local now, emax, dmax = ARGV[1], ARGV[2], ARGV[3]\n"
-    "local i = 4\n"
+    "RET = tonumber(ARGV[4]) or 0\n"
+    "local i = 5\n"
     "local dups = 0\n"
     "while i <= #ARGV do\n"
     "  local sid, mid = ARGV[i], ARGV[i + 1]\n"
@@ -200,10 +234,11 @@ static const char report[] = LUA_PRELUDE
     "  local live = acked and not cancelled(mid)\n"
     "  if acked then redis.call('XDEL', S, sid) else dups = dups + 1 end\n"
     "  local sched, ndef = 0, 0\n"
-    "  for _ = 1, ng do\n"
+    "  for g = 1, ng do\n"
     "    local c = tonumber(ARGV[i + 1])\n"
     "    ndef = ndef + c\n"
-    "    if live and redis.call('ZADD', P .. 'retry', ARGV[i], ARGV[i + 2]) == 1 then\n"
+    "    local mem = ARGV[i + 2] .. '#' .. sid .. '.' .. g\n"
+    "    if live and redis.call('ZADD', P .. 'retry', ARGV[i], mem) == 1 then\n"
     "      sched = sched + c\n"
     "    end\n"
     "    i = i + 3\n"
@@ -260,8 +295,9 @@ static const char move_now[] = LUA_PRELUDE
     "for i = 1, #ARGV do move(ARGV[i], per) end\n"
     "return shift(per, 'scheduled', 'ready')\n";
 
-/* ARGV: msg, now, dead_max -> recipients cancelled, -1 if no such message */
+/* ARGV: msg, now, dead_max, retention_ms -> recipients cancelled, -1 if no such message */
 static const char cancel[] = LUA_PRELUDE
+    "RET = tonumber(ARGV[4]) or 0\n"
     "local m = P .. 'msg:' .. ARGV[1]\n"
     "if redis.call('EXISTS', m) == 0 then return -1 end\n"
     "if cancelled(ARGV[1]) then return 0 end\n"

@@ -1,8 +1,8 @@
 /* Horizontal scaling (issue #9): several `salvo run` processes on one real
  * redis-server deliver one campaign through a real salvo-sink, every recipient
  * exactly once (the sink's (Message-ID, recipient) pairs), each process with its
- * own summary line; kill -9 of one of three leaves its jobs to the other two after
- * the lease. Also the --progress line of a run whose stderr is not a terminal, and
+ * own summary line; a small campaign is shared by two processes started together;
+ * kill -9 of one of three leaves its jobs to the other two after the lease. Also the --progress line of a run whose stderr is not a terminal, and
  * the configuration reload on SIGHUP. */
 #include <setjmp.h>
 #include <signal.h>
@@ -89,9 +89,8 @@ static long long wait_proc(int i, int timeout_ms)
 }
 
 /* np processes share a campaign of 6,000 recipients over 2,000 domains (2,000 jobs
- * of 3 recipients, one transaction each): more jobs than one process claims at
- * once (threads x 200), so every process gets a share. The shares add up, nobody
- * gets a recipient twice. */
+ * of 3 recipients, one transaction each): every process gets a share. The shares
+ * add up, nobody gets a recipient twice. */
 static void processes_share_exactly_once(int np)
 {
     assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
@@ -126,6 +125,30 @@ static void three_processes_exactly_once(void **state)
 {
     (void)state;
     processes_share_exactly_once(3);
+}
+
+/* A small campaign (3,000 recipients of one domain: 60 jobs of 50, one transaction
+ * each) on two processes started together: a process claims what its workers can
+ * start soon (8 connections), not all it could hold, so both deliver a real share
+ * (each at least a quarter), every recipient exactly once. Transactions take 200 ms
+ * at the sink, so a few ms between the two starts do not decide the split. */
+static void small_campaign_is_shared(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:200", NULL}),
+                     0);
+    te_write_conf(&env, sink.port, NULL);
+    long long n = te_enqueue(&env, "small", 3000, 1, "example", false);
+    start_procs(2, "small");
+    long long d0 = wait_proc(0, 30000), d1 = wait_proc(1, 30000);
+    print_message("shares: %lld + %lld of %lld\n", d0, d1, n);
+    assert_int_equal(d0 + d1, n);
+    assert_true(d0 >= n / 4 && d1 >= n / 4);
+    assert_int_equal(te_sink_stat(&sink, "duplicates"), 0);
+    assert_int_equal(te_sink_stat(&sink, "transactions"), 60);
+    te_check_all_delivered(&env, &sink, n, "small");
+    ts_sink_stop(&sink, NULL, 0);
 }
 
 /* The delivered count of the last progress line in `err`, -1 if none. */
@@ -374,6 +397,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(two_processes_exactly_once, reset),
         cmocka_unit_test_setup(three_processes_exactly_once, reset),
+        cmocka_unit_test_setup(small_campaign_is_shared, reset),
         cmocka_unit_test_setup(kill9_one_of_three, reset),
         cmocka_unit_test_setup(progress_lines_when_not_a_tty, reset),
         cmocka_unit_test_setup(sighup_reloads_the_config, reset),

@@ -394,6 +394,212 @@ static void nul_byte_in_body_is_refused(void **state)
     assert_int_equal(seq(), seq_before);
 }
 
+/* The stats line of `queue stats --json --campaign ID` for message `id`. */
+static void msg_stats_is(uint64_t id, long long ready, long long inflight, long long delivered,
+                         long long bounced, long long dead)
+{
+    char ids[24], want[256];
+    snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+    struct tu_result r =
+        RUN(NULL, "queue", "stats", "-c", "revive.toml", "--json", "--campaign", ids);
+    assert_int_equal(r.status, 0);
+    snprintf(want, sizeof(want),
+             "{\"message\": %s, \"ready\": %lld, \"scheduled\": 0, \"inflight\": %lld, "
+             "\"delivered\": %lld, \"bounced\": %lld, \"dead\": %lld, ",
+             ids, ready, inflight, delivered, bounced, dead);
+    assert_true(strncmp(r.out, want, strlen(want)) == 0);
+    tu_result_free(&r);
+}
+
+/* `salvo queue retry ID --dead` on the real binary: a message with 3 bounced and 2
+ * expired recipients (and a job still in flight, so its body is kept) gets all 5
+ * back to ready, with both lines printed; a second call finds nothing. Refused,
+ * exit 1 with the exact line: a cancelled message, and one whose every recipient
+ * is final (its body is gone). */
+static void retry_dead_revives_letters(void **state)
+{
+    (void)state;
+    free(tu_write_file(".", "revive.toml", "[redis]\nqueue = \"revive\"\n"));
+    struct rq *q = tq_open(&srv, "revive", "cli-revive");
+    uint64_t id = tq_enqueue(q, 20, 2); /* 2 jobs of 10 */
+    struct rq_batch *b;
+    assert_int_equal(rq_claim(q, 100, &b), 2);
+    const struct rq_job *j = b->jobs[0].msg == id ? &b->jobs[0] : &b->jobs[1];
+    struct rq_result res[10];
+    for (int k = 0; k < 10; k++) {
+        if (k < 5)
+            res[k] = (struct rq_result){.outcome = RQ_DELIVERED, .reply = "250 ok"};
+        else if (k < 8)
+            res[k] = (struct rq_result){.outcome = RQ_BOUNCED, .reply = "550 5.1.1 no such user"};
+        else
+            res[k] = (struct rq_result){.outcome = RQ_DEAD, .error = "expired after 3 attempts"};
+    }
+    assert_int_equal(rq_report(q, j, res), 0);
+    assert_int_equal(rq_flush(q), 0);
+    msg_stats_is(id, 0, 10, 5, 3, 2);
+
+    char ids[24], want[256];
+    snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+    struct tu_result r = RUN(NULL, "queue", "retry", ids, "--dead", "-c", "revive.toml");
+    assert_int_equal(r.status, 0);
+    snprintf(want, sizeof(want),
+             "message %s: 0 recipients ready now\n"
+             "message %s: 5 dead recipients ready again (retry_num 0)\n",
+             ids, ids);
+    assert_string_equal(r.out, want);
+    assert_string_equal(r.err, "");
+    tu_result_free(&r);
+    msg_stats_is(id, 5, 10, 5, 0, 0);
+
+    r = RUN(NULL, "queue", "retry", ids, "--dead", "-c", "revive.toml");
+    assert_int_equal(r.status, 0);
+    snprintf(want, sizeof(want),
+             "message %s: 0 recipients ready now\n"
+             "message %s: 0 dead recipients ready again (retry_num 0)\n",
+             ids, ids);
+    assert_string_equal(r.out, want);
+    tu_result_free(&r);
+    msg_stats_is(id, 5, 10, 5, 0, 0);
+
+    /* Everything final: the revived job and the other one delivered. */
+    const struct rq_job *other = j == &b->jobs[0] ? &b->jobs[1] : &b->jobs[0];
+    tq_report_all(q, other, RQ_DELIVERED, 0, NULL);
+    struct rq_batch *b2;
+    assert_int_equal(rq_claim(q, 100, &b2), 2); /* a letter per outcome: 2 jobs */
+    for (size_t i = 0; i < b2->njobs; i++) {
+        assert_int_equal(b2->jobs[i].msg, id);
+        assert_int_equal(b2->jobs[i].retry_num, 0);
+        tq_report_all(q, &b2->jobs[i], RQ_BOUNCED, 0, "550 5.1.1 no such user");
+    }
+    assert_int_equal(rq_flush(q), 0);
+    rq_batch_free(b);
+    rq_batch_free(b2);
+    msg_stats_is(id, 0, 0, 15, 5, 0);
+    r = RUN(NULL, "queue", "retry", ids, "--dead", "-c", "revive.toml");
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof(want),
+             "salvo: message %s: its body was dropped when its last recipient became final "
+             "(enqueue it again); its dead letters cannot be retried\n",
+             ids);
+    assert_string_equal(r.err, want);
+    tu_result_free(&r);
+    msg_stats_is(id, 0, 0, 15, 5, 0);
+
+    /* Cancelled: refused before anything moves. */
+    uint64_t c = tq_enqueue(q, 4, 1);
+    int64_t n;
+    assert_int_equal(rq_msg_cancel(q, c, &n), 0);
+    assert_int_equal(n, 4);
+    snprintf(ids, sizeof(ids), "%llu", (unsigned long long)c);
+    r = RUN(NULL, "queue", "retry", ids, "--dead", "-c", "revive.toml");
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof(want), "salvo: message %s was cancelled; nothing to retry\n", ids);
+    assert_string_equal(r.err, want);
+    assert_string_equal(r.out, "");
+    tu_result_free(&r);
+    msg_stats_is(c, 0, 0, 0, 0, 4);
+    rq_free(q);
+    unlink("revive.toml");
+}
+
+/* queue.retention = "1s": a finished message's hash expires 1 s after its end, both
+ * when its last outcome is reported (engine path) and when it is cancelled (CLI);
+ * then `queue show` by id or name calls it unknown, `queue list` leaves it out, and
+ * once the next message finishes its name is free again. A message not finished
+ * keeps everything. */
+static void retention_drops_finished_messages(void **state)
+{
+    (void)state;
+    free(tu_write_file(".", "keep.toml",
+                       "[redis]\nqueue = \"keep\"\n[queue]\nretention = \"1s\"\n"));
+    /* Delivered through the library with the same retention (what salvo run does). */
+    struct rq *q;
+    struct rq_opts o = {.url = srv.url, .queue = "keep", .consumer = "c1", .retention_ms = 1000};
+    assert_int_equal(rq_new(&o, &q), 0);
+    assert_int_equal(rq_connect(q), 0);
+    uint64_t done = tq_enqueue(q, 3, 1), pending = tq_enqueue(q, 2, 1);
+    struct rq_batch *b;
+    assert_int_equal(rq_claim(q, 10, &b), 2);
+    for (size_t i = 0; i < b->njobs; i++)
+        if (b->jobs[i].msg == done)
+            tq_report_all(q, &b->jobs[i], RQ_DELIVERED, 0, NULL);
+    assert_int_equal(rq_flush(q), 0);
+    char key[64];
+    snprintf(key, sizeof(key), "salvo:{keep}:msg:%llu", (unsigned long long)done);
+    long long ttl = tq_cli_int(&srv, "PTTL", key, NULL);
+    assert_true(ttl > 0 && ttl <= 1000);
+    snprintf(key, sizeof(key), "salvo:{keep}:msg:%llu", (unsigned long long)pending);
+    assert_int_equal(tq_cli_int(&srv, "PTTL", key, NULL), -1);
+
+    /* Cancelled through the CLI: finished too. */
+    struct tu_result r = RUN("Subject: x\n\nbody\n", "enqueue", "-c", "keep.toml", "--from",
+                             "a@b.example", "--to", "c@d.example");
+    assert_int_equal(r.status, 0);
+    tu_result_free(&r);
+    free(tu_write_file(".", "keep.csv", "email\nx@y.example\n"));
+    free(tu_write_file(".", "keep.eml", "Subject: keep\n\nhi\n"));
+    r = RUN(NULL, "enqueue", "-c", "keep.toml", "--from", "a@b.example", "--recipients", "keep.csv",
+            "--template", "keep.eml", "--campaign", "autumn");
+    assert_int_equal(r.status, 0);
+    int camp = atoi(r.out);
+    tu_result_free(&r);
+    r = RUN(NULL, "queue", "cancel", "autumn", "-c", "keep.toml");
+    assert_int_equal(r.status, 0);
+    tu_result_free(&r);
+    r = RUN(NULL, "queue", "show", "autumn", "-c", "keep.toml");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "state      cancelled\n"));
+    tu_result_free(&r);
+
+    tq_sleep_ms(1200);
+    char ids[24], want[128];
+    snprintf(ids, sizeof(ids), "%llu", (unsigned long long)done);
+    r = RUN(NULL, "queue", "show", ids, "-c", "keep.toml");
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof(want), "salvo: no message or campaign '%s' in this queue\n", ids);
+    assert_string_equal(r.err, want);
+    tu_result_free(&r);
+    r = RUN(NULL, "queue", "show", "autumn", "-c", "keep.toml");
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "salvo: no message or campaign 'autumn' in this queue\n");
+    tu_result_free(&r);
+    /* Not finished: still there. */
+    snprintf(ids, sizeof(ids), "%llu", (unsigned long long)pending);
+    r = RUN(NULL, "queue", "show", ids, "-c", "keep.toml");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "state      pending\n"));
+    tu_result_free(&r);
+
+    /* The next finish sweeps the index entries of the expired ones. */
+    for (size_t i = 0; i < b->njobs; i++)
+        if (b->jobs[i].msg == pending)
+            tq_report_all(q, &b->jobs[i], RQ_BOUNCED, 0, "550 no");
+    assert_int_equal(rq_flush(q), 0);
+    rq_batch_free(b);
+    assert_int_equal(tq_cli_int(&srv, "HEXISTS", "salvo:{keep}:names", "autumn"), 0);
+    /* `queue list` shows the others (the single message, still pending; the one
+     * just finished), not the expired ones. */
+    r = RUN(NULL, "queue", "list", "-c", "keep.toml");
+    assert_int_equal(r.status, 0);
+    int listed = 0, seen_pending = 0;
+    for (const char *l = strchr(r.out, '\n') + 1; l && *l;
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        assert_true(atoi(l) != camp && (uint64_t)atoi(l) != done);
+        seen_pending += (uint64_t)atoi(l) == pending;
+        listed++;
+    }
+    assert_int_equal(listed, 2);
+    assert_int_equal(seen_pending, 1);
+    tu_result_free(&r);
+    r = RUN(NULL, "enqueue", "-c", "keep.toml", "--from", "a@b.example", "--recipients", "keep.csv",
+            "--template", "keep.eml", "--campaign", "autumn");
+    assert_int_equal(r.status, 0);
+    assert_true(atoi(r.out) > camp);
+    tu_result_free(&r);
+    rq_free(q);
+    unlink("keep.toml");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +612,8 @@ int main(void)
         cmocka_unit_test(campaign_name_reuse_is_refused),
         cmocka_unit_test(unbracketed_ip_is_malformed),
         cmocka_unit_test(nul_byte_in_body_is_refused),
+        cmocka_unit_test(retry_dead_revives_letters),
+        cmocka_unit_test(retention_drops_finished_messages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -239,12 +239,79 @@ static void revive_dead_letters(void **state)
     rq_free(q);
 }
 
+/* The same address listed twice (here one recipient per job, so the two jobs are
+ * identical), both deferred with the same due time and error: two retry jobs, not
+ * one (the retry set's member used to be the payload alone, and the second ZADD
+ * only updated the first: one delivery lost while the message still finished).
+ * Both come back, both are delivered, and the counters add up to the total. */
+static void identical_deferred_jobs_stay_two(void **state)
+{
+    (void)state;
+    struct rq *q = tq_open(&srv, "twins", "c1");
+    const char body[] = "Subject: t\r\n\r\nbody\r\n";
+    struct rq_msg_spec spec = {
+        .from = "from@sender.example", .body = body, .body_len = sizeof(body) - 1, .job_rcpts = 1};
+    struct rq_enq *e;
+    uint64_t id;
+    assert_int_equal(rq_enq_begin(q, &spec, &e, &id), 0);
+    assert_int_equal(rq_enq_add(e, "twin@d.example", NULL), 0);
+    assert_int_equal(rq_enq_add(e, "twin@d.example", NULL), 0);
+    assert_int_equal(rq_enq_end(e), 0);
+    tq_stats(q, id, 2, 0, 0, 0, 0, 0);
+
+    struct rq_batch *b;
+    assert_int_equal(rq_claim(q, 10, &b), 2);
+    int64_t due = tq_now_ms() + 300;
+    for (size_t i = 0; i < 2; i++)
+        tq_report_all(q, &b->jobs[i], RQ_DEFERRED, due, "rcpt");
+    assert_int_equal(rq_flush(q), 0);
+    rq_batch_free(b);
+    tq_stats(q, id, 0, 0, 2, 0, 0, 0);
+    assert_int_equal(tq_cli_int(&srv, "ZCARD", "salvo:{twins}:retry", NULL), 2);
+
+    /* Due: both promoted, with the address, retry_num 1 and the error. */
+    int64_t next = 0;
+    assert_int_equal(rq_promote(q, due + 1, 100, &next), 2);
+    assert_int_equal(next, -1);
+    tq_stats(q, id, 2, 0, 0, 0, 0, 0);
+    assert_int_equal(rq_claim(q, 10, &b), 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(b->jobs[i].nrcpt, 1);
+        assert_string_equal(b->jobs[i].rcpt[0].addr, "twin@d.example");
+        assert_int_equal(b->jobs[i].retry_num, 1);
+        assert_string_equal(b->jobs[i].last_error, "rcpt");
+        /* Deferred once more, the same due time: still two (retry now moves both). */
+        tq_report_all(q, &b->jobs[i], RQ_DEFERRED, due + 60000, "rcpt");
+    }
+    assert_int_equal(rq_flush(q), 0);
+    rq_batch_free(b);
+    tq_stats(q, id, 0, 0, 2, 0, 0, 0);
+    int64_t n = 0;
+    assert_int_equal(rq_msg_retry_now(q, id, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(rq_claim(q, 10, &b), 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(b->jobs[i].retry_num, 2);
+        tq_report_all(q, &b->jobs[i], RQ_DELIVERED, 0, NULL);
+    }
+    assert_int_equal(rq_flush(q), 0);
+    rq_batch_free(b);
+    tq_stats(q, id, 0, 0, 0, 2, 0, 0);
+    struct rq_msg_info m;
+    assert_int_equal(rq_msg_info_get(q, id, &m), 0);
+    assert_int_equal(m.total, 2);
+    assert_true(m.done);
+    rq_msg_info_free(&m);
+    rq_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(split_job_and_promote_on_time),
         cmocka_unit_test(cancel_makes_pending_dead),
         cmocka_unit_test(revive_dead_letters),
+        cmocka_unit_test(identical_deferred_jobs_stay_two),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
