@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "conc.h"
 #include "deliver.h"
 #include "deliver_int.h"
 #include "tls.h"
@@ -41,6 +42,8 @@ enum { SETTINGS(SET_ENUM) SET_COUNT };
 #define SET_KEY(id, key) key,
 static const char *const set_keys[] = {SETTINGS(SET_KEY)};
 #undef SET_KEY
+
+#define CONC_IDLE_MS 1000 /* idle time of a connection holding cluster-wide slots */
 
 struct dhost {
     char *name;
@@ -86,7 +89,8 @@ struct eng_deliverer {
      * limits.connections and its sessions have all the transactions
      * limits.messages-per-connection allows. FIFO. */
     struct djob *wait_head, *wait_tail;
-    struct djob *jobs; /* every job started and not yet called back */
+    struct eng_conc_local *conc; /* cluster-wide connection caps, or NULL */
+    struct djob *jobs;           /* every job started and not yet called back */
     /* Settings replaced by eng_deliverer_reload(): open sessions and jobs in flight
      * may still point into them, so they are freed with the deliverer. */
     struct retired *retired;
@@ -136,6 +140,7 @@ struct djob {
     char keybuf[512];
     struct smtp_policy pol;
     struct djob *wait_next;
+    struct eng_conc_wait cw;   /* the connection-cap buckets it waits on */
     struct djob *prev, *next;  /* in d->jobs */
     size_t nrcpt;              /* job->nrcpt, for after the job is handed back */
     struct smtp_session *sess; /* holding this attempt's transactions, or NULL */
@@ -262,6 +267,7 @@ static void djob_free(struct djob *j)
 {
     if (!j)
         return;
+    eng_conc_unwait(j->d->conc, &j->cw);
     for (size_t i = 0; i < j->nhosts; i++) {
         free(j->hosts[i].name);
         free(j->hosts[i].addrs);
@@ -508,11 +514,9 @@ static void txn_done(void *arg, struct smtp_txn *t)
     finish_txns(j);
 }
 
-static void session_closed(void *arg, struct smtp_session *s)
+/* A slot is free: the waiting jobs try again (those still blocked wait again). */
+static void wake_waiters(struct eng_deliverer *d)
 {
-    struct eng_deliverer *d = arg;
-    eng_pool_remove(&d->pool, s);
-    /* A slot is free: the waiting jobs try again (those still blocked wait again). */
     struct djob *w = d->wait_head;
     d->wait_head = d->wait_tail = NULL;
     while (w) {
@@ -522,7 +526,40 @@ static void session_closed(void *arg, struct smtp_session *s)
         try_next(w);
         w = next;
     }
+    eng_conc_trim(d->conc);
+}
+
+static void session_closed(void *arg, struct smtp_session *s)
+{
+    struct eng_deliverer *d = arg;
+    struct eng_pool_entry *e = eng_pool_entry_of(&d->pool, s);
+    if (e && e->nslots) {
+        eng_conc_put(d->conc, e->slots, e->nslots);
+        e->nslots = 0;
+    }
+    eng_pool_remove(&d->pool, s);
+    wake_waiters(d);
     check_shutdown(d);
+}
+
+void eng_deliverer_poll_slots(struct eng_deliverer *d)
+{
+    if (d && eng_conc_poll(d->conc)) {
+        wake_waiters(d);
+        check_shutdown(d);
+    }
+}
+
+static void wait_push(struct djob *j)
+{
+    struct eng_deliverer *d = j->d;
+    j->wait_next = NULL;
+    j->waiting = true;
+    if (d->wait_tail)
+        d->wait_tail->wait_next = j;
+    else
+        d->wait_head = j;
+    d->wait_tail = j;
 }
 
 static void session_idle(void *arg, struct smtp_session *s)
@@ -613,16 +650,21 @@ static void try_next(struct djob *j)
                  * ones are busy under another TLS policy: wait until one quits (an
                  * idle one does when jobs wait for its destination) rather than
                  * open more than limits.connections. */
-                j->wait_next = NULL;
-                j->waiting = true;
-                if (d->wait_tail)
-                    d->wait_tail->wait_next = j;
-                else
-                    d->wait_head = j;
-                d->wait_tail = j;
+                wait_push(j);
                 return;
             }
         }
+    }
+    /* A new connection holds a slot of every cluster-wide cap that applies; without
+     * one here the job waits (not failed, not deferred) until the queue thread gets
+     * it from Redis or a local connection closes. */
+    struct eng_slot *slots[ENG_LIMITERS_MAX];
+    size_t nslots = 0;
+    if (!s && !eng_conc_take(d->conc, &j->vars, &j->cw, slots, &nslots)) {
+        sv_debug("deliver %llu: waiting for a cluster-wide connection slot for %s",
+                 (unsigned long long)j->id, j->keybuf);
+        wait_push(j);
+        return;
     }
     j->tried = true;
     if (!s) {
@@ -642,6 +684,10 @@ static void try_next(struct djob *j)
             .arg = d,
             .idle_ms = (int64_t)d->o.conf->out_idle_timeout_s * 1000,
         };
+        /* An idle connection holding cluster-wide slots lets them go soon: other
+         * processes may wait for them. */
+        if (nslots && (so.idle_ms == 0 || so.idle_ms > CONC_IDLE_MS))
+            so.idle_ms = CONC_IDLE_MS;
         so.id |= (uint64_t)d->o.worker_id << 48;
         eval(j, SET_T_CONNECT, &tr);
         so.to.connect = tr.i;
@@ -662,6 +708,8 @@ static void try_next(struct djob *j)
         snprintf(helo, sizeof(helo), "%.*s", (int)tr.len, tr.s ? tr.s : "localhost");
         so.helo = helo;
         int rc = smtp_session_open(&so, &s);
+        if (rc < 0)
+            eng_conc_put(d->conc, slots, nslots);
         if (rc < 0) {
             snprintf(j->last_text, sizeof(j->last_text), "cannot open a socket to %.200s: %s",
                      j->keybuf, strerror(-rc));
@@ -674,10 +722,14 @@ static void try_next(struct djob *j)
             return;
         }
         if (eng_pool_add(&d->pool, j->keybuf, s) < 0) {
+            eng_conc_put(d->conc, slots, nslots);
             smtp_session_close(s, false, "out of memory");
             finish_all(j, false, "connection", "out of memory", NULL);
             return;
         }
+        struct eng_pool_entry *e = eng_pool_entry_of(&d->pool, s);
+        for (size_t i = 0; i < nslots; i++)
+            e->slots[e->nslots++] = slots[i];
         j->o->connections_opened++;
         d->st.connections_opened++;
     }
@@ -979,6 +1031,10 @@ int eng_deliverer_new(const struct eng_deliverer_opts *o, struct eng_deliverer *
     rc = eng_dns_new(&dopts, &d->dns);
     if (rc < 0)
         goto fail;
+    if (o->conc && !(d->conc = eng_conc_local_new(o->conc, o->worker_id))) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     *out = d;
     return 0;
 fail:
@@ -1158,7 +1214,9 @@ void eng_deliverer_free(struct eng_deliverer *d)
         finish_all(w, false, "connection", "shutting down", NULL);
     }
     d->wait_tail = NULL;
-    eng_dns_free(d->dns); /* pending lookups call back with TEMPFAIL */
+    eng_dns_free(d->dns);         /* pending lookups call back with TEMPFAIL */
+    eng_conc_local_free(d->conc); /* after the sessions: their slots are spares now */
+    d->conc = NULL;
     for (int i = 0; i < SET_COUNT; i++)
         rule_program_free(d->prog[i]);
     tls_session_cache_free(d->tcache);

@@ -48,6 +48,7 @@ struct eng_worker_opts {
     struct eng_dns_cache *dns_cache; /* borrowed, shared */
     size_t max_tasks;                /* tasks the queue thread may have given it at once */
     int shutdown_timeout_ms;         /* bound for eng_deliverer_shutdown() */
+    struct eng_conc *conc;           /* borrowed: cluster-wide connection caps, or NULL */
     void (*notify)(void *arg);       /* called on the worker thread after outcomes were pushed */
     void *notify_arg;
 };

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "conc.h"
 #include "run_int.h"
 #include "tls.h"
 
@@ -73,6 +74,7 @@ struct runner {
     size_t nclaimed;
 
     struct eng_limits *lim; /* NULL without [[queue.limiter.outbound]] */
+    struct eng_conc *conc;  /* NULL without a limiter with concurrency */
 
     ev_async outcomes;
     ev_timer tick, reconnect, lim_wake;
@@ -105,6 +107,20 @@ static uint32_t domain_hash(const char *s)
         h *= 16777619u;
     }
     return h;
+}
+
+/* Called on worker threads. */
+static void notify_outcomes(void *arg)
+{
+    struct runner *r = arg;
+    ev_async_send(r->loop, &r->outcomes);
+}
+
+static void kick_worker(void *arg, unsigned which)
+{
+    struct runner *r = arg;
+    if (which < r->nw && r->w[which])
+        eng_worker_kick(r->w[which]);
 }
 
 /* --- Redis state ---------------------------------------------------------------- */
@@ -520,6 +536,13 @@ static void limit_step(struct runner *r)
     }
 }
 
+static void conc_step(struct runner *r, int64_t now)
+{
+    int rc = r->conc ? eng_conc_step(r->conc, r->q, now) : 0;
+    if (rc)
+        redis_down(r, rc);
+}
+
 static void drain_check(struct runner *r, int64_t now)
 {
     if (!r->o.drain || r->nclaimed || rq_buffered_reports(r->q) || r->t_claim == 0 ||
@@ -566,6 +589,9 @@ static void pump(struct runner *r)
     limit_step(r);
     if (!r->redis_up)
         return;
+    conc_step(r, now);
+    if (!r->redis_up)
+        return;
     feed(r);
     drain_check(r, now);
 }
@@ -582,13 +608,6 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     pump(t->data);
-}
-
-/* Called on worker threads. */
-static void notify_outcomes(void *arg)
-{
-    struct runner *r = arg;
-    ev_async_send(r->loop, &r->outcomes);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -753,6 +772,7 @@ static int start_workers(struct runner *r)
             .shutdown_timeout_ms = (int)r->conf->shutdown_timeout_ms,
             .notify = notify_outcomes,
             .notify_arg = r,
+            .conc = r->conc,
         };
         rc = eng_worker_start(&wo, &r->w[i]);
     }
@@ -783,6 +803,7 @@ static void cleanup(struct runner *r)
     free(r->bl_tail);
     eng_dns_cache_free(r->dns);
     eng_limits_free(r->lim);
+    eng_conc_free(r->conc, NULL);
     rq_free(r->q);
     while (r->reloaded) {
         struct reloaded *n = r->reloaded;
@@ -841,9 +862,24 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         return eng_fail(EXIT_RUNTIME, "tls: cannot initialise the TLS library");
     }
     r->dns = eng_dns_cache_new(DNS_CACHE_ENTRIES);
-    if (conf->n_limiters)
+    bool rates = false, caps = false;
+    for (size_t i = 0; i < conf->n_limiters; i++) {
+        rates |= conf->limiters[i].rate > 0;
+        caps |= conf->limiters[i].concurrency > 0;
+    }
+    if (rates)
         r->lim = eng_limits_new(conf);
-    if (!r->dns || (conf->n_limiters && !r->lim)) {
+    if (caps)
+        r->conc = eng_conc_new(&(struct eng_conc_opts){
+            .conf = conf,
+            .nworkers = conf->worker_threads > 0 ? (unsigned)conf->worker_threads
+                                                 : (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
+            .lease_ms = conf->lease_ms,
+            .wake_queue = notify_outcomes,
+            .wake_worker = kick_worker,
+            .arg = r,
+        });
+    if (!r->dns || (rates && !r->lim) || (caps && !r->conc)) {
         cleanup(r);
         return eng_fail(EXIT_RUNTIME, "out of memory");
     }
@@ -872,10 +908,15 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
     }
     r->start = ev_time();
 
-    for (size_t i = 0; i < conf->n_limiters; i++)
-        sv_info("rate limit '%s': %" PRId64 " per %" PRId64 " ms%s", conf->limiters[i].id,
-                conf->limiters[i].rate, conf->limiters[i].period_ms,
-                conf->limiters[i].match ? " (jobs that match)" : "");
+    for (size_t i = 0; i < conf->n_limiters; i++) {
+        const struct eng_limiter *l = &conf->limiters[i];
+        if (l->rate)
+            sv_info("rate limit '%s': %" PRId64 " per %" PRId64 " ms%s", l->id, l->rate,
+                    l->period_ms, l->match ? " (jobs that match)" : "");
+        if (l->concurrency)
+            sv_info("connection cap '%s': %" PRId64 " at once across the cluster%s", l->id,
+                    l->concurrency, l->match ? " (connections that match)" : "");
+    }
     ev_run(r->loop, 0);
 
     /* Drained, or stopped by a signal: the workers close their sessions and end;
@@ -889,6 +930,8 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         eng_worker_free(r->w[i]);
         r->w[i] = NULL;
     }
+    eng_conc_free(r->conc, r->redis_up ? r->q : NULL); /* gives the slots back */
+    r->conc = NULL;
     if (rq_buffered_reports(r->q) && (!r->redis_up || rq_flush(r->q))) {
         sv_error("%s; %zu reports not written: their jobs will be delivered again", rq_error(r->q),
                  rq_buffered_reports(r->q));

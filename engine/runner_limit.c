@@ -149,6 +149,8 @@ bool eng_limits_hold(struct eng_limits *l, struct eng_task *t, int64_t now)
     job_vars(l, t->job, now);
     for (size_t i = 0; i < c->n_limiters; i++) {
         const struct eng_limiter *lim = &c->limiters[i];
+        if (lim->rate == 0)
+            continue; /* a concurrency cap only: the worker applies it */
         if (lim->match) {
             struct rule_val out;
             int rc = rule_eval(lim->match, &l->vars, &out);

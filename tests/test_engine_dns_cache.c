@@ -112,10 +112,10 @@ struct fixture {
     struct eng_dns *d;
 };
 
-static void fixture_start(struct fixture *f, const char *zone)
+static void fixture_start(struct fixture *f, const char *zone_text)
 {
     memset(f, 0, sizeof(*f));
-    assert_true(tu_dnsmasq_start(&f->dm, zone) > 0);
+    assert_true(tu_dnsmasq_start(&f->dm, zone_text) > 0);
     f->cache = eng_dns_cache_new(1000);
     f->loop = ev_loop_new(EVFLAG_AUTO);
     f->ns[0] = f->dm.ns;
