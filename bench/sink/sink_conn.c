@@ -538,12 +538,15 @@ static void conn_input(struct sink_conn *c)
 
 /* --- I/O ---------------------------------------------------------------------------- */
 
+_Atomic uint64_t sink_open_now, sink_open_max;
+
 static void conn_free(struct sink_conn *c)
 {
     struct sink_worker *w = c->w;
     sv_debug("conn %llx: closed", (unsigned long long)c->id);
     /* Counted before the close: a client that has seen EOF sees the count too. */
     SINK_INC(w, connections_closed, 1);
+    atomic_fetch_sub_explicit(&sink_open_now, 1, memory_order_relaxed);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     ev_timer_stop(w->loop, &c->delay);
@@ -816,6 +819,12 @@ static void conn_new(struct sink_worker *w, int fd)
         w->conns->prev = c;
     w->conns = c;
     SINK_INC(w, connections, 1);
+    uint64_t open = atomic_fetch_add_explicit(&sink_open_now, 1, memory_order_relaxed) + 1;
+    uint64_t seen = atomic_load_explicit(&sink_open_max, memory_order_relaxed);
+    while (open > seen &&
+           !atomic_compare_exchange_weak_explicit(&sink_open_max, &seen, open, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+    }
     sv_debug("conn %llx: accepted on thread %d", (unsigned long long)c->id, w->id);
     if (w->cfg->faults.greeting_code)
         stage_reply(c, SINK_STAGE_GREETING, "%d %s salvo-sink fault: no SMTP service here",
