@@ -90,7 +90,12 @@ struct eng_deliverer {
      * limits.messages-per-connection allows. FIFO. */
     struct djob *wait_head, *wait_tail;
     struct eng_conc_local *conc; /* cluster-wide connection caps, or NULL */
-    struct djob *jobs;           /* every job started and not yet called back */
+    /* Slots of sessions that just closed: spares from the next loop iteration on,
+     * once their sockets are closed too (the closed callback runs before). */
+    struct eng_slot **stash;
+    size_t nstash, stash_cap;
+    ev_timer stash_timer;
+    struct djob *jobs; /* every job started and not yet called back */
     /* Settings replaced by eng_deliverer_reload(): open sessions and jobs in flight
      * may still point into them, so they are freed with the deliverer. */
     struct retired *retired;
@@ -145,6 +150,7 @@ struct djob {
     size_t nrcpt;              /* job->nrcpt, for after the job is handed back */
     struct smtp_session *sess; /* holding this attempt's transactions, or NULL */
     bool waiting;              /* in d->wait_head */
+    bool conc_waiting;         /* ... for a cluster-wide connection slot */
     bool in_dns;               /* a lookup is pending (its callback gets `j`) */
     bool handed_back;          /* called back with NULL; freed by dns_done */
 };
@@ -523,10 +529,27 @@ static void wake_waiters(struct eng_deliverer *d)
         struct djob *next = w->wait_next;
         w->wait_next = NULL;
         w->waiting = false;
+        w->conc_waiting = false;
         try_next(w);
         w = next;
     }
     eng_conc_trim(d->conc);
+}
+
+static void unstash(struct eng_deliverer *d)
+{
+    eng_conc_put(d->conc, d->stash, d->nstash);
+    d->nstash = 0;
+}
+
+static void stash_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct eng_deliverer *d = t->data;
+    unstash(d);
+    wake_waiters(d);
+    check_shutdown(d);
 }
 
 static void session_closed(void *arg, struct smtp_session *s)
@@ -534,7 +557,26 @@ static void session_closed(void *arg, struct smtp_session *s)
     struct eng_deliverer *d = arg;
     struct eng_pool_entry *e = eng_pool_entry_of(&d->pool, s);
     if (e && e->nslots) {
-        eng_conc_put(d->conc, e->slots, e->nslots);
+        if (d->nstash + e->nslots > d->stash_cap) {
+            size_t cap = d->stash_cap ? d->stash_cap * 2 : 16;
+            while (cap < d->nstash + e->nslots)
+                cap *= 2;
+            struct eng_slot **n = realloc(d->stash, cap * sizeof(*n));
+            if (n) {
+                d->stash = n;
+                d->stash_cap = cap;
+            }
+        }
+        if (d->nstash + e->nslots <= d->stash_cap) {
+            memcpy(d->stash + d->nstash, e->slots, e->nslots * sizeof(*e->slots));
+            d->nstash += e->nslots;
+            if (!ev_is_active(&d->stash_timer)) {
+                ev_timer_set(&d->stash_timer, 0.0, 0.0);
+                ev_timer_start(d->o.loop, &d->stash_timer);
+            }
+        } else {
+            eng_conc_put(d->conc, e->slots, e->nslots); /* no memory: at once */
+        }
         e->nslots = 0;
     }
     eng_pool_remove(&d->pool, s);
@@ -565,10 +607,22 @@ static void wait_push(struct djob *j)
 static void session_idle(void *arg, struct smtp_session *s)
 {
     struct eng_deliverer *d = arg;
+    const char *key = d->wait_head ? eng_pool_key(&d->pool, s) : NULL;
+    /* Jobs that wait for a cluster-wide slot to open a connection to this
+     * destination take this one instead. */
+    bool conc_waiter = false;
+    for (const struct djob *w = d->wait_head; w && key && !conc_waiter; w = w->wait_next)
+        conc_waiter = w->conc_waiting && strcmp(w->keybuf, key) == 0;
+    if (conc_waiter && !d->shutting &&
+        smtp_session_transactions(s) < (unsigned)d->o.conf->out_msgs_per_conn) {
+        wake_waiters(d);
+        if (!eng_pool_entry_of(&d->pool, s) || smtp_session_busy(s))
+            return;
+        key = d->wait_head ? eng_pool_key(&d->pool, s) : NULL;
+    }
     /* At the limit, or jobs wait for a slot they cannot get here: QUIT (the closed
      * callback lets the waiting jobs in). */
     bool waited_for = false;
-    const char *key = d->wait_head ? eng_pool_key(&d->pool, s) : NULL;
     for (const struct djob *w = d->wait_head; w && key && !waited_for; w = w->wait_next)
         waited_for = strcmp(w->keybuf, key) == 0;
     if (d->shutting || waited_for ||
@@ -664,6 +718,7 @@ static void try_next(struct djob *j)
         sv_debug("deliver %llu: waiting for a cluster-wide connection slot for %s",
                  (unsigned long long)j->id, j->keybuf);
         wait_push(j);
+        j->conc_waiting = true;
         return;
     }
     j->tried = true;
@@ -993,6 +1048,8 @@ int eng_deliverer_new(const struct eng_deliverer_opts *o, struct eng_deliverer *
     if (!d)
         return -ENOMEM;
     d->o = *o;
+    ev_timer_init(&d->stash_timer, stash_cb, 0.0, 0.0);
+    d->stash_timer.data = d;
     int rc = -ENOMEM;
     for (int i = 0; i < SET_COUNT; i++) {
         d->set[i] = rule_setting_find(set_keys[i]);
@@ -1098,6 +1155,7 @@ static bool hand_back(struct djob *j)
             d->wait_tail = last;
         j->wait_next = NULL;
         j->waiting = false;
+        j->conc_waiting = false;
     } else if (j->in_dns) {
         j->handed_back = true; /* the lookup's callback frees it */
     } else if (j->sess && j->cbeg == 0 && j->pending == j->cend &&
@@ -1214,7 +1272,11 @@ void eng_deliverer_free(struct eng_deliverer *d)
         finish_all(w, false, "connection", "shutting down", NULL);
     }
     d->wait_tail = NULL;
-    eng_dns_free(d->dns);         /* pending lookups call back with TEMPFAIL */
+    eng_dns_free(d->dns); /* pending lookups call back with TEMPFAIL */
+    if (d->o.loop)
+        ev_timer_stop(d->o.loop, &d->stash_timer);
+    unstash(d);
+    free(d->stash);
     eng_conc_local_free(d->conc); /* after the sessions: their slots are spares now */
     d->conc = NULL;
     for (int i = 0; i < SET_COUNT; i++)
