@@ -314,9 +314,8 @@ void eng_conc_free(struct eng_conc *c, struct rq *q)
         for (struct eng_slot *s = c->rel; s; s = s->next)
             c->batch[i++] = s;
         if (run_ops(c, q, c->batch, n, res))
-            sv_warn("concurrency: %zu slots not given back (%s); they free themselves after "
-                    "%" PRId64 " ms",
-                    n, rq_error(q), c->o.lease_ms);
+            sv_warn("concurrency: %zu slots not given back (%s); they free themselves after %lld ms",
+                    n, rq_error(q), (long long)c->o.lease_ms);
     }
     free(res);
     while (c->rel) {
