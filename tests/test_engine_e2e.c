@@ -815,7 +815,11 @@ static void conc_kill9_slots_expire(void **state)
     long long n = enqueue_to("ck9", 300, 300, "example", false);
     assert_int_equal(tr_start(&live, env.dir, "ck9a", (const char *const[]){"run", NULL}), 0);
     wait_transactions(&sink, 10, 15000);
+    /* Two and a half leases: the holder renews its slots, so its waiting jobs never
+     * find a third one free (an unrenewed slot expires after 1 s). */
+    tr_sleep_ms(2500);
     assert_int_equal(sink_stat(&sink, "connections_open"), 2);
+    assert_int_equal(sink_stat(&sink, "connections_max_open"), 2);
     tr_kill9(&live);
     int64_t t_kill = tr_now_ms();
     uint64_t before = sink_stat(&sink, "pairs"), conns = sink_stat(&sink, "connections");
@@ -846,6 +850,43 @@ static void conc_kill9_slots_expire(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* SIGTERM while jobs wait for a slot: they go back to Redis at once (no attempt
+ * counted), the process exits promptly, and a second run delivers the rest. */
+static void conc_sigterm_hands_back_waiting_jobs(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:200", NULL}),
+                     0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"one\"\n"
+                          "concurrency = 1\n");
+    long long n = enqueue_to("cterm", 100, 100, "example", false);
+    assert_int_equal(tr_start(&live, env.dir, "cterm", (const char *const[]){"run", NULL}), 0);
+    wait_transactions(&sink, 3, 15000);
+    int64_t t0 = tr_now_ms();
+    signal_live(SIGTERM);
+    int st = tr_wait(&live, 10000);
+    int64_t took = tr_now_ms() - t0;
+    char *out = tr_out(&live);
+    print_message("after SIGTERM (%lld ms): %s", (long long)took, out);
+    assert_int_equal(st, 0);
+    assert_true(took < 3000);
+    long long first = tr_summary_num(out, "delivered");
+    assert_true(first > 0 && first < n / 2);
+    assert_int_equal(tr_summary_num(out, "deferred"), 0);
+    assert_true(sink_stat(&sink, "connections_max_open") <= 1);
+    free(out);
+    /* the rest, without the cap */
+    write_conf(sink.port, NULL);
+    out = run_drain("cterm2", 60000);
+    assert_int_equal(first + tr_summary_num(out, "delivered"), n);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, "conc sigterm");
+    free(out);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -866,6 +907,7 @@ int main(void)
         cmocka_unit_test_setup(conc_two_processes_hold_the_cap, reset),
         cmocka_unit_test_setup(conc_per_mx_via_dnsmasq, reset),
         cmocka_unit_test_setup(conc_kill9_slots_expire, reset),
+        cmocka_unit_test_setup(conc_sigterm_hands_back_waiting_jobs, reset),
     };
     /* SALVO_TEST_FILTER=limiter* runs some of them (cmocka's glob) */
     const char *filter = getenv("SALVO_TEST_FILTER");
