@@ -130,8 +130,11 @@ static int grow_batch(struct eng_conc *c, size_t n)
     return 0;
 }
 
-/* Runs ops for who[0..n) in rounds of MAX_OPS; results in who[i]->... via res[]. */
-static int run_ops(struct eng_conc *c, struct rq *q, struct eng_slot **who, size_t n, int *res)
+/* Runs the operations for who[0..n) in rounds of MAX_OPS: the first nrel give their
+ * slot back, the others take or renew it; res[i] gets each answer. (Not from
+ * s->state: a worker may be changing it for a slot this thread renews.) */
+static int run_ops(struct eng_conc *c, struct rq *q, struct eng_slot **who, size_t n, size_t nrel,
+                   int *res)
 {
     struct rq_conc_op ops[MAX_OPS];
     for (size_t base = 0; base < n; base += MAX_OPS) {
@@ -139,7 +142,7 @@ static int run_ops(struct eng_conc *c, struct rq *q, struct eng_slot **who, size
         for (size_t i = 0; i < k; i++) {
             const struct eng_slot *s = who[base + i];
             ops[i] = (struct rq_conc_op){
-                .release = s->state == SLOT_RELEASE,
+                .release = base + i < nrel,
                 .key = s->key,
                 .key_len = s->key_len,
                 .member = s->member,
@@ -212,7 +215,7 @@ int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
     if (renew)
         for (struct eng_slot *s = c->held.hnext; s != &c->held; s = s->hnext)
             c->batch[n++] = s;
-    int rc = run_ops(c, q, c->batch, n, res);
+    int rc = run_ops(c, q, c->batch, n, nrel, res);
     if (rc) {
         free(res);
         return rc; /* everything stays as it was: asked again after the reconnect */
@@ -313,9 +316,10 @@ void eng_conc_free(struct eng_conc *c, struct rq *q)
         size_t i = 0;
         for (struct eng_slot *s = c->rel; s; s = s->next)
             c->batch[i++] = s;
-        if (run_ops(c, q, c->batch, n, res))
-            sv_warn("concurrency: %zu slots not given back (%s); they free themselves after %lld ms",
-                    n, rq_error(q), (long long)c->o.lease_ms);
+        if (run_ops(c, q, c->batch, n, n, res))
+            sv_warn(
+                "concurrency: %zu slots not given back (%s); they free themselves after %lld ms", n,
+                rq_error(q), (long long)c->o.lease_ms);
     }
     free(res);
     while (c->rel) {

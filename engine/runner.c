@@ -564,6 +564,8 @@ static void pump(struct runner *r)
     int64_t now = now_ms();
     collect(r);
     if (r->stopping) {
+        if (r->redis_up)
+            conc_step(r, now); /* slots of transactions still finishing stay renewed */
         stopping_step(r, now);
         return;
     }
@@ -873,7 +875,9 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         r->conc = eng_conc_new(&(struct eng_conc_opts){
             .conf = conf,
             .nworkers = conf->worker_threads > 0 ? (unsigned)conf->worker_threads
-                                                 : (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
+                        : sysconf(_SC_NPROCESSORS_ONLN) > 0
+                            ? (unsigned)sysconf(_SC_NPROCESSORS_ONLN)
+                            : 1,
             .lease_ms = conf->lease_ms,
             .wake_queue = notify_outcomes,
             .wake_worker = kick_worker,
