@@ -48,6 +48,7 @@ struct eng_conc {
     struct eng_slot held; /* sentinel */
     bool fresh;           /* wants arrived since the last round trip */
     int64_t t_retry, t_renew;
+    bool failed; /* the last round trip failed: renew before anything is taken */
     uint64_t serial;
     char self[64];
     struct eng_slot **batch; /* step scratch */
@@ -187,7 +188,7 @@ int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
         }
     }
     bool ask = c->pend && (c->fresh || now >= c->t_retry);
-    bool renew = c->held.hnext != &c->held && now >= c->t_renew;
+    bool renew = c->held.hnext != &c->held && (now >= c->t_renew || c->failed);
     if (!c->rel && !ask && !renew)
         return 0;
 
@@ -208,18 +209,23 @@ int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
     for (struct eng_slot *s = c->rel; s; s = s->next)
         c->batch[n++] = s;
     size_t nrel = n;
-    if (ask)
-        for (struct eng_slot *s = c->pend; s; s = s->next)
-            c->batch[n++] = s;
-    size_t nask = n - nrel;
+    /* Renewals before new takes: after an outage longer than the lease, the slots of
+     * open connections are taken back first; the new ones get what is left. */
     if (renew)
         for (struct eng_slot *s = c->held.hnext; s != &c->held; s = s->hnext)
             c->batch[n++] = s;
+    size_t nrenew = n - nrel;
+    if (ask)
+        for (struct eng_slot *s = c->pend; s; s = s->next)
+            c->batch[n++] = s;
+    size_t nask = n - nrel - nrenew, ask0 = nrel + nrenew;
     int rc = run_ops(c, q, c->batch, n, nrel, res);
     if (rc) {
         free(res);
+        c->failed = true;
         return rc; /* everything stays as it was: asked again after the reconnect */
     }
+    c->failed = false;
     while (c->rel) {
         struct eng_slot *s = c->rel;
         c->rel = s->next;
@@ -232,10 +238,10 @@ int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
         c->t_retry = now + RETRY_MS;
         struct eng_slot **pp = &c->pend;
         for (size_t i = 0; i < nask; i++) {
-            struct eng_slot *s = c->batch[nrel + i];
+            struct eng_slot *s = c->batch[ask0 + i];
             while (*pp != s)
                 pp = &(*pp)->next;
-            if (!res[nrel + i]) {
+            if (!res[ask0 + i]) {
                 pp = &s->next;
                 continue;
             }
@@ -260,7 +266,7 @@ int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
     }
     if (renew) {
         c->t_renew = now + (c->o.lease_ms / 3 > 50 ? c->o.lease_ms / 3 : 50);
-        for (size_t i = nrel + nask; i < n; i++) {
+        for (size_t i = nrel; i < nrel + nrenew; i++) {
             struct eng_slot *s = c->batch[i];
             if (!res[i] && !s->lost)
                 sv_warn("concurrency '%s': slot of %s expired in Redis and its bucket is full; "

@@ -896,6 +896,43 @@ static void conc_sigterm_hands_back_waiting_jobs(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* Redis killed (-9) and restarted while connections hold slots, down longer than
+ * the lease: open connections go on, new ones wait (fail-closed), and after the
+ * reconnect the slots are taken again; the cap holds and everything arrives. */
+static void conc_redis_restart(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:50", NULL}),
+                     0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"per-ip\"\n"
+                          "key = \"remote_ip\"\n"
+                          "concurrency = 2\n");
+    long long n = enqueue_to("crr", 300, 300, "example", false);
+    assert_int_equal(tr_start(&live, env.dir, "crr", (const char *const[]){"run", "--drain", NULL}),
+                     0);
+    wait_transactions(&sink, 10, 15000);
+    tu_redis_kill9(&env.srv);
+    tr_sleep_ms(1500);
+    assert_int_equal(tu_redis_restart(&env.srv), 0);
+    int st = tr_wait(&live, 60000);
+    char *out = tr_out(&live), *err = tr_err(&live);
+    print_message("summary: %s", out);
+    if (st != 0)
+        print_message("stderr: %s\n", err);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(err, "reconnecting"));
+    print_message("redis restart with a cap of 2: at most %llu open, %llu duplicates\n",
+                  (unsigned long long)sink_stat(&sink, "connections_max_open"),
+                  (unsigned long long)sink_stat(&sink, "duplicates"));
+    assert_true(sink_stat(&sink, "connections_max_open") <= 2);
+    check_all_delivered(&sink, n, "conc redis restart");
+    free(out);
+    free(err);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -917,6 +954,7 @@ int main(void)
         cmocka_unit_test_setup(conc_per_mx_via_dnsmasq, reset),
         cmocka_unit_test_setup(conc_kill9_slots_expire, reset),
         cmocka_unit_test_setup(conc_sigterm_hands_back_waiting_jobs, reset),
+        cmocka_unit_test_setup(conc_redis_restart, reset),
     };
     /* SALVO_TEST_FILTER=limiter* runs some of them (cmocka's glob) */
     const char *filter = getenv("SALVO_TEST_FILTER");
