@@ -526,6 +526,14 @@ bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struc
     return false;
 }
 
+bool eng_conc_waits_for(const struct eng_conc_wait *w, const struct eng_slot *s)
+{
+    for (size_t i = 0; i < w->n; i++)
+        if (w->bk[i]->key_len == s->key_len && memcmp(w->bk[i]->key, s->key, s->key_len) == 0)
+            return true;
+    return false;
+}
+
 void eng_conc_put(struct eng_conc_local *l, struct eng_slot **slots, size_t n)
 {
     for (size_t i = 0; i < n; i++) {

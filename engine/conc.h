@@ -67,6 +67,8 @@ bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struc
                    struct eng_slot **out, size_t *n);
 /* A job stops waiting (started, handed back or freed). */
 void eng_conc_unwait(struct eng_conc_local *l, struct eng_conc_wait *w);
+/* Does `w` wait on the bucket of slot `s`? */
+bool eng_conc_waits_for(const struct eng_conc_wait *w, const struct eng_slot *s);
 /* A connection closed: its slots (taken) become spares for waiting jobs. */
 void eng_conc_put(struct eng_conc_local *l, struct eng_slot **slots, size_t n);
 /* Takes the grants the queue thread handed over; true when there were any (wake

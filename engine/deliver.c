@@ -620,9 +620,14 @@ static void session_idle(void *arg, struct smtp_session *s)
             return;
         key = d->wait_head ? eng_pool_key(&d->pool, s) : NULL;
     }
-    /* At the limit, or jobs wait for a slot they cannot get here: QUIT (the closed
+    /* At the limit, or jobs wait for a slot they cannot get here (a session to
+     * their destination, or a cluster-wide slot this one holds): QUIT (the closed
      * callback lets the waiting jobs in). */
     bool waited_for = false;
+    const struct eng_pool_entry *e = d->wait_head ? eng_pool_entry_of(&d->pool, s) : NULL;
+    for (const struct djob *w = d->wait_head; w && e && !waited_for; w = w->wait_next)
+        for (size_t i = 0; i < e->nslots && w->conc_waiting && !waited_for; i++)
+            waited_for = eng_conc_waits_for(&w->cw, e->slots[i]);
     for (const struct djob *w = d->wait_head; w && key && !waited_for; w = w->wait_next)
         waited_for = strcmp(w->keybuf, key) == 0;
     if (d->shutting || waited_for ||
@@ -719,6 +724,18 @@ static void try_next(struct djob *j)
                  (unsigned long long)j->id, j->keybuf);
         wait_push(j);
         j->conc_waiting = true;
+        /* An idle connection of this worker elsewhere holding a slot it needs:
+         * close it (its closed callback brings the slot here) rather than wait for
+         * its idle timeout. */
+        for (struct eng_pool_entry *e = d->pool.head; e; e = e->next) {
+            bool holds = false;
+            for (size_t i = 0; i < e->nslots && !holds; i++)
+                holds = eng_conc_waits_for(&j->cw, e->slots[i]);
+            if (holds && smtp_session_usable(e->s) && !smtp_session_busy(e->s)) {
+                smtp_session_close(e->s, true, "slot wanted elsewhere");
+                break;
+            }
+        }
         return;
     }
     j->tried = true;

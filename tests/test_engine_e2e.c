@@ -933,6 +933,57 @@ static void conc_redis_restart(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* One bucket over two MX hosts (key sender_domain, cap 1): d0.test and d2.test go
+ * to the same worker (hash of the domain), through mx-a and mx-b. Once the jobs
+ * of one are done, its idle connection holds the only slot; it is closed at once
+ * for the jobs waiting to go to the other, not after the 1 s idle time. */
+static void conc_idle_connection_gives_way(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    char dns_conf[512];
+    snprintf(dns_conf, sizeof(dns_conf),
+             "mx-host=d0.test,mx-a.test,10\nmx-host=d1.test,mx-a.test,10\n"
+             "mx-host=d2.test,mx-b.test,10\n"
+             "host-record=mx-a.test,127.0.0.1\nhost-record=mx-b.test,127.0.0.1\n");
+    struct tu_dnsmasq dns = {0};
+    assert_true(tu_dnsmasq_start(&dns, dns_conf) > 0);
+    char conf[1024];
+    snprintf(conf, sizeof(conf),
+             "[resolver]\nnameservers = [\"%s\"]\n"
+             "[queue.outbound]\nmx-port = %d\n"
+             "[queue.outbound.limits]\nconnections = 1\n"
+             "[[queue.limiter.outbound]]\n"
+             "id = \"per-sender\"\n"
+             "key = \"sender_domain\"\n"
+             "match = \"rcpt_domain != 'd1.test'\"\n"
+             "concurrency = 1\n",
+             dns.ns, sink.port);
+    write_conf(0, conf);
+    long long n = enqueue_to("cidle", 600, 3, "test", false);
+    assert_int_equal(
+        tr_start(&live, env.dir, "cidle", (const char *const[]){"run", "--drain", NULL}), 0);
+    struct arrivals a = {0};
+    int64_t end = tr_now_ms() + 20000;
+    while (!a.done) {
+        int64_t now = tr_now_ms();
+        if (now > end)
+            fail_msg("the sink saw fewer than %lld recipients in 20 s", n);
+        watch(&sink, (uint64_t)n, now, &a);
+        tr_sleep_ms(5);
+    }
+    char *out = wait_drained(&live, 10000);
+    print_message("%lld recipients in %lld ms from the first to the last: %s", n,
+                  (long long)(a.done - a.first), out);
+    assert_int_equal(tr_summary_num(out, "delivered"), n);
+    assert_true(sink_stat(&sink, "connections_max_open") <= 2); /* d1's own + the capped one */
+    assert_true(a.done - a.first < 800);
+    check_all_delivered(&sink, n, "conc idle");
+    free(out);
+    tu_dnsmasq_stop(&dns);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -955,6 +1006,7 @@ int main(void)
         cmocka_unit_test_setup(conc_kill9_slots_expire, reset),
         cmocka_unit_test_setup(conc_sigterm_hands_back_waiting_jobs, reset),
         cmocka_unit_test_setup(conc_redis_restart, reset),
+        cmocka_unit_test_setup(conc_idle_connection_gives_way, reset),
     };
     /* SALVO_TEST_FILTER=limiter* runs some of them (cmocka's glob) */
     const char *filter = getenv("SALVO_TEST_FILTER");
