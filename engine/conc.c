@@ -17,11 +17,13 @@
 
 #include "common.h"
 #include "conc.h"
+#include "run_int.h"
 
 #define MAX_OPS      256 /* slot operations per round trip */
 #define RETRY_MS     50  /* a full bucket is asked again this often */
 #define LOCAL_SLOTS  256
 #define MEMBER_BYTES 96
+#define MAX_TAKES    64 /* rate buckets per rq_limit_take */
 
 enum slot_state { SLOT_WANT, SLOT_HELD, SLOT_RELEASE };
 
@@ -33,6 +35,9 @@ struct eng_slot {
     unsigned worker;
     enum slot_state state;
     bool lost; /* a renewal found it gone (warned once) */
+    /* A rate limiter's request for tokens (not a slot): asked until granted. */
+    bool tokens;
+    int64_t want, got, valid_ms, retry_at;
     char member[MEMBER_BYTES];
     size_t key_len;
     char key[]; /* "<id>:<value>[:<value>...]" */
@@ -45,8 +50,9 @@ struct eng_conc {
     struct eng_slot **outbox;           /* mu: grants per worker */
     struct eng_slot *pend, **pend_tail; /* queue thread from here on */
     struct eng_slot *rel;
-    struct eng_slot held; /* sentinel */
-    bool fresh;           /* wants arrived since the last round trip */
+    struct eng_slot *tpend, **tpend_tail; /* token requests not granted yet */
+    struct eng_slot held;                 /* sentinel */
+    bool fresh;                           /* wants arrived since the last round trip */
     int64_t t_retry, t_renew;
     bool failed; /* the last round trip failed: renew before anything is taken */
     uint64_t serial;
@@ -58,9 +64,11 @@ struct eng_conc {
 struct conc_bucket {
     struct conc_bucket *hnext;
     const struct eng_limiter *lim;
-    struct eng_slot *spare; /* granted, used by no connection */
-    size_t refs;            /* jobs waiting on it */
-    bool asked;             /* a want is out */
+    int64_t tokens, valid_until; /* rate: granted and not spent, until (local ms) */
+    bool tasked;                 /* rate: a token request is out */
+    struct eng_slot *spare;      /* granted, used by no connection */
+    size_t refs;                 /* jobs waiting on it */
+    bool asked;                  /* a want is out */
     uint32_t hash;
     size_t key_len;
     char key[];
@@ -98,6 +106,7 @@ struct eng_conc *eng_conc_new(const struct eng_conc_opts *o)
     }
     pthread_mutex_init(&c->mu, NULL);
     c->pend_tail = &c->pend;
+    c->tpend_tail = &c->tpend;
     c->held.hnext = c->held.hprev = &c->held;
     /* Holder names unique in the cluster: host, pid and start time. */
     char host[40] = "host";
@@ -160,6 +169,74 @@ static int run_ops(struct eng_conc *c, struct rq *q, struct eng_slot **who, size
     return 0;
 }
 
+static void to_worker(struct eng_conc *c, struct eng_slot *s)
+{
+    pthread_mutex_lock(&c->mu);
+    s->next = c->outbox[s->worker];
+    c->outbox[s->worker] = s;
+    pthread_mutex_unlock(&c->mu);
+    c->o.wake_worker(c->o.arg, s->worker);
+}
+
+/* The workers' rates (limiters on mx / remote_ip): every token request that may be
+ * asked again, MAX_TAKES buckets per round trip (rq_limit.c's GCRA, the same as
+ * the queue thread's own rates). */
+static int take_tokens(struct eng_conc *c, struct rq *q, int64_t now)
+{
+    struct rq_limit_req reqs[MAX_TAKES];
+    struct eng_slot *who[MAX_TAKES];
+    struct eng_slot **pp = &c->tpend;
+    while (*pp) {
+        size_t n = 0;
+        for (struct eng_slot **qq = pp; *qq && n < MAX_TAKES; qq = &(*qq)->next) {
+            struct eng_slot *s = *qq;
+            if (s->retry_at > now)
+                continue;
+            int64_t batch, iv, tol;
+            eng_limiter_params(s->lim, &batch, &iv, &tol);
+            reqs[n] = (struct rq_limit_req){.key = s->key,
+                                            .key_len = s->key_len,
+                                            .interval_us = iv,
+                                            .tolerance_us = tol,
+                                            .want = s->want};
+            who[n++] = s;
+        }
+        if (n == 0)
+            break;
+        int rc = rq_limit_take(q, reqs, n);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            who[i]->retry_at = now + (reqs[i].retry_ms > 0 ? reqs[i].retry_ms : 1);
+            who[i]->got = reqs[i].granted;
+            who[i]->valid_ms = reqs[i].valid_ms > 0 ? reqs[i].valid_ms : 1;
+        }
+        /* Granted ones go to their workers; the others wait for retry_at. */
+        size_t left = n;
+        while (*pp && left) {
+            struct eng_slot *s = *pp;
+            bool asked = false;
+            for (size_t i = 0; i < n && !asked; i++)
+                asked = who[i] == s;
+            if (!asked) {
+                pp = &s->next;
+                continue;
+            }
+            left--;
+            if (s->got > 0) {
+                *pp = s->next;
+                to_worker(c, s);
+            } else {
+                pp = &s->next;
+            }
+        }
+    }
+    c->tpend_tail = &c->tpend;
+    while (*c->tpend_tail)
+        c->tpend_tail = &(*c->tpend_tail)->next;
+    return 0;
+}
+
 int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
 {
     pthread_mutex_lock(&c->mu);
@@ -177,7 +254,10 @@ int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
         struct eng_slot *s = rev;
         rev = s->next;
         s->next = NULL;
-        if (s->state == SLOT_WANT) {
+        if (s->tokens) {
+            *c->tpend_tail = s;
+            c->tpend_tail = &s->next;
+        } else if (s->state == SLOT_WANT) {
             *c->pend_tail = s;
             c->pend_tail = &s->next;
             c->fresh = true;
@@ -187,6 +267,9 @@ int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
             c->rel = s;
         }
     }
+    int rc = take_tokens(c, q, now);
+    if (rc)
+        return rc;
     bool ask = c->pend && (c->fresh || now >= c->t_retry);
     bool renew = c->held.hnext != &c->held && (now >= c->t_renew || c->failed);
     if (!c->rel && !ask && !renew)
@@ -219,7 +302,7 @@ int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
         for (struct eng_slot *s = c->pend; s; s = s->next)
             c->batch[n++] = s;
     size_t nask = n - nrel - nrenew, ask0 = nrel + nrenew;
-    int rc = run_ops(c, q, c->batch, n, nrel, res);
+    rc = run_ops(c, q, c->batch, n, nrel, res);
     if (rc) {
         free(res);
         c->failed = true;
@@ -286,6 +369,13 @@ void eng_conc_free(struct eng_conc *c, struct rq *q)
 {
     if (!c)
         return;
+    /* Grants of tokens nobody took (the slots there are in c->held too). */
+    for (unsigned w = 0; w < c->o.nworkers; w++)
+        for (struct eng_slot *s = c->outbox[w], *next; s; s = next) {
+            next = s->next;
+            if (s->tokens)
+                free(s);
+        }
     /* The workers are gone: what they still held comes back as releases. */
     pthread_mutex_lock(&c->mu);
     struct eng_slot *in = c->inbox;
@@ -294,7 +384,7 @@ void eng_conc_free(struct eng_conc *c, struct rq *q)
     while (in) {
         struct eng_slot *s = in;
         in = s->next;
-        if (s->state == SLOT_WANT) {
+        if (s->tokens || s->state == SLOT_WANT) {
             free(s);
             continue;
         }
@@ -312,6 +402,11 @@ void eng_conc_free(struct eng_conc *c, struct rq *q)
     while (c->pend) {
         struct eng_slot *s = c->pend;
         c->pend = s->next;
+        free(s);
+    }
+    while (c->tpend) {
+        struct eng_slot *s = c->tpend;
+        c->tpend = s->next;
         free(s);
     }
     size_t n = 0;
@@ -361,7 +456,8 @@ struct eng_conc_local *eng_conc_local_new(struct eng_conc *c, unsigned which)
     l->which = which;
     const struct eng_conf *conf = c->o.conf;
     for (size_t i = 0; i < conf->n_limiters && i < ENG_LIMITERS_MAX; i++)
-        if (conf->limiters[i].match && conf->limiters[i].concurrency &&
+        if (conf->limiters[i].match &&
+            (conf->limiters[i].concurrency || conf->limiters[i].at_connect) &&
             !(l->match[i] = rule_program_clone(conf->limiters[i].match))) {
             eng_conc_local_free(l);
             return NULL;
@@ -385,10 +481,18 @@ static void give_back(struct eng_conc_local *l, struct eng_slot *s)
     post(l->c, s);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void eng_conc_trim(struct eng_conc_local *l)
 {
     if (!l)
         return;
+    int64_t now = mono_ms();
     for (size_t i = 0; i < LOCAL_SLOTS; i++) {
         struct conc_bucket **pp = &l->tab[i];
         while (*pp) {
@@ -399,7 +503,8 @@ void eng_conc_trim(struct eng_conc_local *l)
                     b->spare = s->wnext;
                     give_back(l, s);
                 }
-            if (b->refs == 0 && !b->asked) {
+            if (b->refs == 0 && !b->asked && !b->tasked &&
+                (b->tokens == 0 || now > b->valid_until)) {
                 *pp = b->hnext;
                 free(b);
             } else {
@@ -415,7 +520,7 @@ void eng_conc_local_free(struct eng_conc_local *l)
         return;
     for (size_t i = 0; i < LOCAL_SLOTS; i++)
         for (struct conc_bucket *b = l->tab[i]; b; b = b->hnext)
-            b->refs = 0, b->asked = false;
+            b->refs = 0, b->asked = b->tasked = false, b->tokens = 0;
     eng_conc_trim(l); /* wants still out come back as grants: eng_conc_free gives them back */
     for (size_t i = 0; i < ENG_LIMITERS_MAX; i++)
         rule_program_free(l->match[i]);
@@ -434,18 +539,16 @@ void eng_conc_unwait(struct eng_conc_local *l, struct eng_conc_wait *w)
         eng_conc_trim(l);
 }
 
-bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struct eng_conc_wait *w,
-                   struct eng_slot **out, size_t *n)
+/* The buckets of the limiters that apply to an attempt with `vars`: those with a
+ * cap (rate = false) or a rate applied here (rate = true). Returns how many. */
+static size_t buckets_for(struct eng_conc_local *l, const struct rule_vars *vars, bool rate,
+                          struct conc_bucket **need)
 {
-    *n = 0;
-    if (!l)
-        return true;
     const struct eng_conf *conf = l->c->o.conf;
-    struct conc_bucket *need[ENG_LIMITERS_MAX];
     size_t nneed = 0;
     for (size_t i = 0; i < conf->n_limiters && i < ENG_LIMITERS_MAX; i++) {
         const struct eng_limiter *lim = &conf->limiters[i];
-        if (!lim->concurrency)
+        if (rate ? !(lim->rate && lim->at_connect) : !lim->concurrency)
             continue;
         if (l->match[i]) {
             struct rule_val rv;
@@ -483,6 +586,66 @@ bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struc
         }
         need[nneed++] = b;
     }
+    return nneed;
+}
+
+bool eng_conc_pay(struct eng_conc_local *l, const struct rule_vars *vars, int64_t cost,
+                  struct eng_conc_wait *w)
+{
+    if (!l)
+        return true;
+    struct conc_bucket *need[ENG_LIMITERS_MAX];
+    size_t nneed = buckets_for(l, vars, true, need);
+    int64_t now = mono_ms();
+    size_t short_of = 0;
+    for (size_t i = 0; i < nneed; i++) {
+        need[i]->refs++;
+        if (need[i]->tokens && now > need[i]->valid_until)
+            need[i]->tokens = 0; /* the slots they stood for are past */
+        short_of += need[i]->tokens < cost;
+    }
+    for (size_t i = 0; i < w->n; i++)
+        w->bk[i]->refs--;
+    w->n = 0;
+    if (short_of == 0) {
+        for (size_t i = 0; i < nneed; i++) {
+            need[i]->tokens -= cost;
+            need[i]->refs--;
+        }
+        return true;
+    }
+    for (size_t i = 0; i < nneed; i++) {
+        struct conc_bucket *b = need[i];
+        w->bk[w->n++] = b;
+        if (b->tokens >= cost || b->tasked)
+            continue;
+        struct eng_slot *s = calloc(1, sizeof(*s) + b->key_len + 1);
+        if (!s) {
+            sv_error("concurrency '%s': out of memory; the job waits", b->lim->id);
+            continue;
+        }
+        int64_t batch, iv, tol;
+        eng_limiter_params(b->lim, &batch, &iv, &tol);
+        s->lim = b->lim;
+        s->worker = l->which;
+        s->tokens = true;
+        s->want = cost - b->tokens > batch ? cost - b->tokens : batch;
+        s->key_len = b->key_len;
+        memcpy(s->key, b->key, b->key_len);
+        b->tasked = true;
+        post(l->c, s);
+    }
+    return false;
+}
+
+bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struct eng_conc_wait *w,
+                   struct eng_slot **out, size_t *n)
+{
+    *n = 0;
+    if (!l)
+        return true;
+    struct conc_bucket *need[ENG_LIMITERS_MAX];
+    size_t nneed = buckets_for(l, vars, false, need);
     /* The new references first: dropping the old ones may not trim a spare this
      * job is about to take. */
     size_t short_of = 0;
@@ -563,8 +726,23 @@ bool eng_conc_poll(struct eng_conc_local *l)
         g = s->next;
         s->next = NULL;
         struct conc_bucket *b = bucket_find(l, s->key, s->key_len, hash_bytes(s->key, s->key_len));
+        if (!b && s->tokens) {
+            free(s); /* nobody waits for them any more */
+            continue;
+        }
         if (!b) {
             give_back(l, s);
+            continue;
+        }
+        if (s->tokens) {
+            int64_t now = mono_ms();
+            if (b->tokens && now > b->valid_until)
+                b->tokens = 0;
+            b->tokens += s->got;
+            if (now + s->valid_ms > b->valid_until)
+                b->valid_until = now + s->valid_ms;
+            b->tasked = false;
+            free(s);
             continue;
         }
         b->asked = false;

@@ -65,6 +65,11 @@ void eng_conc_local_free(struct eng_conc_local *l);
  * (asked for) and the caller queues the job until eng_conc_poll() says so. */
 bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struct eng_conc_wait *w,
                    struct eng_slot **out, size_t *n);
+/* Before a chunk of `cost` recipients is sent by an attempt with `vars`: true when
+ * every worker-side rate (a limiter on mx / remote_ip) had the tokens (spent), or
+ * false: `w` waits on the buckets short of them (asked for); as eng_conc_take. */
+bool eng_conc_pay(struct eng_conc_local *l, const struct rule_vars *vars, int64_t cost,
+                  struct eng_conc_wait *w);
 /* A job stops waiting (started, handed back or freed). */
 void eng_conc_unwait(struct eng_conc_local *l, struct eng_conc_wait *w);
 /* Does `w` wait on the bucket of slot `s`? */

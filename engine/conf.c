@@ -476,10 +476,10 @@ static int parse_rate(const char *s, int64_t *n, int64_t *period_ms)
     return 0;
 }
 
-/* Variables a rate limiter may use: what the queue thread knows about a job before
- * a worker has it (no MX, no address: those are found later, by the worker). A
- * limiter with only `concurrency` is applied by the worker as it opens a
- * connection, when mx and remote_ip are known too. */
+/* Variables the queue thread knows about a job before a worker has it; a rate on
+ * those is applied there, before the job reaches a worker. A limiter keyed or
+ * matched on mx or remote_ip (found later, by the worker) is applied by the worker
+ * as it sends (rate) and connects (concurrency); connection caps always are. */
 #define LIMIT_VAR(v) (1u << RULE_VAR_##v)
 #define LIMIT_MATCH_VARS                                                                           \
     (LIMIT_VAR(SENDER) | LIMIT_VAR(SENDER_DOMAIN) | LIMIT_VAR(RCPT) | LIMIT_VAR(RCPT_DOMAIN) |     \
@@ -491,7 +491,7 @@ static const char *const limit_key_names[] = {"rcpt_domain", "sender_domain", "s
 static const char *const limit_fields[] = {"id", "key", "match", "rate", "enable", "concurrency"};
 
 static void limiter_key(struct loader *L, const char *path, const struct cfg_value *v,
-                        struct eng_limiter *lim, bool has_rate)
+                        struct eng_limiter *lim)
 {
     if (v->type != CFG_STRING || !plain_string(L, path, v)) {
         if (v->type != CFG_STRING)
@@ -516,14 +516,8 @@ static void limiter_key(struct loader *L, const char *path, const struct cfg_val
                       path, name);
         return;
     }
-    if (has_rate && (var == RULE_VAR_MX || var == RULE_VAR_REMOTE_IP)) {
-        cfg_error(L->diag, v->pos,
-                  "%s: key '%s' is not supported with rate: rates apply before the MX and the "
-                  "remote address are known (use rcpt_domain, sender_domain or sender; '%s' works "
-                  "with concurrency alone)",
-                  path, name, name);
-        return;
-    }
+    if (var == RULE_VAR_MX || var == RULE_VAR_REMOTE_IP)
+        lim->at_connect = true;
     for (size_t i = 0; i < lim->nkeys; i++)
         if (lim->keys[i] == var) {
             cfg_error(L->diag, v->pos, "%s: '%s' is listed twice", path, name);
@@ -542,9 +536,6 @@ static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *
     snprintf(base, sizeof(base), "queue.limiter.outbound[%zu]", idx);
     *enable = true;
     bool have_id = false, have_rate = false, have_conc = false;
-    /* Known before the fields, in any order: with a rate, key and match are limited
-     * to what the queue thread knows. */
-    bool has_rate = cfg_table_find(t, "rate") != NULL;
     for (size_t i = 0; i < t->u.table.len; i++) {
         const struct cfg_entry *e = &t->u.table.items[i];
         const struct cfg_value *v = e->value;
@@ -569,7 +560,7 @@ static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *
                              : f == 5 ? CFG_INTEGER
                                       : CFG_STRING;
         if (f == 1 && v->type == CFG_STRING) { /* key = "rcpt_domain": a list of one */
-            limiter_key(L, path, v, lim, has_rate);
+            limiter_key(L, path, v, lim);
             continue;
         }
         if (v->type != want) {
@@ -592,12 +583,15 @@ static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *
             break;
         case 1:
             for (size_t k = 0; k < v->u.array.len; k++)
-                limiter_key(L, path, v->u.array.items[k], lim, has_rate);
+                limiter_key(L, path, v->u.array.items[k], lim);
             break;
         case 2: {
+            /* mx or remote_ip in the match: the limiter applies in the worker. */
             struct rule_error err;
-            struct rule_program *p = rule_compile_expr(
-                v->u.str.ptr, v->u.str.len, has_rate ? LIMIT_MATCH_VARS : CONC_MATCH_VARS, &err);
+            struct rule_program *p =
+                rule_compile_expr(v->u.str.ptr, v->u.str.len, LIMIT_MATCH_VARS, &err);
+            if (!p && (p = rule_compile_expr(v->u.str.ptr, v->u.str.len, CONC_MATCH_VARS, &err)))
+                lim->at_connect = true;
             if (!p) {
                 cfg_error(L->diag, cfg_string_pos(v, err.offset), "%s: %s", path, err.msg);
                 break;

@@ -150,7 +150,8 @@ struct djob {
     size_t nrcpt;              /* job->nrcpt, for after the job is handed back */
     struct smtp_session *sess; /* holding this attempt's transactions, or NULL */
     bool waiting;              /* in d->wait_head */
-    bool conc_waiting;         /* ... for a cluster-wide connection slot */
+    bool conc_waiting;         /* ... for a cluster-wide connection slot or rate tokens */
+    size_t paid;               /* cbeg + 1 of the chunk whose rate tokens are spent */
     bool in_dns;               /* a lookup is pending (its callback gets `j`) */
     bool handed_back;          /* called back with NULL; freed by dns_done */
 };
@@ -696,6 +697,21 @@ static void try_next(struct djob *j)
     size_t left = j->ntxn - j->cbeg;
     unsigned need = left < maxm ? (unsigned)left : maxm;
     size_t maxc = (size_t)d->o.conf->out_connections;
+    /* Rates on mx / remote_ip: the chunk's recipients are paid for once, before it
+     * takes or opens a session (a job waiting for tokens holds none). */
+    if (j->paid != j->cbeg + 1) {
+        int64_t cost = 0;
+        for (size_t i = j->cbeg; i < j->cbeg + need; i++)
+            cost += (int64_t)j->txns[i].nrcpt;
+        if (!eng_conc_pay(d->conc, &j->vars, cost, &j->cw)) {
+            sv_debug("deliver %llu: waiting for rate tokens for %s", (unsigned long long)j->id,
+                     j->keybuf);
+            wait_push(j);
+            j->conc_waiting = true;
+            return;
+        }
+        j->paid = j->cbeg + 1;
+    }
     if (!j->fresh_retry) {
         s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
         if (s && smtp_session_transactions(s) + need > maxm)

@@ -72,6 +72,7 @@ struct eng_limiter {
     int64_t rate;                   /* messages per period; 0 = no rate (queue thread) */
     int64_t period_ms;
     int64_t concurrency; /* connections open at once, cluster-wide; 0 = no cap (workers) */
+    bool at_connect;     /* key or match uses mx / remote_ip: the rate applies in workers */
 };
 
 struct eng_remote {

@@ -866,8 +866,9 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
     r->dns = eng_dns_cache_new(DNS_CACHE_ENTRIES);
     bool rates = false, caps = false;
     for (size_t i = 0; i < conf->n_limiters; i++) {
-        rates |= conf->limiters[i].rate > 0;
-        caps |= conf->limiters[i].concurrency > 0;
+        const struct eng_limiter *l = &conf->limiters[i];
+        rates |= l->rate > 0 && !l->at_connect;
+        caps |= l->concurrency > 0 || (l->rate > 0 && l->at_connect);
     }
     if (rates)
         r->lim = eng_limits_new(conf);
@@ -915,8 +916,9 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
     for (size_t i = 0; i < conf->n_limiters; i++) {
         const struct eng_limiter *l = &conf->limiters[i];
         if (l->rate)
-            sv_info("rate limit '%s': %" PRId64 " per %" PRId64 " ms%s", l->id, l->rate,
-                    l->period_ms, l->match ? " (jobs that match)" : "");
+            sv_info("rate limit '%s': %" PRId64 " per %" PRId64 " ms%s%s", l->id, l->rate,
+                    l->period_ms, l->match ? " (jobs that match)" : "",
+                    l->at_connect ? ", taken by the workers per MX/address" : "");
         if (l->concurrency)
             sv_info("connection cap '%s': %" PRId64 " at once across the cluster%s", l->id,
                     l->concurrency, l->match ? " (connections that match)" : "");

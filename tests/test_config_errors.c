@@ -244,9 +244,6 @@ static void limiter_errors_are_positioned(void **state)
           1,
           "%F:4:8: queue.limiter.outbound[0].key: unknown key variable 'rcpt_domian' (did you "
           "mean 'rcpt_domain'?)\n"
-          "%F:4:23: queue.limiter.outbound[0].key: key 'mx' is not supported with rate: rates "
-          "apply before the MX and the remote address are known (use rcpt_domain, sender_domain "
-          "or sender; 'mx' works with concurrency alone)\n"
           "%F:4:29: queue.limiter.outbound[0].key: unknown key variable 'colour' (use "
           "rcpt_domain, sender_domain, sender, mx or remote_ip)\n");
     check("limiter-conc-ok.toml",
@@ -284,9 +281,6 @@ static void limiter_errors_are_positioned(void **state)
           "%F:3:15: queue.limiter.outbound[0].concurrency: 0 is out of range (1-1000000)\n"
           "%F:4:1: queue.limiter.outbound[1]: missing 'rate' or 'concurrency'\n"
           "%F:6:15: queue.limiter.outbound[1].concurrency: expected an integer, found string\n"
-          "%F:9:7: queue.limiter.outbound[2].key: key 'remote_ip' is not supported with rate: "
-          "rates apply before the MX and the remote address are known (use rcpt_domain, "
-          "sender_domain or sender; 'remote_ip' works with concurrency alone)\n"
           "%F:12:1: queue.limiter.outbound[3]: missing 'rate' or 'concurrency'\n"
           "%F:17:15: queue.limiter.outbound[4].concurrency: -2 is out of range (1-1000000)\n"
           "%F:18:1: unknown key 'queue.limiter.outbound[4].concurency' (did you mean "
@@ -295,13 +289,13 @@ static void limiter_errors_are_positioned(void **state)
           "[[queue.limiter.outbound]]\n"
           "id = \"m\"\n"
           "rate = \"1/1s\"\n"
-          "match = \"rcpt_domain == 'a' && remote_ip == '1.2.3.4'\"\n"
+          "match = \"rcpt_domain == 'a' && local_ip == '1.2.3.4'\"\n"
           "[[queue.limiter.outbound]]\n"
           "id = \"m2\"\n"
           "rate = \"1/1s\"\n"
           "match = \"rcpt_domain == \"\n",
           1,
-          "%F:4:32: queue.limiter.outbound[0].match: variable 'remote_ip' is not available "
+          "%F:4:32: queue.limiter.outbound[0].match: variable 'local_ip' is not available "
           "here\n"
           "%F:8:25: queue.limiter.outbound[1].match: unexpected end of expression\n");
     check("limiter-dup.toml",
