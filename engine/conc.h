@@ -1,5 +1,6 @@
-/* engine/conc: cluster-wide connection caps ([[queue.limiter.outbound]] with
- * `concurrency`). Module-private.
+/* engine/conc: what the workers ask of Redis: cluster-wide connection caps
+ * ([[queue.limiter.outbound]] with `concurrency`) and the rates of limiters on mx /
+ * remote_ip (token requests, the same way as slot wants). Module-private.
  *
  *   worker i (deliver.c)                        queue thread (runner.c)
  *   new connection -> eng_conc_take: a spare  |
