@@ -484,15 +484,19 @@ static int parse_rate(const char *s, int64_t *n, int64_t *period_ms)
     return 0;
 }
 
-/* Variables a limiter may use: what the queue thread knows about a job before a
- * worker has it (no MX, no address: those are found later, by the worker). */
+/* Variables the queue thread knows about a job before a worker has it; a rate on
+ * those is applied there, before the job reaches a worker. A limiter keyed or
+ * matched on mx or remote_ip (found later, by the worker) is applied by the worker
+ * as it sends (rate) and connects (concurrency); connection caps always are. */
 #define LIMIT_VAR(v) (1u << RULE_VAR_##v)
 #define LIMIT_MATCH_VARS                                                                           \
     (LIMIT_VAR(SENDER) | LIMIT_VAR(SENDER_DOMAIN) | LIMIT_VAR(RCPT) | LIMIT_VAR(RCPT_DOMAIN) |     \
      LIMIT_VAR(RETRY_NUM) | LIMIT_VAR(LAST_ERROR) | LIMIT_VAR(QUEUE_NAME) | LIMIT_VAR(QUEUE_AGE) | \
      LIMIT_VAR(SIZE))
-static const char *const limit_key_names[] = {"rcpt_domain", "sender_domain", "sender"};
-static const char *const limit_fields[] = {"id", "key", "match", "rate", "enable"};
+#define CONC_MATCH_VARS (LIMIT_MATCH_VARS | LIMIT_VAR(MX) | LIMIT_VAR(REMOTE_IP))
+static const char *const limit_key_names[] = {"rcpt_domain", "sender_domain", "sender", "mx",
+                                              "remote_ip"};
+static const char *const limit_fields[] = {"id", "key", "match", "rate", "enable", "concurrency"};
 
 static void limiter_key(struct loader *L, const char *path, const struct cfg_value *v,
                         struct eng_limiter *lim)
@@ -509,25 +513,19 @@ static void limiter_key(struct loader *L, const char *path, const struct cfg_val
         if (strcmp(name, limit_key_names[i]) == 0)
             var = rule_var_find(name);
     if (var < 0) {
-        int known = rule_var_find(name);
-        if (known >= 0)
+        const char *hint = cfg_suggest(name, limit_key_names, SV_ARRAY_LEN(limit_key_names));
+        if (hint)
+            cfg_error(L->diag, v->pos, "%s: unknown key variable '%s' (did you mean '%s'?)", path,
+                      name, hint);
+        else
             cfg_error(L->diag, v->pos,
-                      "%s: key '%s' is not supported: limiters apply before the MX and the remote "
-                      "address are known (use rcpt_domain, sender_domain or sender)",
+                      "%s: unknown key variable '%s' (use rcpt_domain, sender_domain, sender, mx "
+                      "or remote_ip)",
                       path, name);
-        else {
-            const char *hint = cfg_suggest(name, limit_key_names, SV_ARRAY_LEN(limit_key_names));
-            if (hint)
-                cfg_error(L->diag, v->pos, "%s: unknown key variable '%s' (did you mean '%s'?)",
-                          path, name, hint);
-            else
-                cfg_error(L->diag, v->pos,
-                          "%s: unknown key variable '%s' (use rcpt_domain, sender_domain or "
-                          "sender)",
-                          path, name);
-        }
         return;
     }
+    if (var == RULE_VAR_MX || var == RULE_VAR_REMOTE_IP)
+        lim->at_connect = true;
     for (size_t i = 0; i < lim->nkeys; i++)
         if (lim->keys[i] == var) {
             cfg_error(L->diag, v->pos, "%s: '%s' is listed twice", path, name);
@@ -545,7 +543,7 @@ static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *
     char base[64], path[96];
     snprintf(base, sizeof(base), "queue.limiter.outbound[%zu]", idx);
     *enable = true;
-    bool have_id = false, have_rate = false;
+    bool have_id = false, have_rate = false, have_conc = false;
     for (size_t i = 0; i < t->u.table.len; i++) {
         const struct cfg_entry *e = &t->u.table.items[i];
         const struct cfg_value *v = e->value;
@@ -560,11 +558,15 @@ static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *
                           e->key, base, hint);
             else
                 cfg_error(L->diag, e->key_pos,
-                          "unknown key '%s.%s' (expected id, key, match, rate, enable)", base,
-                          e->key);
+                          "unknown key '%s.%s' (expected id, key, match, rate, concurrency, "
+                          "enable)",
+                          base, e->key);
             continue;
         }
-        enum cfg_type want = f == 1 ? CFG_ARRAY : f == 4 ? CFG_BOOL : CFG_STRING;
+        enum cfg_type want = f == 1   ? CFG_ARRAY
+                             : f == 4 ? CFG_BOOL
+                             : f == 5 ? CFG_INTEGER
+                                      : CFG_STRING;
         if (f == 1 && v->type == CFG_STRING) { /* key = "rcpt_domain": a list of one */
             limiter_key(L, path, v, lim);
             continue;
@@ -574,7 +576,7 @@ static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *
                       cfg_type_name(v->type));
             continue;
         }
-        if (f != 1 && f != 4 && !plain_string(L, path, v))
+        if (want == CFG_STRING && !plain_string(L, path, v))
             continue;
         switch (f) {
         case 0:
@@ -592,9 +594,12 @@ static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *
                 limiter_key(L, path, v->u.array.items[k], lim);
             break;
         case 2: {
+            /* mx or remote_ip in the match: the limiter applies in the worker. */
             struct rule_error err;
             struct rule_program *p =
                 rule_compile_expr(v->u.str.ptr, v->u.str.len, LIMIT_MATCH_VARS, &err);
+            if (!p && (p = rule_compile_expr(v->u.str.ptr, v->u.str.len, CONC_MATCH_VARS, &err)))
+                lim->at_connect = true;
             if (!p) {
                 cfg_error(L->diag, cfg_string_pos(v, err.offset), "%s: %s", path, err.msg);
                 break;
@@ -616,12 +621,17 @@ static bool limiter_parse(struct loader *L, size_t idx, const struct cfg_value *
             }
             break;
         case 4: *enable = v->u.boolean; break;
+        case 5:
+            have_conc = true;
+            if (int_in(L, path, v, 1, 1000000))
+                lim->concurrency = v->u.integer;
+            break;
         }
     }
     if (!have_id)
         cfg_error(L->diag, t->pos, "%s: missing 'id'", base);
-    if (!have_rate)
-        cfg_error(L->diag, t->pos, "%s: missing 'rate'", base);
+    if (!have_rate && !have_conc)
+        cfg_error(L->diag, t->pos, "%s: missing 'rate' or 'concurrency'", base);
     return L->diag->errors == errors;
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "conc.h"
 #include "deliver.h"
 #include "deliver_int.h"
 #include "tls.h"
@@ -41,6 +42,8 @@ enum { SETTINGS(SET_ENUM) SET_COUNT };
 #define SET_KEY(id, key) key,
 static const char *const set_keys[] = {SETTINGS(SET_KEY)};
 #undef SET_KEY
+
+#define CONC_IDLE_MS 1000 /* idle time of a connection holding cluster-wide slots */
 
 struct dhost {
     char *name;
@@ -86,6 +89,12 @@ struct eng_deliverer {
      * limits.connections and its sessions have all the transactions
      * limits.messages-per-connection allows. FIFO. */
     struct djob *wait_head, *wait_tail;
+    struct eng_conc_local *conc; /* cluster-wide connection caps, or NULL */
+    /* Slots of sessions that just closed: spares from the next loop iteration on,
+     * once their sockets are closed too (the closed callback runs before). */
+    struct eng_slot **stash;
+    size_t nstash, stash_cap;
+    ev_timer stash_timer;
     struct djob *jobs; /* every job started and not yet called back */
     /* Settings replaced by eng_deliverer_reload(): open sessions and jobs in flight
      * may still point into them, so they are freed with the deliverer. */
@@ -136,10 +145,13 @@ struct djob {
     char keybuf[512];
     struct smtp_policy pol;
     struct djob *wait_next;
+    struct eng_conc_wait cw;   /* the connection-cap buckets it waits on */
     struct djob *prev, *next;  /* in d->jobs */
     size_t nrcpt;              /* job->nrcpt, for after the job is handed back */
     struct smtp_session *sess; /* holding this attempt's transactions, or NULL */
     bool waiting;              /* in d->wait_head */
+    bool conc_waiting;         /* ... for a cluster-wide connection slot or rate tokens */
+    size_t paid;               /* cbeg + 1 of the chunk whose rate tokens are spent */
     bool in_dns;               /* a lookup is pending (its callback gets `j`) */
     bool handed_back;          /* called back with NULL; freed by dns_done */
 };
@@ -262,6 +274,7 @@ static void djob_free(struct djob *j)
 {
     if (!j)
         return;
+    eng_conc_unwait(j->d->conc, &j->cw);
     for (size_t i = 0; i < j->nhosts; i++) {
         free(j->hosts[i].name);
         free(j->hosts[i].addrs);
@@ -508,30 +521,114 @@ static void txn_done(void *arg, struct smtp_txn *t)
     finish_txns(j);
 }
 
-static void session_closed(void *arg, struct smtp_session *s)
+/* A slot is free: the waiting jobs try again (those still blocked wait again). */
+static void wake_waiters(struct eng_deliverer *d)
 {
-    struct eng_deliverer *d = arg;
-    eng_pool_remove(&d->pool, s);
-    /* A slot is free: the waiting jobs try again (those still blocked wait again). */
     struct djob *w = d->wait_head;
     d->wait_head = d->wait_tail = NULL;
     while (w) {
         struct djob *next = w->wait_next;
         w->wait_next = NULL;
         w->waiting = false;
+        w->conc_waiting = false;
         try_next(w);
         w = next;
     }
+    eng_conc_trim(d->conc);
+}
+
+static void unstash(struct eng_deliverer *d)
+{
+    eng_conc_put(d->conc, d->stash, d->nstash);
+    d->nstash = 0;
+}
+
+static void stash_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct eng_deliverer *d = t->data;
+    unstash(d);
+    wake_waiters(d);
     check_shutdown(d);
+}
+
+static void session_closed(void *arg, struct smtp_session *s)
+{
+    struct eng_deliverer *d = arg;
+    struct eng_pool_entry *e = eng_pool_entry_of(&d->pool, s);
+    if (e && e->nslots) {
+        if (d->nstash + e->nslots > d->stash_cap) {
+            size_t cap = d->stash_cap ? d->stash_cap * 2 : 16;
+            while (cap < d->nstash + e->nslots)
+                cap *= 2;
+            struct eng_slot **n = realloc(d->stash, cap * sizeof(*n));
+            if (n) {
+                d->stash = n;
+                d->stash_cap = cap;
+            }
+        }
+        if (d->nstash + e->nslots <= d->stash_cap) {
+            memcpy(d->stash + d->nstash, e->slots, e->nslots * sizeof(*e->slots));
+            d->nstash += e->nslots;
+            if (!ev_is_active(&d->stash_timer)) {
+                ev_timer_set(&d->stash_timer, 0.0, 0.0);
+                ev_timer_start(d->o.loop, &d->stash_timer);
+            }
+        } else {
+            eng_conc_put(d->conc, e->slots, e->nslots); /* no memory: at once */
+        }
+        e->nslots = 0;
+    }
+    eng_pool_remove(&d->pool, s);
+    wake_waiters(d);
+    check_shutdown(d);
+}
+
+void eng_deliverer_poll_slots(struct eng_deliverer *d)
+{
+    if (d && eng_conc_poll(d->conc)) {
+        wake_waiters(d);
+        check_shutdown(d);
+    }
+}
+
+static void wait_push(struct djob *j)
+{
+    struct eng_deliverer *d = j->d;
+    j->wait_next = NULL;
+    j->waiting = true;
+    if (d->wait_tail)
+        d->wait_tail->wait_next = j;
+    else
+        d->wait_head = j;
+    d->wait_tail = j;
 }
 
 static void session_idle(void *arg, struct smtp_session *s)
 {
     struct eng_deliverer *d = arg;
-    /* At the limit, or jobs wait for a slot they cannot get here: QUIT (the closed
+    const char *key = d->wait_head ? eng_pool_key(&d->pool, s) : NULL;
+    /* Jobs that wait for a cluster-wide slot to open a connection to this
+     * destination take this one instead. */
+    bool conc_waiter = false;
+    for (const struct djob *w = d->wait_head; w && key && !conc_waiter; w = w->wait_next)
+        conc_waiter = w->conc_waiting && strcmp(w->keybuf, key) == 0;
+    if (conc_waiter && !d->shutting &&
+        smtp_session_transactions(s) < (unsigned)d->o.conf->out_msgs_per_conn) {
+        wake_waiters(d);
+        if (!eng_pool_entry_of(&d->pool, s) || smtp_session_busy(s))
+            return;
+        key = d->wait_head ? eng_pool_key(&d->pool, s) : NULL;
+    }
+    /* At the limit, or jobs wait for a slot they cannot get here (a session to
+     * their destination, or a cluster-wide slot this one holds): QUIT (the closed
      * callback lets the waiting jobs in). */
     bool waited_for = false;
-    const char *key = d->wait_head ? eng_pool_key(&d->pool, s) : NULL;
+    const struct eng_pool_entry *e = d->wait_head ? eng_pool_entry_of(&d->pool, s) : NULL;
+    for (const struct djob *w = d->wait_head; w && e && !waited_for; w = w->wait_next)
+        for (size_t i = 0; i < e->nslots && w->conc_waiting && !waited_for; i++)
+            waited_for = eng_conc_waits_for(&w->cw, e->slots[i]);
     for (const struct djob *w = d->wait_head; w && key && !waited_for; w = w->wait_next)
         waited_for = strcmp(w->keybuf, key) == 0;
     if (d->shutting || waited_for ||
@@ -600,6 +697,21 @@ static void try_next(struct djob *j)
     size_t left = j->ntxn - j->cbeg;
     unsigned need = left < maxm ? (unsigned)left : maxm;
     size_t maxc = (size_t)d->o.conf->out_connections;
+    /* Rates on mx / remote_ip: the chunk's recipients are paid for once, before it
+     * takes or opens a session (a job waiting for tokens holds none). */
+    if (j->paid != j->cbeg + 1) {
+        int64_t cost = 0;
+        for (size_t i = j->cbeg; i < j->cbeg + need; i++)
+            cost += (int64_t)j->txns[i].nrcpt;
+        if (!eng_conc_pay(d->conc, &j->vars, cost, &j->cw)) {
+            sv_debug("deliver %llu: waiting for rate tokens for %s", (unsigned long long)j->id,
+                     j->keybuf);
+            wait_push(j);
+            j->conc_waiting = true;
+            return;
+        }
+        j->paid = j->cbeg + 1;
+    }
     if (!j->fresh_retry) {
         s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
         if (s && smtp_session_transactions(s) + need > maxm)
@@ -613,16 +725,34 @@ static void try_next(struct djob *j)
                  * ones are busy under another TLS policy: wait until one quits (an
                  * idle one does when jobs wait for its destination) rather than
                  * open more than limits.connections. */
-                j->wait_next = NULL;
-                j->waiting = true;
-                if (d->wait_tail)
-                    d->wait_tail->wait_next = j;
-                else
-                    d->wait_head = j;
-                d->wait_tail = j;
+                wait_push(j);
                 return;
             }
         }
+    }
+    /* A new connection holds a slot of every cluster-wide cap that applies; without
+     * one here the job waits (not failed, not deferred) until the queue thread gets
+     * it from Redis or a local connection closes. */
+    struct eng_slot *slots[ENG_LIMITERS_MAX];
+    size_t nslots = 0;
+    if (!s && !eng_conc_take(d->conc, &j->vars, &j->cw, slots, &nslots)) {
+        sv_debug("deliver %llu: waiting for a cluster-wide connection slot for %s",
+                 (unsigned long long)j->id, j->keybuf);
+        wait_push(j);
+        j->conc_waiting = true;
+        /* An idle connection of this worker elsewhere holding a slot it needs:
+         * close it (its closed callback brings the slot here) rather than wait for
+         * its idle timeout. */
+        for (struct eng_pool_entry *e = d->pool.head; e; e = e->next) {
+            bool holds = false;
+            for (size_t i = 0; i < e->nslots && !holds; i++)
+                holds = eng_conc_waits_for(&j->cw, e->slots[i]);
+            if (holds && smtp_session_usable(e->s) && !smtp_session_busy(e->s)) {
+                smtp_session_close(e->s, true, "slot wanted elsewhere");
+                break;
+            }
+        }
+        return;
     }
     j->tried = true;
     if (!s) {
@@ -642,6 +772,10 @@ static void try_next(struct djob *j)
             .arg = d,
             .idle_ms = (int64_t)d->o.conf->out_idle_timeout_s * 1000,
         };
+        /* An idle connection holding cluster-wide slots lets them go soon: other
+         * processes may wait for them. */
+        if (nslots && (so.idle_ms == 0 || so.idle_ms > CONC_IDLE_MS))
+            so.idle_ms = CONC_IDLE_MS;
         so.id |= (uint64_t)d->o.worker_id << 48;
         eval(j, SET_T_CONNECT, &tr);
         so.to.connect = tr.i;
@@ -662,6 +796,8 @@ static void try_next(struct djob *j)
         snprintf(helo, sizeof(helo), "%.*s", (int)tr.len, tr.s ? tr.s : "localhost");
         so.helo = helo;
         int rc = smtp_session_open(&so, &s);
+        if (rc < 0)
+            eng_conc_put(d->conc, slots, nslots);
         if (rc < 0) {
             snprintf(j->last_text, sizeof(j->last_text), "cannot open a socket to %.200s: %s",
                      j->keybuf, strerror(-rc));
@@ -674,10 +810,14 @@ static void try_next(struct djob *j)
             return;
         }
         if (eng_pool_add(&d->pool, j->keybuf, s) < 0) {
+            eng_conc_put(d->conc, slots, nslots);
             smtp_session_close(s, false, "out of memory");
             finish_all(j, false, "connection", "out of memory", NULL);
             return;
         }
+        struct eng_pool_entry *e = eng_pool_entry_of(&d->pool, s);
+        for (size_t i = 0; i < nslots; i++)
+            e->slots[e->nslots++] = slots[i];
         j->o->connections_opened++;
         d->st.connections_opened++;
     }
@@ -948,6 +1088,8 @@ int eng_deliverer_new(const struct eng_deliverer_opts *o, struct eng_deliverer *
     if (!d)
         return -ENOMEM;
     d->o = *o;
+    ev_timer_init(&d->stash_timer, stash_cb, 0.0, 0.0);
+    d->stash_timer.data = d;
     int rc = -ENOMEM;
     for (int i = 0; i < SET_COUNT; i++) {
         d->set[i] = rule_setting_find(set_keys[i]);
@@ -986,6 +1128,10 @@ int eng_deliverer_new(const struct eng_deliverer_opts *o, struct eng_deliverer *
     rc = eng_dns_new(&dopts, &d->dns);
     if (rc < 0)
         goto fail;
+    if (o->conc && !(d->conc = eng_conc_local_new(o->conc, o->worker_id))) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     *out = d;
     return 0;
 fail:
@@ -1049,6 +1195,7 @@ static bool hand_back(struct djob *j)
             d->wait_tail = last;
         j->wait_next = NULL;
         j->waiting = false;
+        j->conc_waiting = false;
     } else if (j->in_dns) {
         j->handed_back = true; /* the lookup's callback frees it */
     } else if (j->sess && j->cbeg == 0 && j->pending == j->cend &&
@@ -1171,6 +1318,12 @@ void eng_deliverer_free(struct eng_deliverer *d)
     }
     d->wait_tail = NULL;
     eng_dns_free(d->dns); /* pending lookups call back with TEMPFAIL */
+    if (d->o.loop)
+        ev_timer_stop(d->o.loop, &d->stash_timer);
+    unstash(d);
+    free(d->stash);
+    eng_conc_local_free(d->conc); /* after the sessions: their slots are spares now */
+    d->conc = NULL;
     for (int i = 0; i < SET_COUNT; i++)
         rule_program_free(d->prog[i]);
     tls_session_cache_free(d->tcache);

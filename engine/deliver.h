@@ -20,12 +20,14 @@
 
 struct ev_loop;
 struct eng_deliverer;
+struct eng_conc;
 
 struct eng_deliverer_opts {
     struct ev_loop *loop;            /* borrowed: the worker's loop */
     const struct eng_conf *conf;     /* borrowed: rules are cloned per deliverer */
     struct eng_dns_cache *dns_cache; /* borrowed, shared by all workers */
     unsigned worker_id;              /* for logs */
+    struct eng_conc *conc;           /* borrowed: cluster-wide connection caps, or NULL */
 };
 
 /* Returns 0 and an owned deliverer, or a negative errno with a logged reason
@@ -69,6 +71,10 @@ typedef void (*eng_deliver_cb)(void *arg, struct eng_outcome *o);
  * Returns 0 (cb will be called, possibly before this returns) or a negative errno
  * (cb will not be called). */
 int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_cb cb, void *arg);
+
+/* Takes the cluster-wide connection slots the queue thread granted (conc.h) and
+ * lets the jobs waiting for them start. Loop thread. */
+void eng_deliverer_poll_slots(struct eng_deliverer *d);
 
 /* Number of jobs started and not yet called back. */
 size_t eng_deliverer_busy(const struct eng_deliverer *d);

@@ -5,7 +5,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "engine.h"
 #include "smtp.h"
+
+struct eng_slot;
 
 /* Open sessions of one worker, keyed by "host [address]:port[/implicit]". One
  * list per deliverer: a worker talks to a bounded set of MX hosts. */
@@ -13,6 +16,8 @@ struct eng_pool_entry {
     char *key; /* owned */
     struct smtp_session *s;
     bool implicit_tls;
+    struct eng_slot *slots[ENG_LIMITERS_MAX]; /* cluster-wide connection slots it holds */
+    size_t nslots;
     struct eng_pool_entry *next;
 };
 
@@ -44,6 +49,8 @@ size_t eng_pool_count(const struct eng_pool *p, const char *key);
 bool eng_pool_evict_idle(struct eng_pool *p, const char *key);
 /* Adds `s` under `key` (copied); 0 or -ENOMEM. */
 int eng_pool_add(struct eng_pool *p, const char *key, struct smtp_session *s);
+/* The entry of `s`, or NULL. */
+struct eng_pool_entry *eng_pool_entry_of(struct eng_pool *p, const struct smtp_session *s);
 /* Forgets `s` (from its closed callback). */
 void eng_pool_remove(struct eng_pool *p, struct smtp_session *s);
 /* Closes every session (graceful: QUIT the idle ones; else abort with `why`). */

@@ -57,7 +57,8 @@ struct eng_conf {
     char *out_ca_file;      /* queue.outbound.tls.ca-file; NULL = the system bundle */
     int out_mx_port;        /* queue.outbound.mx-port: SMTP port of MX hosts; 25 (for tests) */
 
-    /* [[queue.limiter.outbound]]: cluster-wide rate limits (engine/limit.c); only
+    /* [[queue.limiter.outbound]]: cluster-wide rate limits (runner_limit.c) and
+     * connection caps (conc.c, applied in deliver.c); only
      * the enabled ones, in file order. */
     struct eng_limiter *limiters; /* owned array */
     size_t n_limiters;
@@ -71,8 +72,10 @@ struct eng_limiter {
     int keys[ENG_LIMITER_KEYS_MAX]; /* enum rule_var: one bucket per distinct value */
     size_t nkeys;                   /* 0 = one bucket for every matching job */
     struct rule_program *match;     /* owned; NULL = every job */
-    int64_t rate;                   /* messages per period */
+    int64_t rate;                   /* messages per period; 0 = no rate (queue thread) */
     int64_t period_ms;
+    int64_t concurrency; /* connections open at once, cluster-wide; 0 = no cap (workers) */
+    bool at_connect;     /* key or match uses mx / remote_ip: the rate applies in workers */
 };
 
 struct eng_remote {

@@ -89,6 +89,14 @@ int eng_pool_add(struct eng_pool *p, const char *key, struct smtp_session *s)
     return 0;
 }
 
+struct eng_pool_entry *eng_pool_entry_of(struct eng_pool *p, const struct smtp_session *s)
+{
+    for (struct eng_pool_entry *e = p->head; e; e = e->next)
+        if (e->s == s)
+            return e;
+    return NULL;
+}
+
 void eng_pool_remove(struct eng_pool *p, struct smtp_session *s)
 {
     for (struct eng_pool_entry **pp = &p->head; *pp; pp = &(*pp)->next)

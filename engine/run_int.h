@@ -48,6 +48,7 @@ struct eng_worker_opts {
     struct eng_dns_cache *dns_cache; /* borrowed, shared */
     size_t max_tasks;                /* tasks the queue thread may have given it at once */
     int shutdown_timeout_ms;         /* bound for eng_deliverer_shutdown() */
+    struct eng_conc *conc;           /* borrowed: cluster-wide connection caps, or NULL */
     void (*notify)(void *arg);       /* called on the worker thread after outcomes were pushed */
     void *notify_arg;
 };
@@ -98,6 +99,10 @@ int eng_limits_step(struct eng_limits *l, struct rq *q, int64_t (*clock)(void),
 /* Hands every held task to drop() (graceful stop: they stay pending in Redis). */
 void eng_limits_drop(struct eng_limits *l, void (*drop)(void *arg, struct eng_task *t), void *arg);
 size_t eng_limits_held(const struct eng_limits *l); /* NULL-safe */
+/* A rate limiter's grant size (tokens per request, at least one job's), slot
+ * interval and GCRA tolerance; shared with the workers' rates (conc.c). */
+void eng_limiter_params(const struct eng_limiter *lim, int64_t *batch, int64_t *interval_us,
+                        int64_t *tolerance_us);
 
 /* --- the queue thread (runner.c) ---------------------------------------------- */
 

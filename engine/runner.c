@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "conc.h"
 #include "run_int.h"
 #include "tls.h"
 
@@ -75,6 +76,7 @@ struct runner {
     size_t nclaimed;
 
     struct eng_limits *lim; /* NULL without [[queue.limiter.outbound]] */
+    struct eng_conc *conc;  /* NULL without a limiter with concurrency */
 
     ev_async outcomes;
     ev_timer tick, reconnect, lim_wake;
@@ -113,6 +115,20 @@ static uint32_t domain_hash(const char *s)
         h *= 16777619u;
     }
     return h;
+}
+
+/* Called on worker threads. */
+static void notify_outcomes(void *arg)
+{
+    struct runner *r = arg;
+    ev_async_send(r->loop, &r->outcomes);
+}
+
+static void kick_worker(void *arg, unsigned which)
+{
+    struct runner *r = arg;
+    if (which < r->nw && r->w[which])
+        eng_worker_kick(r->w[which]);
 }
 
 /* --- Redis state ---------------------------------------------------------------- */
@@ -571,6 +587,13 @@ static void limit_step(struct runner *r)
     }
 }
 
+static void conc_step(struct runner *r, int64_t now)
+{
+    int rc = r->conc ? eng_conc_step(r->conc, r->q, now) : 0;
+    if (rc)
+        redis_down(r, rc);
+}
+
 static void drain_check(struct runner *r, int64_t now)
 {
     if (!r->o.drain || r->nclaimed || rq_buffered_reports(r->q) || r->t_claim == 0 ||
@@ -592,6 +615,8 @@ static void pump(struct runner *r)
     int64_t now = now_ms();
     collect(r);
     if (r->stopping) {
+        if (r->redis_up)
+            conc_step(r, now); /* slots of transactions still finishing stay renewed */
         stopping_step(r, now);
         return;
     }
@@ -617,6 +642,9 @@ static void pump(struct runner *r)
     limit_step(r);
     if (!r->redis_up)
         return;
+    conc_step(r, now);
+    if (!r->redis_up)
+        return;
     feed(r);
     drain_check(r, now);
 }
@@ -633,13 +661,6 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     pump(t->data);
-}
-
-/* Called on worker threads. */
-static void notify_outcomes(void *arg)
-{
-    struct runner *r = arg;
-    ev_async_send(r->loop, &r->outcomes);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -804,6 +825,7 @@ static int start_workers(struct runner *r)
             .shutdown_timeout_ms = (int)r->conf->shutdown_timeout_ms,
             .notify = notify_outcomes,
             .notify_arg = r,
+            .conc = r->conc,
         };
         rc = eng_worker_start(&wo, &r->w[i]);
     }
@@ -834,6 +856,7 @@ static void cleanup(struct runner *r)
     free(r->bl_tail);
     eng_dns_cache_free(r->dns);
     eng_limits_free(r->lim);
+    eng_conc_free(r->conc, NULL);
     rq_free(r->q);
     while (r->reloaded) {
         struct reloaded *n = r->reloaded;
@@ -893,9 +916,27 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         return eng_fail(EXIT_RUNTIME, "tls: cannot initialise the TLS library");
     }
     r->dns = eng_dns_cache_new(DNS_CACHE_ENTRIES);
-    if (conf->n_limiters)
+    bool rates = false, caps = false;
+    for (size_t i = 0; i < conf->n_limiters; i++) {
+        const struct eng_limiter *l = &conf->limiters[i];
+        rates |= l->rate > 0 && !l->at_connect;
+        caps |= l->concurrency > 0 || (l->rate > 0 && l->at_connect);
+    }
+    if (rates)
         r->lim = eng_limits_new(conf);
-    if (!r->dns || (conf->n_limiters && !r->lim)) {
+    if (caps)
+        r->conc = eng_conc_new(&(struct eng_conc_opts){
+            .conf = conf,
+            .nworkers = conf->worker_threads > 0 ? (unsigned)conf->worker_threads
+                        : sysconf(_SC_NPROCESSORS_ONLN) > 0
+                            ? (unsigned)sysconf(_SC_NPROCESSORS_ONLN)
+                            : 1,
+            .lease_ms = conf->lease_ms,
+            .wake_queue = notify_outcomes,
+            .wake_worker = kick_worker,
+            .arg = r,
+        });
+    if (!r->dns || (rates && !r->lim) || (caps && !r->conc)) {
         cleanup(r);
         return eng_fail(EXIT_RUNTIME, "out of memory");
     }
@@ -924,10 +965,16 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
     }
     r->start = ev_time();
 
-    for (size_t i = 0; i < conf->n_limiters; i++)
-        sv_info("rate limit '%s': %" PRId64 " per %" PRId64 " ms%s", conf->limiters[i].id,
-                conf->limiters[i].rate, conf->limiters[i].period_ms,
-                conf->limiters[i].match ? " (jobs that match)" : "");
+    for (size_t i = 0; i < conf->n_limiters; i++) {
+        const struct eng_limiter *l = &conf->limiters[i];
+        if (l->rate)
+            sv_info("rate limit '%s': %" PRId64 " per %" PRId64 " ms%s%s", l->id, l->rate,
+                    l->period_ms, l->match ? " (jobs that match)" : "",
+                    l->at_connect ? ", taken by the workers per MX/address" : "");
+        if (l->concurrency)
+            sv_info("connection cap '%s': %" PRId64 " at once across the cluster%s", l->id,
+                    l->concurrency, l->match ? " (connections that match)" : "");
+    }
     ev_run(r->loop, 0);
 
     /* Drained, or stopped by a signal: the workers close their sessions and end;
@@ -941,6 +988,8 @@ int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
         eng_worker_free(r->w[i]);
         r->w[i] = NULL;
     }
+    eng_conc_free(r->conc, r->redis_up ? r->q : NULL); /* gives the slots back */
+    r->conc = NULL;
     if (rq_buffered_reports(r->q) && (!r->redis_up || rq_flush(r->q))) {
         sv_error("%s; %zu reports not written: their jobs will be delivered again", rq_error(r->q),
                  rq_buffered_reports(r->q));

@@ -149,6 +149,8 @@ bool eng_limits_hold(struct eng_limits *l, struct eng_task *t, int64_t now)
     job_vars(l, t->job, now);
     for (size_t i = 0; i < c->n_limiters; i++) {
         const struct eng_limiter *lim = &c->limiters[i];
+        if (lim->rate == 0 || lim->at_connect)
+            continue; /* applied by the worker (conc.c) */
         if (lim->match) {
             struct rule_val out;
             int rc = rule_eval(lim->match, &l->vars, &out);
@@ -194,8 +196,8 @@ bool eng_limits_hold(struct eng_limits *l, struct eng_task *t, int64_t now)
  * one grant), the slot interval, and how far ahead of now the bucket may run: a
  * batch, and at least JITTER_US, so that a wake-up a tick late loses no slots
  * (which would bring the rate under the limit). */
-static void bucket_params(const struct eng_limiter *lim, int64_t *batch, int64_t *interval_us,
-                          int64_t *tolerance_us)
+void eng_limiter_params(const struct eng_limiter *lim, int64_t *batch, int64_t *interval_us,
+                        int64_t *tolerance_us)
 {
     *batch = lim->rate / 20 > 1 ? lim->rate / 20 : 1;
     *interval_us = lim->period_ms * 1000 / lim->rate;
@@ -300,7 +302,7 @@ int eng_limits_step(struct eng_limits *l, struct rq *q, int64_t (*clock)(void),
             if (b->demand <= b->tokens || now < b->retry_at)
                 continue;
             int64_t batch, iv, tol;
-            bucket_params(b->lim, &batch, &iv, &tol);
+            eng_limiter_params(b->lim, &batch, &iv, &tol);
             int64_t want = b->demand - b->tokens,
                     most = batch > b->head_cost ? batch : b->head_cost;
             reqs[n] = (struct rq_limit_req){

@@ -1,7 +1,7 @@
 /* engine/worker: one delivery thread. It owns a libev loop, a deliverer (SMTP
  * sessions, pools, TLS session cache, DNS resolver) and two rings: jobs in from
  * the queue thread, outcomes back. Nothing here blocks or takes a lock on the
- * per-job path; the only wake-ups are ev_async (jobs arrived / stop) and the
+ * per-job path; the only wake-ups are ev_async (jobs arrived, slots granted, stop) and the
  * notify callback (outcomes ready). */
 #include <errno.h>
 #include <ev.h>
@@ -104,6 +104,7 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
     atomic_store_explicit(&w->sessions, eng_deliverer_sessions(w->deliverer), memory_order_relaxed);
     if (returned)
         w->o.notify(w->o.notify_arg);
+    eng_deliverer_poll_slots(w->deliverer); /* the queue thread granted slots */
     if (stop && !w->shutting_down) {
         w->shutting_down = true;
         eng_deliverer_shutdown(w->deliverer, w->o.shutdown_timeout_ms, on_shutdown_done, w);
@@ -140,6 +141,7 @@ static void *worker_main(void *arg)
         .conf = w->o.conf,
         .dns_cache = w->o.dns_cache,
         .worker_id = w->o.id,
+        .conc = w->o.conc,
     };
     int rc = eng_deliverer_new(&d, &w->deliverer);
     started(w, rc);

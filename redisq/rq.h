@@ -205,6 +205,23 @@ struct rq_limit_req {
  * Returns 0 or a negative errno. */
 int rq_limit_take(struct rq *q, struct rq_limit_req *reqs, size_t n);
 
+/* One slot operation of a cluster-wide concurrency cap; the bucket is the sorted
+ * set salvo:{queue}:conc:<key>. */
+struct rq_conc_op {
+    bool release;    /* false: take (or renew) the slot; true: give it back */
+    const char *key; /* borrowed: "<limiter id>:<key value>" */
+    size_t key_len;
+    const char *member; /* borrowed: the holder, unique in the cluster */
+    int64_t cap;        /* take: slots the bucket has */
+    int64_t lease_ms;   /* take: the slot frees itself this long after the last renewal */
+    int result;         /* out: take: 1 held, 0 the bucket is full; release: 1 was held */
+};
+
+/* Runs n slot operations in one round trip (one atomic script on the Redis clock);
+ * a take drops the bucket's expired holders first. `ops` borrowed. Returns 0 or a
+ * negative errno. */
+int rq_conc_run(struct rq *q, struct rq_conc_op *ops, size_t n);
+
 /* --- statistics and administration ---------------------------------------- */
 
 struct rq_stats {

@@ -35,6 +35,7 @@ enum rq_script {
     RQS_CANCEL,
     RQS_REVIVE,
     RQS_LIMIT,
+    RQS_CONC,
     RQS__COUNT
 };
 
@@ -118,5 +119,6 @@ void rq_cache_clear(struct rq *q);
 
 extern const char *const rq_script_src[RQS__COUNT];
 extern const char rq_limit_lua[]; /* rq_limit.c */
+extern const char rq_conc_lua[];  /* rq_limit.c */
 
 #endif

@@ -354,5 +354,5 @@ const char *const rq_script_src[RQS__COUNT] = {
     [RQS_ENQ_BEGIN] = enq_begin, [RQS_ENQ_ADD] = enq_add,    [RQS_ENQ_END] = enq_end,
     [RQS_CLAIM] = claim,         [RQS_RECLAIM] = reclaim,    [RQS_REPORT] = report,
     [RQS_PROMOTE] = promote,     [RQS_MOVE] = move_now,      [RQS_CANCEL] = cancel,
-    [RQS_REVIVE] = revive,       [RQS_LIMIT] = rq_limit_lua,
+    [RQS_REVIVE] = revive,       [RQS_LIMIT] = rq_limit_lua, [RQS_CONC] = rq_conc_lua,
 };

@@ -244,22 +244,58 @@ static void limiter_errors_are_positioned(void **state)
           1,
           "%F:4:8: queue.limiter.outbound[0].key: unknown key variable 'rcpt_domian' (did you "
           "mean 'rcpt_domain'?)\n"
-          "%F:4:23: queue.limiter.outbound[0].key: key 'mx' is not supported: limiters apply "
-          "before the MX and the remote address are known (use rcpt_domain, sender_domain or "
-          "sender)\n"
           "%F:4:29: queue.limiter.outbound[0].key: unknown key variable 'colour' (use "
-          "rcpt_domain, sender_domain or sender)\n");
+          "rcpt_domain, sender_domain, sender, mx or remote_ip)\n");
+    check("limiter-conc-ok.toml",
+          "[[queue.limiter.outbound]]\n"
+          "id = \"per-mx\"\n"
+          "key = [\"mx\", \"remote_ip\"]\n"
+          "match = \"mx == 'gmail-smtp-in.l.google.com' || remote_ip == '127.0.0.1'\"\n"
+          "concurrency = 20\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"both\"\n"
+          "key = \"rcpt_domain\"\n"
+          "rate = \"10/1s\"\n"
+          "concurrency = 2\n",
+          0, "");
+    check("limiter-conc.toml",
+          "[[queue.limiter.outbound]]\n"
+          "id = \"a\"\n"
+          "concurrency = 0\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"b\"\n"
+          "concurrency = \"3\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"c\"\n"
+          "key = \"remote_ip\"\n"
+          "rate = \"1/1s\"\n"
+          "concurrency = 3\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"d\"\n"
+          "key = \"rcpt_domain\"\n"
+          "[[queue.limiter.outbound]]\n"
+          "id = \"e\"\n"
+          "concurrency = -2\n"
+          "concurency = 2\n",
+          1,
+          "%F:3:15: queue.limiter.outbound[0].concurrency: 0 is out of range (1-1000000)\n"
+          "%F:4:1: queue.limiter.outbound[1]: missing 'rate' or 'concurrency'\n"
+          "%F:6:15: queue.limiter.outbound[1].concurrency: expected an integer, found string\n"
+          "%F:12:1: queue.limiter.outbound[3]: missing 'rate' or 'concurrency'\n"
+          "%F:17:15: queue.limiter.outbound[4].concurrency: -2 is out of range (1-1000000)\n"
+          "%F:18:1: unknown key 'queue.limiter.outbound[4].concurency' (did you mean "
+          "'queue.limiter.outbound[4].concurrency'?)\n");
     check("limiter-match.toml",
           "[[queue.limiter.outbound]]\n"
           "id = \"m\"\n"
           "rate = \"1/1s\"\n"
-          "match = \"rcpt_domain == 'a' && remote_ip == '1.2.3.4'\"\n"
+          "match = \"rcpt_domain == 'a' && local_ip == '1.2.3.4'\"\n"
           "[[queue.limiter.outbound]]\n"
           "id = \"m2\"\n"
           "rate = \"1/1s\"\n"
           "match = \"rcpt_domain == \"\n",
           1,
-          "%F:4:32: queue.limiter.outbound[0].match: variable 'remote_ip' is not available "
+          "%F:4:32: queue.limiter.outbound[0].match: variable 'local_ip' is not available "
           "here\n"
           "%F:8:25: queue.limiter.outbound[1].match: unexpected end of expression\n");
     check("limiter-dup.toml",
@@ -281,7 +317,7 @@ static void limiter_errors_are_positioned(void **state)
           "rat = \"1/1s\"\n",
           1,
           "%F:1:1: queue.limiter.outbound[0]: missing 'id'\n"
-          "%F:6:1: queue.limiter.outbound[2]: missing 'rate'\n"
+          "%F:6:1: queue.limiter.outbound[2]: missing 'rate' or 'concurrency'\n"
           "%F:8:1: unknown key 'queue.limiter.outbound[2].rat' (did you mean "
           "'queue.limiter.outbound[2].rate'?)\n");
 }

@@ -211,7 +211,7 @@ static void example_covers_every_key(void **state)
         nfields++;
         f += len + 2;
     }
-    assert_int_equal(nfields, 5);
+    assert_int_equal(nfields, 6);
     assert_int_equal(missing, 0);
     free(conf_text);
     free(conf_src);

@@ -523,10 +523,10 @@ static void limiter_two_processes_hold_the_rate(void **state)
                           "key = [\"sender_domain\"]\n"
                           "rate = \"200/1s\"\n");
     long long n = enqueue_to("rate", 1200, 1200, "example", false);
-    assert_int_equal(tr_start(&live, env.dir, "rate1", (const char *const[]){"run", "--drain", NULL}),
-                     0);
-    assert_int_equal(tr_start(&live2, env.dir, "rate2", (const char *const[]){"run", "--drain", NULL}),
-                     0);
+    assert_int_equal(
+        tr_start(&live, env.dir, "rate1", (const char *const[]){"run", "--drain", NULL}), 0);
+    assert_int_equal(
+        tr_start(&live2, env.dir, "rate2", (const char *const[]){"run", "--drain", NULL}), 0);
     struct arrivals a = {0};
     int64_t end = tr_now_ms() + 20000;
     int64_t marks[16] = {0};
@@ -587,7 +587,8 @@ static void limiter_one_domain_jobs_of_50(void **state)
                           "match = \"rcpt_domain == 'd0.example'\"\n"
                           "rate = \"500/1s\"\n");
     long long n = enqueue_to("one", 1500, 1, "example", true);
-    assert_int_equal(tr_start(&live, env.dir, "one", (const char *const[]){"run", "--drain", NULL}), 0);
+    assert_int_equal(tr_start(&live, env.dir, "one", (const char *const[]){"run", "--drain", NULL}),
+                     0);
     struct arrivals a = {0};
     int64_t end = tr_now_ms() + 20000;
     while (!a.done) {
@@ -635,8 +636,8 @@ static void limiter_match_spares_other_domains(void **state)
     write_conf(0, extra);
     long long ns = enqueue_to("slow", 300, 1, "slow", true);
     long long nf = enqueue_to("fast", 600, 10, "fast", false);
-    assert_int_equal(tr_start(&live, env.dir, "match", (const char *const[]){"run", "--drain", NULL}),
-                     0);
+    assert_int_equal(
+        tr_start(&live, env.dir, "match", (const char *const[]){"run", "--drain", NULL}), 0);
     struct arrivals fast = {0}, slow = {0};
     int64_t end = tr_now_ms() + 20000;
     while (!fast.done || !slow.done) {
@@ -696,6 +697,355 @@ static void limiter_sigterm_hands_back_held_jobs(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* --- cluster-wide connection caps (concurrency) ------------------------------------ */
+
+/* Two `salvo run` (two workers each) on one queue against the slow sink, then
+ * `n_jobs` single-recipient jobs of as many domains (more than one process claims
+ * at once), so both processes and all four workers want connections at the same
+ * time. The sink never has more than `cap` open, everything arrives exactly once,
+ * both processes deliver, and no slot is left in Redis after they exit. */
+static void conc_two_processes(const char *tag, int n_jobs, const char *tld, int cap)
+{
+    char name1[64], name2[64];
+    snprintf(name1, sizeof(name1), "%s1", tag);
+    snprintf(name2, sizeof(name2), "%s2", tag);
+    /* Not --drain: each would exit on the empty queue. Both run before the jobs
+     * come, so neither claims them all before the other starts. */
+    assert_int_equal(tr_start(&live, env.dir, name1, (const char *const[]){"run", NULL}), 0);
+    assert_int_equal(tr_start(&live2, env.dir, name2, (const char *const[]){"run", NULL}), 0);
+    assert_true(tr_wait_for_text(live.err_path, "running:", 15000));
+    assert_true(tr_wait_for_text(live2.err_path, "running:", 15000));
+    int64_t t0 = tr_now_ms();
+    long long n = enqueue_to(tag, n_jobs, n_jobs, tld, false);
+    while (sink_stat(&sink, "pairs") < (uint64_t)n) {
+        if (tr_now_ms() - t0 > 90000)
+            fail_msg("the sink saw fewer than %lld recipients in 90 s", n);
+        tr_sleep_ms(50);
+    }
+    int64_t took = tr_now_ms() - t0;
+    signal_live(SIGTERM);
+    assert_int_equal(tr_signal(&live2, SIGTERM), 0);
+    char *out1 = wait_drained(&live, 10000), *out2 = wait_drained(&live2, 10000);
+    print_message("run 1: %srun 2: %s", out1, out2);
+    long long d1 = tr_summary_num(out1, "delivered"), d2 = tr_summary_num(out2, "delivered");
+    if (d1 == 0 || d2 == 0)
+        for (int i = 0; i < 2; i++) {
+            char *err = tr_err(i ? &live2 : &live);
+            print_message("run %d stderr:\n%s", i + 1, err);
+            free(err);
+        }
+    uint64_t max_open = sink_stat(&sink, "connections_max_open"),
+             conns = sink_stat(&sink, "connections");
+    print_message("cap %d: %lld + %lld delivered in %lld ms over %llu connections, at most %llu "
+                  "open at once\n",
+                  cap, d1, d2, (long long)took, (unsigned long long)conns,
+                  (unsigned long long)max_open);
+    assert_int_equal(d1 + d2, n);
+    assert_true(d1 > 0 && d2 > 0);
+    assert_true(max_open <= (uint64_t)cap);
+    assert_true(max_open >= 2); /* the cap is used, not just respected */
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, tag);
+    char *keys =
+        tu_redis_cli(&env.srv, (const char *const[]){"KEYS", "salvo:{default}:conc:*", NULL});
+    assert_non_null(keys);
+    assert_string_equal(keys, ""); /* every slot given back at exit */
+    free(keys);
+    free(out1);
+    free(out2);
+}
+
+/* Relay to the sink; the key is the connection's remote address, known only in
+ * the worker as it connects. */
+static void conc_two_processes_hold_the_cap(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:20", NULL}),
+                     0);
+    write_conf(sink.port, "[queue.outbound.limits]\n"
+                          "messages-per-connection = 50\n"
+                          "[[queue.limiter.outbound]]\n"
+                          "id = \"per-ip\"\n"
+                          "key = \"remote_ip\"\n"
+                          "concurrency = 3\n");
+    conc_two_processes("conc", 600, "example", 3);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* MX routing through dnsmasq: 600 domains share one MX host; the cap is per MX
+ * ("no more than 3 connections to mx.test across the cluster"), keyed and matched
+ * on `mx`, which only the worker knows. */
+static void conc_per_mx_via_dnsmasq(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:20", NULL}),
+                     0);
+    enum { NDOM = 600 };
+    static char dns_conf[NDOM * 40 + 64];
+    size_t len = 0;
+    for (int i = 0; i < NDOM; i++)
+        len += (size_t)snprintf(dns_conf + len, sizeof(dns_conf) - len,
+                                "mx-host=d%d.test,mx.test,10\n", i);
+    snprintf(dns_conf + len, sizeof(dns_conf) - len, "host-record=mx.test,127.0.0.1\n");
+    struct tu_dnsmasq dns = {0};
+    assert_true(tu_dnsmasq_start(&dns, dns_conf) > 0);
+    char conf[1024];
+    snprintf(conf, sizeof(conf),
+             "[resolver]\nnameservers = [\"%s\"]\n"
+             "[queue.outbound]\nmx-port = %d\n"
+             "[queue.outbound.limits]\nmessages-per-connection = 20\n"
+             "[[queue.limiter.outbound]]\n"
+             "id = \"per-mx\"\n"
+             "key = \"mx\"\n"
+             "match = \"mx == 'mx.test'\"\n"
+             "concurrency = 3\n",
+             dns.ns, sink.port);
+    write_conf(0, conf);
+    conc_two_processes("cmx", NDOM, "test", 3);
+    tu_dnsmasq_stop(&dns);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* kill -9 of a process that holds every slot: its connections die with it, but
+ * its slots stay taken in Redis until the lease (1 s) ends; a second process then
+ * gets them and delivers everything. */
+static void conc_kill9_slots_expire(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:100", NULL}),
+                     0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"per-ip\"\n"
+                          "key = [\"remote_ip\"]\n"
+                          "concurrency = 2\n");
+    long long n = enqueue_to("ck9", 300, 300, "example", false);
+    assert_int_equal(tr_start(&live, env.dir, "ck9a", (const char *const[]){"run", NULL}), 0);
+    wait_transactions(&sink, 10, 15000);
+    /* Two and a half leases: the holder renews its slots, so its waiting jobs never
+     * find a third one free (an unrenewed slot expires after 1 s). */
+    tr_sleep_ms(2500);
+    assert_int_equal(sink_stat(&sink, "connections_open"), 2);
+    assert_int_equal(sink_stat(&sink, "connections_max_open"), 2);
+    tr_kill9(&live);
+    int64_t t_kill = tr_now_ms();
+    uint64_t before = sink_stat(&sink, "pairs"), conns = sink_stat(&sink, "connections");
+    char *slots = tu_redis_cli(
+        &env.srv, (const char *const[]){"ZCARD", "salvo:{default}:conc:per-ip:127.0.0.1", NULL});
+    assert_non_null(slots);
+    assert_int_equal(atoi(slots), 2); /* still taken by the dead process */
+    free(slots);
+    assert_int_equal(
+        tr_start(&live2, env.dir, "ck9b", (const char *const[]){"run", "--drain", NULL}), 0);
+    int64_t t_conn = 0;
+    while (!t_conn && tr_now_ms() - t_kill < 10000) {
+        if (sink_stat(&sink, "connections") > conns)
+            t_conn = tr_now_ms();
+        tr_sleep_ms(10);
+    }
+    assert_true(t_conn > 0);
+    char *out = wait_drained(&live2, 60000);
+    print_message("kill -9 after %llu of %lld; the second process connected %lld ms after the "
+                  "kill (lease 1000 ms): %s",
+                  (unsigned long long)before, n, (long long)(t_conn - t_kill), out);
+    /* The slots were the dead process's until their lease ran out (renewed at
+     * most a third of a lease before the kill). */
+    assert_true(t_conn - t_kill >= 600);
+    assert_true(sink_stat(&sink, "connections_max_open") <= 2);
+    check_all_delivered(&sink, n, "conc kill -9");
+    free(out);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* SIGTERM while jobs wait for a slot: they go back to Redis at once (no attempt
+ * counted), the process exits promptly, and a second run delivers the rest. */
+static void conc_sigterm_hands_back_waiting_jobs(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:200", NULL}),
+                     0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"one\"\n"
+                          "concurrency = 1\n");
+    long long n = enqueue_to("cterm", 100, 100, "example", false);
+    assert_int_equal(tr_start(&live, env.dir, "cterm", (const char *const[]){"run", NULL}), 0);
+    wait_transactions(&sink, 3, 15000);
+    int64_t t0 = tr_now_ms();
+    signal_live(SIGTERM);
+    int st = tr_wait(&live, 10000);
+    int64_t took = tr_now_ms() - t0;
+    char *out = tr_out(&live);
+    print_message("after SIGTERM (%lld ms): %s", (long long)took, out);
+    assert_int_equal(st, 0);
+    assert_true(took < 3000);
+    long long first = tr_summary_num(out, "delivered");
+    assert_true(first > 0 && first < n / 2);
+    assert_int_equal(tr_summary_num(out, "deferred"), 0);
+    assert_true(sink_stat(&sink, "connections_max_open") <= 1);
+    free(out);
+    /* the rest, without the cap */
+    write_conf(sink.port, NULL);
+    out = run_drain("cterm2", 60000);
+    assert_int_equal(first + tr_summary_num(out, "delivered"), n);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, "conc sigterm");
+    free(out);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* Redis killed (-9) and restarted while connections hold slots, down longer than
+ * the lease: open connections go on, new ones wait (fail-closed), and after the
+ * reconnect the slots are taken again; the cap holds and everything arrives. */
+static void conc_redis_restart(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--fault",
+                                                                "delay:dot:50", NULL}),
+                     0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"per-ip\"\n"
+                          "key = \"remote_ip\"\n"
+                          "concurrency = 2\n");
+    long long n = enqueue_to("crr", 300, 300, "example", false);
+    assert_int_equal(tr_start(&live, env.dir, "crr", (const char *const[]){"run", "--drain", NULL}),
+                     0);
+    wait_transactions(&sink, 10, 15000);
+    tu_redis_kill9(&env.srv);
+    tr_sleep_ms(1500);
+    assert_int_equal(tu_redis_restart(&env.srv), 0);
+    int st = tr_wait(&live, 60000);
+    char *out = tr_out(&live), *err = tr_err(&live);
+    print_message("summary: %s", out);
+    if (st != 0)
+        print_message("stderr: %s\n", err);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(err, "reconnecting"));
+    print_message("redis restart with a cap of 2: at most %llu open, %llu duplicates\n",
+                  (unsigned long long)sink_stat(&sink, "connections_max_open"),
+                  (unsigned long long)sink_stat(&sink, "duplicates"));
+    assert_true(sink_stat(&sink, "connections_max_open") <= 2);
+    check_all_delivered(&sink, n, "conc redis restart");
+    free(out);
+    free(err);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* One bucket over two MX hosts (key sender_domain, cap 1): d0.test and d2.test go
+ * to the same worker (hash of the domain), through mx-a and mx-b. Once the jobs
+ * of one are done, its idle connection holds the only slot; it is closed at once
+ * for the jobs waiting to go to the other, not after the 1 s idle time. */
+static void conc_idle_connection_gives_way(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    char dns_conf[512];
+    snprintf(dns_conf, sizeof(dns_conf),
+             "mx-host=d0.test,mx-a.test,10\nmx-host=d1.test,mx-a.test,10\n"
+             "mx-host=d2.test,mx-b.test,10\n"
+             "host-record=mx-a.test,127.0.0.1\nhost-record=mx-b.test,127.0.0.1\n");
+    struct tu_dnsmasq dns = {0};
+    assert_true(tu_dnsmasq_start(&dns, dns_conf) > 0);
+    char conf[1024];
+    snprintf(conf, sizeof(conf),
+             "[resolver]\nnameservers = [\"%s\"]\n"
+             "[queue.outbound]\nmx-port = %d\n"
+             "[queue.outbound.limits]\nconnections = 1\n"
+             "[[queue.limiter.outbound]]\n"
+             "id = \"per-sender\"\n"
+             "key = \"sender_domain\"\n"
+             "match = \"rcpt_domain != 'd1.test'\"\n"
+             "concurrency = 1\n",
+             dns.ns, sink.port);
+    write_conf(0, conf);
+    long long n = enqueue_to("cidle", 600, 3, "test", false);
+    assert_int_equal(
+        tr_start(&live, env.dir, "cidle", (const char *const[]){"run", "--drain", NULL}), 0);
+    struct arrivals a = {0};
+    int64_t end = tr_now_ms() + 20000;
+    while (!a.done) {
+        int64_t now = tr_now_ms();
+        if (now > end)
+            fail_msg("the sink saw fewer than %lld recipients in 20 s", n);
+        watch(&sink, (uint64_t)n, now, &a);
+        tr_sleep_ms(5);
+    }
+    char *out = wait_drained(&live, 10000);
+    print_message("%lld recipients in %lld ms from the first to the last: %s", n,
+                  (long long)(a.done - a.first), out);
+    assert_int_equal(tr_summary_num(out, "delivered"), n);
+    assert_true(sink_stat(&sink, "connections_max_open") <= 2); /* d1's own + the capped one */
+    assert_true(a.done - a.first < 800);
+    check_all_delivered(&sink, n, "conc idle");
+    free(out);
+    tu_dnsmasq_stop(&dns);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* A rate per MX host (key mx: known only in the worker, so the workers take the
+ * tokens, through their queue thread, in batches): two processes send 600
+ * single-recipient jobs of 600 domains, all with one MX, at 100/1s within 10%. */
+static void rate_per_mx_in_the_workers(void **state)
+{
+    (void)state;
+    const double rate = 100.0; /* half of what this set-up does unlimited (DNS bound) */
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    enum { NDOM = 600 };
+    static char dns_conf[NDOM * 40 + 64];
+    size_t len = 0;
+    for (int i = 0; i < NDOM; i++)
+        len += (size_t)snprintf(dns_conf + len, sizeof(dns_conf) - len,
+                                "mx-host=d%d.test,mx.test,10\n", i);
+    snprintf(dns_conf + len, sizeof(dns_conf) - len, "host-record=mx.test,127.0.0.1\n");
+    struct tu_dnsmasq dns = {0};
+    assert_true(tu_dnsmasq_start(&dns, dns_conf) > 0);
+    char conf[1024];
+    snprintf(conf, sizeof(conf),
+             "[resolver]\nnameservers = [\"%s\"]\n"
+             "[queue.outbound]\nmx-port = %d\n"
+             "[[queue.limiter.outbound]]\n"
+             "id = \"per-mx\"\n"
+             "key = \"mx\"\n"
+             "rate = \"100/1s\"\n",
+             dns.ns, sink.port);
+    write_conf(0, conf);
+    assert_int_equal(tr_start(&live, env.dir, "rmx1", (const char *const[]){"run", NULL}), 0);
+    assert_int_equal(tr_start(&live2, env.dir, "rmx2", (const char *const[]){"run", NULL}), 0);
+    assert_true(tr_wait_for_text(live.err_path, "running:", 15000));
+    assert_true(tr_wait_for_text(live2.err_path, "running:", 15000));
+    long long n = enqueue_to("rmx", NDOM, NDOM, "test", false);
+    struct arrivals a = {0};
+    int64_t end = tr_now_ms() + 30000;
+    while (!a.done) {
+        int64_t now = tr_now_ms();
+        if (now > end)
+            fail_msg("the sink saw fewer than %lld recipients in 30 s", n);
+        watch(&sink, (uint64_t)n, now, &a);
+        tr_sleep_ms(5);
+    }
+    signal_live(SIGTERM);
+    assert_int_equal(tr_signal(&live2, SIGTERM), 0);
+    char *out1 = wait_drained(&live, 10000), *out2 = wait_drained(&live2, 10000);
+    long long d1 = tr_summary_num(out1, "delivered"), d2 = tr_summary_num(out2, "delivered");
+    double secs = (double)(a.done - a.first) / 1000.0;
+    double seen = (double)((uint64_t)n - a.at_first) / secs;
+    print_message("per-MX rate %.0f/s in the workers: %lld + %lld recipients, %llu in the first "
+                  "sample, then %.3f s: %.1f/s (%+.1f%%)\n",
+                  rate, d1, d2, (unsigned long long)a.at_first, secs, seen,
+                  (seen - rate) * 100.0 / rate);
+    assert_int_equal(d1 + d2, n);
+    assert_true(d1 > 0 && d2 > 0);
+    assert_true(seen >= rate * 0.9 && seen <= rate * 1.1);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, "rate per mx");
+    free(out1);
+    free(out2);
+    tu_dnsmasq_stop(&dns);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -713,6 +1063,13 @@ int main(void)
         cmocka_unit_test_setup(limiter_one_domain_jobs_of_50, reset),
         cmocka_unit_test_setup(limiter_match_spares_other_domains, reset),
         cmocka_unit_test_setup(limiter_sigterm_hands_back_held_jobs, reset),
+        cmocka_unit_test_setup(conc_two_processes_hold_the_cap, reset),
+        cmocka_unit_test_setup(conc_per_mx_via_dnsmasq, reset),
+        cmocka_unit_test_setup(conc_kill9_slots_expire, reset),
+        cmocka_unit_test_setup(conc_sigterm_hands_back_waiting_jobs, reset),
+        cmocka_unit_test_setup(conc_redis_restart, reset),
+        cmocka_unit_test_setup(conc_idle_connection_gives_way, reset),
+        cmocka_unit_test_setup(rate_per_mx_in_the_workers, reset),
     };
     /* SALVO_TEST_FILTER=limiter* runs some of them (cmocka's glob) */
     const char *filter = getenv("SALVO_TEST_FILTER");

@@ -60,6 +60,7 @@ struct sink_conn {
     bool discard_line; /* skipping the rest of an over-long command line */
     bool want_close;   /* close now, unsent replies dropped */
     bool close_after_flush;
+    bool open_counted;    /* in sink_open_now */
     bool reading;         /* rio is active */
     bool tls_after_flush; /* "220 Ready to start TLS" queued: handshake once it is out */
     bool io_swapped;      /* TLS wants the other direction: a read waits for writable
@@ -123,6 +124,18 @@ static void out_put(struct sink_conn *c, const char *s, size_t n)
 {
     if (sv_buf_append(&c->out, s, n) < 0)
         c->want_close = true; /* out of memory: drop the session, not the process */
+}
+
+_Atomic uint64_t sink_open_now, sink_open_max;
+
+/* A connection stops counting as open once it closes or its QUIT is answered:
+ * the client may see the 221 and connect again before this thread gets to the
+ * close, and another thread may accept that connection first. */
+static void open_done(struct sink_conn *c)
+{
+    if (c->open_counted)
+        atomic_fetch_sub_explicit(&sink_open_now, 1, memory_order_relaxed);
+    c->open_counted = false;
 }
 
 static void reply(struct sink_conn *c, const char *fmt, ...) SV_PRINTF(2, 3);
@@ -455,6 +468,7 @@ static void command(struct sink_conn *c, const char *line, size_t len)
         break;
     case SINK_VERB_NOOP: reply(c, "250 2.0.0 Ok"); break;
     case SINK_VERB_QUIT:
+        open_done(c);
         reply(c, "221 2.0.0 Bye");
         c->close_after_flush = true;
         break;
@@ -544,6 +558,7 @@ static void conn_free(struct sink_conn *c)
     sv_debug("conn %llx: closed", (unsigned long long)c->id);
     /* Counted before the close: a client that has seen EOF sees the count too. */
     SINK_INC(w, connections_closed, 1);
+    open_done(c);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     ev_timer_stop(w->loop, &c->delay);
@@ -816,6 +831,13 @@ static void conn_new(struct sink_worker *w, int fd)
         w->conns->prev = c;
     w->conns = c;
     SINK_INC(w, connections, 1);
+    c->open_counted = true;
+    uint64_t open = atomic_fetch_add_explicit(&sink_open_now, 1, memory_order_relaxed) + 1;
+    uint64_t seen = atomic_load_explicit(&sink_open_max, memory_order_relaxed);
+    while (open > seen &&
+           !atomic_compare_exchange_weak_explicit(&sink_open_max, &seen, open, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+    }
     sv_debug("conn %llx: accepted on thread %d", (unsigned long long)c->id, w->id);
     if (w->cfg->faults.greeting_code)
         stage_reply(c, SINK_STAGE_GREETING, "%d %s salvo-sink fault: no SMTP service here",

@@ -194,8 +194,11 @@ static void stats_json(struct sv_buf *b)
 #undef SINK_X
     unsigned long long open = (unsigned long long)(sum.connections - sum.connections_closed);
     sv_buf_printf(b,
-                  "\"connections_open\":%llu,\"threads\":%d,\"tracking\":%s,\"uptime_s\":%.3f}\n",
-                  open, g_cfg.threads, g_cfg.track ? "true" : "false", up);
+                  "\"connections_open\":%llu,\"connections_max_open\":%llu,\"threads\":%d,"
+                  "\"tracking\":%s,\"uptime_s\":%.3f}\n",
+                  open,
+                  (unsigned long long)atomic_load_explicit(&sink_open_max, memory_order_relaxed),
+                  g_cfg.threads, g_cfg.track ? "true" : "false", up);
 }
 
 /* Writes the counters: one JSON line on stdout, or FILE replaced atomically

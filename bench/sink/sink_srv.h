@@ -110,6 +110,10 @@ extern _Atomic uint64_t sink_data_seq;
 /* Bumped by the main thread after each successful certificate reload. */
 extern _Atomic unsigned sink_tls_gen;
 
+/* Connections open now and the most open at once, over every thread (shared:
+ * one locked add per accept and close). */
+extern _Atomic uint64_t sink_open_now, sink_open_max;
+
 /* Accepts connections on listening socket `fd` until it would block (ev_io callback). */
 void sink_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
 /* Timer callback (w->idle_sweep): closes w's idle connections with a 421. */
