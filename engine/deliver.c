@@ -95,7 +95,8 @@ struct eng_deliverer {
     struct eng_slot **stash;
     size_t nstash, stash_cap;
     ev_timer stash_timer;
-    struct djob *jobs; /* every job started and not yet called back */
+    ev_timer warm_timer; /* wakes the jobs that waited for a session to settle */
+    struct djob *jobs;   /* every job started and not yet called back */
     /* Settings replaced by eng_deliverer_reload(): open sessions and jobs in flight
      * may still point into them, so they are freed with the deliverer. */
     struct retired *retired;
@@ -151,6 +152,7 @@ struct djob {
     struct smtp_session *sess; /* holding this attempt's transactions, or NULL */
     bool waiting;              /* in d->wait_head */
     bool conc_waiting;         /* ... for a cluster-wide connection slot or rate tokens */
+    bool warm_waiting;         /* ... for the first TLS session to its destination */
     size_t paid;               /* cbeg + 1 of the chunk whose rate tokens are spent */
     bool in_dns;               /* a lookup is pending (its callback gets `j`) */
     bool handed_back;          /* called back with NULL; freed by dns_done */
@@ -531,6 +533,7 @@ static void wake_waiters(struct eng_deliverer *d)
         w->wait_next = NULL;
         w->waiting = false;
         w->conc_waiting = false;
+        w->warm_waiting = false;
         try_next(w);
         w = next;
     }
@@ -605,6 +608,43 @@ static void wait_push(struct djob *j)
     d->wait_tail = j;
 }
 
+/* TLS warm-up: the first connection to a destination pays a full handshake; a
+ * second one opened before the first has its TLS session would pay another. So
+ * while every connection to the destination is still connecting and no session is
+ * cached for it, a job that would open one more waits for the first to settle
+ * (milliseconds) and then resumes its session: one full handshake per worker and
+ * destination instead of one per connection opened at the start. */
+static bool tls_warming_up(const struct djob *j, const char *host)
+{
+    const struct eng_deliverer *d = j->d;
+    if (!d->tcache || (!j->implicit_tls && j->pol.starttls == RULE_TLS_DISABLE))
+        return false;
+    enum tls_verify mode = j->pol.allow_invalid ? TLS_VERIFY_ALLOW_INVALID : TLS_VERIFY_STRICT;
+    return !tls_session_cache_has(d->tcache, host, (uint16_t)j->port, mode) &&
+           eng_pool_all_connecting(&d->pool, j->keybuf);
+}
+
+static void warm_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct eng_deliverer *d = t->data;
+    wake_waiters(d);
+    check_shutdown(d);
+}
+
+/* Wakes the warm-up waiters from the loop, not from inside the session's callback. */
+static void session_settled(void *arg, struct smtp_session *s)
+{
+    (void)s;
+    struct eng_deliverer *d = arg;
+    bool warm = false;
+    for (const struct djob *w = d->wait_head; w && !warm; w = w->wait_next)
+        warm = w->warm_waiting;
+    if (warm && !ev_is_active(&d->warm_timer))
+        ev_timer_start(d->o.loop, &d->warm_timer);
+}
+
 static void session_idle(void *arg, struct smtp_session *s)
 {
     struct eng_deliverer *d = arg;
@@ -630,7 +670,7 @@ static void session_idle(void *arg, struct smtp_session *s)
         for (size_t i = 0; i < e->nslots && w->conc_waiting && !waited_for; i++)
             waited_for = eng_conc_waits_for(&w->cw, e->slots[i]);
     for (const struct djob *w = d->wait_head; w && key && !waited_for; w = w->wait_next)
-        waited_for = strcmp(w->keybuf, key) == 0;
+        waited_for = !w->warm_waiting && strcmp(w->keybuf, key) == 0;
     if (d->shutting || waited_for ||
         smtp_session_transactions(s) >= (unsigned)d->o.conf->out_msgs_per_conn)
         smtp_session_close(s, true, "done");
@@ -730,6 +770,13 @@ static void try_next(struct djob *j)
             }
         }
     }
+    if (!s && !j->fresh_retry && tls_warming_up(j, h->name)) {
+        sv_debug("deliver %llu: waiting for the first TLS session to %s", (unsigned long long)j->id,
+                 j->keybuf);
+        wait_push(j);
+        j->warm_waiting = true;
+        return;
+    }
     /* A new connection holds a slot of every cluster-wide cap that applies; without
      * one here the job waits (not failed, not deferred) until the queue thread gets
      * it from Redis or a local connection closes. */
@@ -769,6 +816,7 @@ static void try_next(struct djob *j)
             .tls_cache = d->tcache,
             .closed = session_closed,
             .idle = session_idle,
+            .settled = session_settled,
             .arg = d,
             .idle_ms = (int64_t)d->o.conf->out_idle_timeout_s * 1000,
         };
@@ -1090,6 +1138,8 @@ int eng_deliverer_new(const struct eng_deliverer_opts *o, struct eng_deliverer *
     d->o = *o;
     ev_timer_init(&d->stash_timer, stash_cb, 0.0, 0.0);
     d->stash_timer.data = d;
+    ev_timer_init(&d->warm_timer, warm_cb, 0.0, 0.0);
+    d->warm_timer.data = d;
     int rc = -ENOMEM;
     for (int i = 0; i < SET_COUNT; i++) {
         d->set[i] = rule_setting_find(set_keys[i]);
@@ -1320,6 +1370,8 @@ void eng_deliverer_free(struct eng_deliverer *d)
     eng_dns_free(d->dns); /* pending lookups call back with TEMPFAIL */
     if (d->o.loop)
         ev_timer_stop(d->o.loop, &d->stash_timer);
+    if (d->o.loop)
+        ev_timer_stop(d->o.loop, &d->warm_timer);
     unstash(d);
     free(d->stash);
     eng_conc_local_free(d->conc); /* after the sessions: their slots are spares now */

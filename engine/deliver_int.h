@@ -43,6 +43,8 @@ struct smtp_session *eng_pool_busy(struct eng_pool *p, const char *key,
                                    unsigned need);
 /* The key `s` was added under (borrowed), or NULL. */
 const char *eng_pool_key(const struct eng_pool *p, const struct smtp_session *s);
+/* Are there usable sessions to `key`, all of them still connecting (none settled)? */
+bool eng_pool_all_connecting(const struct eng_pool *p, const char *key);
 /* Usable sessions open to `key`. */
 size_t eng_pool_count(const struct eng_pool *p, const char *key);
 /* Closes (QUIT) one idle session to `key` that does not satisfy `want`; true if one. */

@@ -57,6 +57,19 @@ const char *eng_pool_key(const struct eng_pool *p, const struct smtp_session *s)
     return NULL;
 }
 
+bool eng_pool_all_connecting(const struct eng_pool *p, const char *key)
+{
+    size_t n = 0;
+    for (const struct eng_pool_entry *e = p->head; e; e = e->next) {
+        if (strcmp(e->key, key) != 0 || !smtp_session_usable(e->s))
+            continue;
+        if (smtp_session_settled(e->s))
+            return false;
+        n++;
+    }
+    return n > 0;
+}
+
 size_t eng_pool_count(const struct eng_pool *p, const char *key)
 {
     size_t n = 0;

@@ -145,6 +145,9 @@ struct smtp_session_opts {
     void (*closed)(void *arg, struct smtp_session *s);
     /* Called when the session has nothing left to do and is idle (pool it). */
     void (*idle)(void *arg, struct smtp_session *s);
+    /* Called once, when the session first got through greeting/EHLO/STARTTLS (its
+     * TLS session, if any, is in the cache by then). May be NULL. */
+    void (*settled)(void *arg, struct smtp_session *s);
     void *arg;
 };
 

@@ -432,8 +432,17 @@ static void txn_done(struct smtp_session *s)
 /* Starts the head transaction, or goes idle. */
 static void start_next(struct smtp_session *s)
 {
+    if (!s->settled) {
+        s->settled = true;
+        if (s->o.settled) {
+            s->depth++;
+            s->o.settled(s->o.arg, s);
+            s->depth--;
+            if (s->state == ST_CLOSED)
+                return;
+        }
+    }
     struct smtp_txn *t = s->head;
-    s->settled = true;
     if (!t) {
         enter(s, ST_READY);
         arm(s, s->o.idle_ms);

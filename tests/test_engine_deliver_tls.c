@@ -264,6 +264,37 @@ static void test_require_queue_on_connecting(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* Jobs arriving together for a destination with no cached TLS session: the first
+ * connection pays the full handshake, the others wait for it to settle and resume
+ * its session (before: one full handshake per connection opened at the start). */
+static void test_tls_warm_up(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(sink_tls(&sink, "wild", NULL), 0);
+    struct td t;
+    td_setup(&t, sink.port,
+             toml("[queue.outbound.limits]\nconnections = 4\nmessages-per-connection = 2\n"
+                  "[queue.outbound.tls]\nstarttls = \"require\"\nallow-invalid-certs = true\n"));
+    td_enqueue(&t,
+               (const char *[]){"a@d1.test", "b@d2.test", "c@d3.test", "d@d4.test", "e@d5.test",
+                                "f@d6.test", "g@d7.test", "h@d8.test", NULL},
+               "Message-ID: <warm@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.nout - first, 8);
+    for (size_t i = first; i < t.nout; i++)
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DELIVERED);
+    uint64_t conns = td_stat(&sink, "connections");
+    assert_true(conns >= 4); /* 8 jobs, 2 messages per connection */
+    assert_int_equal(td_stat(&sink, "tls_handshakes_full"), 1);
+    assert_int_equal(td_stat(&sink, "tls_handshakes_resumed"), conns - 1);
+    assert_int_equal(td_stat(&sink, "transactions"), 8);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 /* Two 1 MB bodies over TLS: one already in wire form (written straight from the
  * shared buffer), one with bare LFs and leading dots (converted chunk by chunk).
  * The sink's byte count is the message as RFC 5321 defines it. */
@@ -511,7 +542,8 @@ int main(void)
         cmocka_unit_test(test_starttls_resume),  cmocka_unit_test(test_seed_untrusted),
         cmocka_unit_test(test_seed_no_starttls), cmocka_unit_test(test_require_never_plain),
         cmocka_unit_test(test_pool_policy),      cmocka_unit_test(test_require_queue_on_connecting),
-        cmocka_unit_test(test_large_bodies),     cmocka_unit_test(test_implicit_tls),
+        cmocka_unit_test(test_large_bodies),
+        cmocka_unit_test(test_tls_warm_up),     cmocka_unit_test(test_implicit_tls),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));

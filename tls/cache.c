@@ -168,6 +168,13 @@ void tls_cache_count(struct tls_session_cache *c, bool resumed)
         c->st.full_handshakes++;
 }
 
+bool tls_session_cache_has(struct tls_session_cache *c, const char *host, uint16_t port,
+                           enum tls_verify mode)
+{
+    const struct tls_session_entry *e = find(c, host, port, mode, key_hash(host, port, mode));
+    return e && e->expires > now_s();
+}
+
 void tls_cache_offer(struct tls_session_cache *c, struct tls_conn *conn)
 {
     uint64_t h = key_hash(conn->host, conn->port, conn->mode);

@@ -152,6 +152,9 @@ struct tls_cache_stats {
 int tls_session_cache_new(size_t capacity, unsigned ttl_s, struct tls_session_cache **out);
 void tls_session_cache_free(struct tls_session_cache *cache); /* NULL-safe */
 void tls_session_cache_stats(const struct tls_session_cache *cache, struct tls_cache_stats *out);
+/* Is there an unexpired session to offer for (host, port, mode)? */
+bool tls_session_cache_has(struct tls_session_cache *cache, const char *host, uint16_t port,
+                           enum tls_verify mode);
 
 /* Upgrades `c` (plain, nothing buffered: after the "220" to STARTTLS, or right after
  * connect for implicit TLS) to a TLS client; then call tls_conn_handshake(). `host` is
