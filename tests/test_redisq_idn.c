@@ -4,21 +4,6 @@
  * job keeps both forms through the retry set. */
 #include "test_redisq_util.h"
 
-static struct tu_redis srv;
-
-static int setup(void **state)
-{
-    (void)state;
-    return tu_redis_start(&srv, false, NULL);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_redis_stop(&srv);
-    return 0;
-}
-
 #define MUENCHEN "m\xc3\xbcnchen.test"
 #define JOERG    "j\xc3\xb6rg"
 
@@ -34,7 +19,7 @@ static const struct rq_job *find(const struct rq_batch *b, const char *rcpt_doma
 static void idn_jobs(void **state)
 {
     (void)state;
-    struct rq *q = tq_open(&srv, "idn", "c1");
+    struct rq *q = tq_open(&tu_srv, "idn", "c1");
     const char body[] = "Subject: t\r\n\r\nbody\r\n";
     struct rq_msg_spec spec = {.from = "news@B\xc3\x9c"
                                        "CHER.test",
@@ -98,5 +83,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(idn_jobs),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_redis_group_setup, tu_redis_group_teardown);
 }

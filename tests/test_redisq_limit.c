@@ -4,21 +4,6 @@
  * it; grants are whole, keys carry the queue's hash tag and expire when idle. */
 #include "test_redisq_util.h"
 
-static struct tu_redis srv;
-
-static int setup(void **state)
-{
-    (void)state;
-    return tu_redis_start(&srv, false, NULL);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_redis_stop(&srv);
-    return 0;
-}
-
 static struct rq_limit_req req(const char *key, int64_t iv, int64_t tol, int64_t want)
 {
     return (struct rq_limit_req){
@@ -30,7 +15,7 @@ static struct rq_limit_req req(const char *key, int64_t iv, int64_t tol, int64_t
 static void two_connections_share_the_rate(void **state)
 {
     (void)state;
-    struct rq *a = tq_open(&srv, "lim", "a"), *b = tq_open(&srv, "lim", "b");
+    struct rq *a = tq_open(&tu_srv, "lim", "a"), *b = tq_open(&tu_srv, "lim", "b");
     const int64_t iv = 5000, tol = 100000, want = 10;
     int64_t got[2] = {0, 0}, t0 = tq_now_ms(), end = t0 + 1500;
     int64_t asks = 0;
@@ -58,7 +43,7 @@ static void two_connections_share_the_rate(void **state)
     assert_true((double)total >= 0.9 * secs * 200.0);
     assert_true(got[0] > 0 && got[1] > 0);
     /* The key lives under the queue's hash tag and has a TTL. */
-    long long ttl = tq_cli_int(&srv, "PTTL", "salvo:{lim}:limit:per-domain:example.org", NULL);
+    long long ttl = tq_cli_int(&tu_srv, "PTTL", "salvo:{lim}:limit:per-domain:example.org", NULL);
     assert_true(ttl > 0 && ttl <= 1000 + (tol + want * iv) / 1000 + 50);
     rq_free(a);
     rq_free(b);
@@ -70,7 +55,7 @@ static void two_connections_share_the_rate(void **state)
 static void many_buckets_one_round_trip(void **state)
 {
     (void)state;
-    struct rq *q = tq_open(&srv, "lim2", "a");
+    struct rq *q = tq_open(&tu_srv, "lim2", "a");
     /* 10 per second: 100 ms slots; tolerance 0 (no burst beyond one grant) */
     struct rq_limit_req r[3] = {req("x:a", 100000, 0, 1), req("x:b", 100000, 0, 5),
                                 req("x:c", 100000, 0, 50)};
@@ -118,7 +103,7 @@ static struct rq_conc_op give(const char *key, const char *member)
 static void conc_cap_is_never_exceeded(void **state)
 {
     (void)state;
-    struct rq *h[2] = {tq_open(&srv, "conc", "a"), tq_open(&srv, "conc", "b")};
+    struct rq *h[2] = {tq_open(&tu_srv, "conc", "a"), tq_open(&tu_srv, "conc", "b")};
     const char *key = "per-mx:mx.example.org";
     bool held[2][4] = {{false}};
     char names[2][4][16];
@@ -145,7 +130,7 @@ static void conc_cap_is_never_exceeded(void **state)
             takes += op.result;
             refused += !op.result;
         }
-        assert_true(tq_cli_int(&srv, "ZCARD", "salvo:{conc}:conc:per-mx:mx.example.org", NULL) <=
+        assert_true(tq_cli_int(&tu_srv, "ZCARD", "salvo:{conc}:conc:per-mx:mx.example.org", NULL) <=
                     3);
     }
     print_message("%u slots taken, %u refused at the cap\n", takes, refused);
@@ -172,7 +157,7 @@ static void conc_cap_is_never_exceeded(void **state)
 static void conc_expiry_frees_a_dead_holders_slots(void **state)
 {
     (void)state;
-    struct rq *a = tq_open(&srv, "conc2", "a"), *b = tq_open(&srv, "conc2", "b");
+    struct rq *a = tq_open(&tu_srv, "conc2", "a"), *b = tq_open(&tu_srv, "conc2", "b");
     const char *key = "per-domain:example.org";
     struct rq_conc_op ops[3] = {take(key, "a:0:1", 2, 400), take(key, "a:0:2", 2, 400),
                                 take(key, "a:0:3", 2, 400)};
@@ -180,7 +165,7 @@ static void conc_expiry_frees_a_dead_holders_slots(void **state)
     assert_int_equal(ops[0].result, 1);
     assert_int_equal(ops[1].result, 1);
     assert_int_equal(ops[2].result, 0);
-    long long ttl = tq_cli_int(&srv, "PTTL", "salvo:{conc2}:conc:per-domain:example.org", NULL);
+    long long ttl = tq_cli_int(&tu_srv, "PTTL", "salvo:{conc2}:conc:per-domain:example.org", NULL);
     assert_true(ttl > 0 && ttl <= 400);
     struct rq_conc_op ob = take(key, "b:0:1", 2, 400);
     assert_int_equal(rq_conc_run(b, &ob, 1), 0);
@@ -209,8 +194,8 @@ static void conc_expiry_frees_a_dead_holders_slots(void **state)
     struct rq_conc_op rel[2] = {give(key, "b:0:1"), give(key, "b:0:2")};
     assert_int_equal(rq_conc_run(b, rel, 2), 0);
     assert_int_equal(rel[0].result + rel[1].result, 2);
-    assert_int_equal(tq_cli_int(&srv, "EXISTS", "salvo:{conc2}:conc:per-domain:example.org", NULL),
-                     0);
+    assert_int_equal(
+        tq_cli_int(&tu_srv, "EXISTS", "salvo:{conc2}:conc:per-domain:example.org", NULL), 0);
     rq_free(a);
     rq_free(b);
 }
@@ -223,5 +208,5 @@ int main(void)
         cmocka_unit_test(conc_cap_is_never_exceeded),
         cmocka_unit_test(conc_expiry_frees_a_dead_holders_slots),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_redis_group_setup, tu_redis_group_teardown);
 }

@@ -3,28 +3,13 @@
  * share of its job's stream entry. Target <= 100 bytes without personalisation. */
 #include "test_redisq_util.h"
 
-static struct tu_redis srv;
-
-static int setup(void **state)
-{
-    (void)state;
-    return tu_redis_start(&srv, false, NULL);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_redis_stop(&srv);
-    return 0;
-}
-
 enum { N = 100000 };
 
 /* Realistic addresses: "firstname.lastname1234@<one of 500 domains>". */
 static double bytes_per_rcpt(const char *queue, bool personalised, int ndomains)
 {
-    struct rq *q = tq_open(&srv, queue, NULL);
-    long long before = tu_redis_info(&srv, "used_memory");
+    struct rq *q = tq_open(&tu_srv, queue, NULL);
+    long long before = tu_redis_info(&tu_srv, "used_memory");
     const char tpl[] = "Subject: Hello {{first}}\r\n\r\nYour code is {{code}}.\r\n";
     const char *fields[] = {"first", "code"};
     struct rq_msg_spec spec = {.from = "news@sender.example",
@@ -45,7 +30,7 @@ static double bytes_per_rcpt(const char *queue, bool personalised, int ndomains)
         assert_int_equal(rq_enq_add(e, addr, personalised ? v : NULL), 0);
     }
     assert_int_equal(rq_enq_end(e), 0);
-    long long after = tu_redis_info(&srv, "used_memory");
+    long long after = tu_redis_info(&tu_srv, "used_memory");
     tq_stats(q, id, N, 0, 0, 0, 0, 0);
     rq_free(q);
     return (double)(after - before) / N;
@@ -72,5 +57,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(memory_per_recipient),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_redis_group_setup, tu_redis_group_teardown);
 }

@@ -8,25 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct tu_redis srv;
-
-static int setup(void **state)
-{
-    (void)state;
-    return tu_redis_start(&srv, false, NULL);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_redis_stop(&srv);
-    return 0;
-}
-
 static void killed_consumer_jobs_reclaimed_after_lease(void **state)
 {
     (void)state;
-    struct rq *q = tq_open(&srv, "lease", "survivor");
+    struct rq *q = tq_open(&tu_srv, "lease", "survivor");
     tq_enqueue(q, 400, 4); /* 8 jobs of 50 */
 
     /* A child claims 5 jobs, tells us their ids, and is killed with them. */
@@ -37,7 +22,7 @@ static void killed_consumer_jobs_reclaimed_after_lease(void **state)
     if (pid == 0) {
         close(fds[0]);
         struct rq *cq;
-        struct rq_opts o = {.url = srv.url, .queue = "lease", .consumer = "doomed"};
+        struct rq_opts o = {.url = tu_srv.url, .queue = "lease", .consumer = "doomed"};
         if (rq_new(&o, &cq) || rq_connect(cq))
             _exit(1);
         struct rq_batch *b;
@@ -92,7 +77,7 @@ static void killed_consumer_jobs_reclaimed_after_lease(void **state)
     assert_int_equal(s.duplicates, 0);
 
     /* The "dead" consumer was only slow: its late report is a counted duplicate. */
-    struct rq *late = tq_open(&srv, "lease", "doomed");
+    struct rq *late = tq_open(&tu_srv, "lease", "doomed");
     tq_report_all(late, &b->jobs[0], RQ_DELIVERED, 0, NULL);
     assert_int_equal(rq_flush(late), 0);
     rq_batch_free(b);
@@ -100,7 +85,7 @@ static void killed_consumer_jobs_reclaimed_after_lease(void **state)
     assert_int_equal(s.delivered, 400);
     assert_int_equal(s.duplicates, 1);
     const char *pend[] = {"XPENDING", "salvo:{lease}:ready", "salvo", NULL};
-    char *p = tu_redis_cli(&srv, pend);
+    char *p = tu_redis_cli(&tu_srv, pend);
     assert_int_equal(atoi(p), 0);
     free(p);
     rq_free(late);
@@ -111,7 +96,7 @@ static void concurrent_promoters_do_not_duplicate(void **state)
 {
     (void)state;
     enum { N = 3000, PROCS = 4 };
-    struct rq *q = tq_open(&srv, "promo", "c");
+    struct rq *q = tq_open(&tu_srv, "promo", "c");
     tq_enqueue(q, N, N); /* one recipient per domain: N jobs */
     int64_t due = tq_now_ms() + 300;
     for (;;) {
@@ -135,7 +120,7 @@ static void concurrent_promoters_do_not_duplicate(void **state)
         assert_true(pids[p] >= 0);
         if (pids[p] == 0) {
             struct rq *cq;
-            struct rq_opts o = {.url = srv.url, .queue = "promo"};
+            struct rq_opts o = {.url = tu_srv.url, .queue = "promo"};
             if (rq_new(&o, &cq) || rq_connect(cq))
                 _exit(1);
             while (tq_now_ms() < due) /* all start together */
@@ -167,7 +152,7 @@ static void concurrent_promoters_do_not_duplicate(void **state)
     printf("%ld jobs promoted by %ld of %d concurrent promoters\n", total, workers_that_moved,
            PROCS);
     assert_int_equal(total, N);
-    assert_int_equal(tq_cli_int(&srv, "XLEN", "salvo:{promo}:ready", NULL), N);
+    assert_int_equal(tq_cli_int(&tu_srv, "XLEN", "salvo:{promo}:ready", NULL), N);
     tq_stats(q, 0, N, 0, 0, 0, 0, 0);
 
     /* Every recipient exactly once. */
@@ -192,8 +177,8 @@ static void concurrent_promoters_do_not_duplicate(void **state)
 static void touched_jobs_are_not_reclaimed(void **state)
 {
     (void)state;
-    struct rq *slow = tq_open(&srv, "touch", "slow");
-    struct rq *other = tq_open(&srv, "touch", "other");
+    struct rq *slow = tq_open(&tu_srv, "touch", "slow");
+    struct rq *other = tq_open(&tu_srv, "touch", "other");
     tq_enqueue(slow, 100, 2); /* 2 jobs */
     struct rq_batch *b;
     assert_int_equal(rq_claim(slow, 10, &b), 2);
@@ -219,8 +204,8 @@ static void touched_jobs_are_not_reclaimed(void **state)
 static void poison_job_becomes_dead_letter(void **state)
 {
     (void)state;
-    struct rq *q = tq_open(&srv, "poison", "first");
-    struct rq *other = tq_open(&srv, "poison", "second");
+    struct rq *q = tq_open(&tu_srv, "poison", "first");
+    struct rq *other = tq_open(&tu_srv, "poison", "second");
     uint64_t id = tq_enqueue(q, 3, 1);
     struct rq_batch *b;
     assert_int_equal(rq_claim(q, 10, &b), 1); /* delivery 1 */
@@ -235,11 +220,11 @@ static void poison_job_becomes_dead_letter(void **state)
     assert_int_equal(rq_reclaim(other, 0, 10, &b), 0);
     tq_stats(q, id, 0, 0, 0, 0, 0, 3);
     const char *dl[] = {"XREVRANGE", "salvo:{poison}:dead", "+", "-", "COUNT", "1", NULL};
-    char *letter = tu_redis_cli(&srv, dl);
+    char *letter = tu_redis_cli(&tu_srv, dl);
     assert_non_null(strstr(letter, "claimed 6 times without an outcome (poison job?)"));
     free(letter);
     const char *pend[] = {"XPENDING", "salvo:{poison}:ready", "salvo", NULL};
-    char *p = tu_redis_cli(&srv, pend);
+    char *p = tu_redis_cli(&tu_srv, pend);
     assert_int_equal(atoi(p), 0);
     free(p);
     rq_free(other);
@@ -254,5 +239,5 @@ int main(void)
         cmocka_unit_test(touched_jobs_are_not_reclaimed),
         cmocka_unit_test(poison_job_becomes_dead_letter),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_redis_group_setup, tu_redis_group_teardown);
 }

@@ -3,25 +3,10 @@
  * revival of dead letters. */
 #include "test_redisq_util.h"
 
-static struct tu_redis srv;
-
-static int setup(void **state)
-{
-    (void)state;
-    return tu_redis_start(&srv, false, NULL);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_redis_stop(&srv);
-    return 0;
-}
-
 static void split_job_and_promote_on_time(void **state)
 {
     (void)state;
-    struct rq *q = tq_open(&srv, "retry", "c1");
+    struct rq *q = tq_open(&tu_srv, "retry", "c1");
     uint64_t id = tq_enqueue(q, 10, 1);
     struct rq_batch *b;
     assert_int_equal(rq_claim(q, 10, &b), 1);
@@ -58,13 +43,13 @@ static void split_job_and_promote_on_time(void **state)
     tq_stats(q, 0, 0, 0, 5, 4, 1, 0);
     tq_stats(q, id, 0, 0, 5, 4, 1, 0);
     /* Two retry jobs (one per error), one dead letter with the reply. */
-    assert_int_equal(tq_cli_int(&srv, "ZCARD", "salvo:{retry}:retry", NULL), 2);
-    assert_int_equal(tq_cli_int(&srv, "XLEN", "salvo:{retry}:dead", NULL), 1);
+    assert_int_equal(tq_cli_int(&tu_srv, "ZCARD", "salvo:{retry}:retry", NULL), 2);
+    assert_int_equal(tq_cli_int(&tu_srv, "XLEN", "salvo:{retry}:dead", NULL), 1);
     const char *dl[] = {"XRANGE", "salvo:{retry}:dead", "-", "+", NULL};
-    char *letters = tu_redis_cli(&srv, dl);
+    char *letters = tu_redis_cli(&tu_srv, dl);
     assert_non_null(strstr(letters, "550 5.1.1 no such user"));
     free(letters);
-    assert_int_equal(tq_cli_int(&srv, "XLEN", "salvo:{retry}:events", NULL), 10);
+    assert_int_equal(tq_cli_int(&tu_srv, "XLEN", "salvo:{retry}:events", NULL), 10);
 
     /* Not due yet: nothing moves, and the next due time is reported. */
     int64_t next = 0;
@@ -118,7 +103,7 @@ static void split_job_and_promote_on_time(void **state)
     tq_stats(q, 0, 0, 0, 0, 6, 1, 3);
     char key[64];
     snprintf(key, sizeof(key), "salvo:{retry}:msg:%llu", (unsigned long long)id);
-    assert_int_equal(tq_cli_int(&srv, "HEXISTS", key, "body"), 0);
+    assert_int_equal(tq_cli_int(&tu_srv, "HEXISTS", key, "body"), 0);
     struct rq_msg_info info;
     assert_int_equal(rq_msg_info_get(q, id, &info), 0);
     assert_true(info.done);
@@ -131,7 +116,7 @@ static void split_job_and_promote_on_time(void **state)
 static void cancel_makes_pending_dead(void **state)
 {
     (void)state;
-    struct rq *q = tq_open(&srv, "cancel", "c1");
+    struct rq *q = tq_open(&tu_srv, "cancel", "c1");
     uint64_t id = tq_enqueue(q, 300, 3); /* 3 domains x 100 -> 6 jobs of 50 */
     uint64_t other = tq_enqueue(q, 5, 1);
     struct rq_batch *b;
@@ -161,7 +146,7 @@ static void cancel_makes_pending_dead(void **state)
     assert_int_equal(rq_claim(q, 100, &b), 1);
     assert_int_equal(b->jobs[0].msg, other);
     rq_batch_free(b);
-    assert_int_equal(tq_cli_int(&srv, "ZCARD", "salvo:{cancel}:retry", NULL), 0);
+    assert_int_equal(tq_cli_int(&tu_srv, "ZCARD", "salvo:{cancel}:retry", NULL), 0);
     rq_free(q);
 }
 
@@ -172,7 +157,7 @@ static void cancel_makes_pending_dead(void **state)
 static void revive_dead_letters(void **state)
 {
     (void)state;
-    struct rq *q = tq_open(&srv, "revive", "c1");
+    struct rq *q = tq_open(&tu_srv, "revive", "c1");
     uint64_t id = tq_enqueue(q, 20, 2); /* 2 jobs of 10 */
     struct rq_batch *b;
     assert_int_equal(rq_claim(q, 10, &b), 2);
@@ -194,7 +179,7 @@ static void revive_dead_letters(void **state)
     assert_int_equal(rq_flush(q), 0);
     /* The other job stays in flight: the message is not final, its body is kept. */
     tq_stats(q, id, 0, 10, 0, 4, 3, 3);
-    assert_int_equal(tq_cli_int(&srv, "XLEN", "salvo:{revive}:dead", NULL), 2);
+    assert_int_equal(tq_cli_int(&tu_srv, "XLEN", "salvo:{revive}:dead", NULL), 2);
     uint64_t other = tq_enqueue(q, 3, 1);
     (void)other;
 
@@ -202,7 +187,7 @@ static void revive_dead_letters(void **state)
     assert_int_equal(rq_msg_revive_dead(q, id, &n), 0);
     assert_int_equal(n, 6);
     tq_stats(q, id, 6, 10, 0, 4, 0, 0);
-    assert_int_equal(tq_cli_int(&srv, "XLEN", "salvo:{revive}:dead", NULL), 0);
+    assert_int_equal(tq_cli_int(&tu_srv, "XLEN", "salvo:{revive}:dead", NULL), 0);
     assert_int_equal(rq_msg_revive_dead(q, id, &n), 0);
     assert_int_equal(n, 0);
 
@@ -247,7 +232,7 @@ static void revive_dead_letters(void **state)
 static void identical_deferred_jobs_stay_two(void **state)
 {
     (void)state;
-    struct rq *q = tq_open(&srv, "twins", "c1");
+    struct rq *q = tq_open(&tu_srv, "twins", "c1");
     const char body[] = "Subject: t\r\n\r\nbody\r\n";
     struct rq_msg_spec spec = {
         .from = "from@sender.example", .body = body, .body_len = sizeof(body) - 1, .job_rcpts = 1};
@@ -267,7 +252,7 @@ static void identical_deferred_jobs_stay_two(void **state)
     assert_int_equal(rq_flush(q), 0);
     rq_batch_free(b);
     tq_stats(q, id, 0, 0, 2, 0, 0, 0);
-    assert_int_equal(tq_cli_int(&srv, "ZCARD", "salvo:{twins}:retry", NULL), 2);
+    assert_int_equal(tq_cli_int(&tu_srv, "ZCARD", "salvo:{twins}:retry", NULL), 2);
 
     /* Due: both promoted, with the address, retry_num 1 and the error. */
     int64_t next = 0;
@@ -313,5 +298,5 @@ int main(void)
         cmocka_unit_test(revive_dead_letters),
         cmocka_unit_test(identical_deferred_jobs_stay_two),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_redis_group_setup, tu_redis_group_teardown);
 }

@@ -15,25 +15,10 @@
 #include "redis_server.h"
 #include "rq.h"
 
-static struct tu_redis srv;
-
-static int setup(void **state)
-{
-    (void)state;
-    return tu_redis_start(&srv, false, NULL);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_redis_stop(&srv);
-    return 0;
-}
-
 static struct rq *open_q(const char *queue, const char *consumer)
 {
     struct rq *q;
-    struct rq_opts o = {.url = srv.url, .queue = queue, .consumer = consumer};
+    struct rq_opts o = {.url = tu_srv.url, .queue = queue, .consumer = consumer};
     assert_int_equal(rq_new(&o, &q), 0);
     if (rq_connect(q) != 0)
         fail_msg("connect: %s", rq_error(q));
@@ -43,7 +28,7 @@ static struct rq *open_q(const char *queue, const char *consumer)
 static long long cli_int(const char *a0, const char *a1, const char *a2)
 {
     const char *args[] = {a0, a1, a2, NULL};
-    return tu_redis_int(&srv, args);
+    return tu_redis_int(&tu_srv, args);
 }
 
 static void check_stats(struct rq *q, uint64_t msg, int64_t ready, int64_t inflight,
@@ -165,7 +150,7 @@ static void jobs_grouped_by_domain_and_acked(void **state)
     snprintf(key, sizeof(key), "salvo:{rt}:msg:%llu", (unsigned long long)id);
     assert_int_equal(cli_int("HEXISTS", key, "body"), 0);
     const char *pend[] = {"XPENDING", "salvo:{rt}:ready", "salvo", NULL};
-    char *p = tu_redis_cli(&srv, pend);
+    char *p = tu_redis_cli(&tu_srv, pend);
     assert_non_null(p);
     assert_int_equal(atoi(p), 0);
     free(p);
@@ -306,7 +291,7 @@ static void stream_deleted_under_consumer(void **state)
     (void)state;
     struct rq *q = open_q("gone", NULL);
     const char *args[] = {"DEL", "salvo:{gone}:ready", NULL};
-    char *out = tu_redis_cli(&srv, args);
+    char *out = tu_redis_cli(&tu_srv, args);
     free(out);
     struct rq_batch *b;
     assert_int_equal(rq_claim(q, 10, &b), 0);
@@ -314,7 +299,7 @@ static void stream_deleted_under_consumer(void **state)
     /* A hand-written entry the scripts cannot read goes to the dead letters
      * instead of blocking every claim. */
     const char *junk[] = {"XADD", "salvo:{gone}:ready", "*", "j", "garbage", NULL};
-    out = tu_redis_cli(&srv, junk);
+    out = tu_redis_cli(&tu_srv, junk);
     free(out);
     enqueue_one(q);
     assert_int_equal(rq_claim(q, 10, &b), 1);
@@ -332,5 +317,5 @@ int main(void)
         cmocka_unit_test(round_trips_per_recipient),
         cmocka_unit_test(stream_deleted_under_consumer),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_redis_group_setup, tu_redis_group_teardown);
 }

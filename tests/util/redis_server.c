@@ -215,3 +215,18 @@ long long tu_redis_info(const struct tu_redis *r, const char *field)
     free(s);
     return v;
 }
+
+struct tu_redis tu_srv;
+
+int tu_redis_group_setup(void **state)
+{
+    (void)state;
+    return tu_redis_start(&tu_srv, false, NULL);
+}
+
+int tu_redis_group_teardown(void **state)
+{
+    (void)state;
+    tu_redis_stop(&tu_srv);
+    return 0;
+}

@@ -26,6 +26,11 @@ void tu_redis_kill9(struct tu_redis *r);
 int tu_redis_restart(struct tu_redis *r);
 /* Kills the server and removes its data dir (NULL-safe on a never-started r). */
 void tu_redis_stop(struct tu_redis *r);
+/* cmocka group set-up and tear-down for tests that share one redis-server (no
+ * AOF) for the whole group: tu_srv. */
+extern struct tu_redis tu_srv;
+int tu_redis_group_setup(void **state);
+int tu_redis_group_teardown(void **state);
 
 /* Runs `redis-cli -p PORT args...`; returns its stdout (owned, trailing newline
  * removed) or NULL when it could not run. */
