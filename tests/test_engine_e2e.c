@@ -664,6 +664,36 @@ static void limiter_match_spares_other_domains(void **state)
     ts_sink_stop(&sink2, NULL, 0);
 }
 
+/* SIGTERM to `live` once the sink has `after` transactions: it must exit 0 within
+ * bound_ms having delivered some but fewer than half of n (the rest was handed back,
+ * not lost), with at most max_open connections open at once at the sink (0: not
+ * checked); then a run without `live`'s limits delivers exactly the rest. */
+static void sigterm_then_rest(long long n, uint64_t after, int bound_ms, uint64_t max_open,
+                              const char *name, const char *what)
+{
+    wait_transactions(&sink, after, 15000);
+    int64_t t0 = tr_now_ms();
+    signal_live(SIGTERM);
+    int st = tr_wait(&live, 10000);
+    int64_t took = tr_now_ms() - t0;
+    char *out = tr_out(&live);
+    print_message("after SIGTERM (%lld ms): %s", (long long)took, out);
+    assert_int_equal(st, 0);
+    assert_true(took < bound_ms);
+    long long first = tr_summary_num(out, "delivered");
+    assert_true(first > 0 && first < n / 2);
+    assert_int_equal(tr_summary_num(out, "deferred"), 0);
+    if (max_open)
+        assert_true(sink_stat(&sink, "connections_max_open") <= max_open);
+    free(out);
+    write_conf(sink.port, NULL);
+    out = run_drain(name, 60000);
+    assert_int_equal(first + tr_summary_num(out, "delivered"), n);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, n, what);
+    free(out);
+}
+
 /* SIGTERM while jobs wait for tokens: they are handed back at once (not delivered,
  * not lost), and a second run delivers exactly the rest. */
 static void limiter_sigterm_hands_back_held_jobs(void **state)
@@ -675,25 +705,7 @@ static void limiter_sigterm_hands_back_held_jobs(void **state)
                           "rate = \"20/1s\"\n");
     long long n = enqueue_to("held", 200, 200, "example", false);
     assert_int_equal(tr_start(&live, env.dir, "held", (const char *const[]){"run", NULL}), 0);
-    wait_transactions(&sink, 10, 15000);
-    int64_t t0 = tr_now_ms();
-    signal_live(SIGTERM);
-    int st = tr_wait(&live, 10000);
-    int64_t took = tr_now_ms() - t0;
-    char *out = tr_out(&live);
-    print_message("after SIGTERM (%lld ms): %s", (long long)took, out);
-    assert_int_equal(st, 0);
-    assert_true(took < 2000);
-    long long first = tr_summary_num(out, "delivered");
-    assert_true(first > 0 && first < n / 2);
-    free(out);
-    /* the rest, without the limiter */
-    write_conf(sink.port, NULL);
-    out = run_drain("held2", 30000);
-    assert_int_equal(first + tr_summary_num(out, "delivered"), n);
-    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
-    check_all_delivered(&sink, n, "limiter sigterm");
-    free(out);
+    sigterm_then_rest(n, 10, 2000, 0, "held2", "limiter sigterm");
     ts_sink_stop(&sink, NULL, 0);
 }
 
@@ -872,27 +884,7 @@ static void conc_sigterm_hands_back_waiting_jobs(void **state)
                           "concurrency = 1\n");
     long long n = enqueue_to("cterm", 100, 100, "example", false);
     assert_int_equal(tr_start(&live, env.dir, "cterm", (const char *const[]){"run", NULL}), 0);
-    wait_transactions(&sink, 3, 15000);
-    int64_t t0 = tr_now_ms();
-    signal_live(SIGTERM);
-    int st = tr_wait(&live, 10000);
-    int64_t took = tr_now_ms() - t0;
-    char *out = tr_out(&live);
-    print_message("after SIGTERM (%lld ms): %s", (long long)took, out);
-    assert_int_equal(st, 0);
-    assert_true(took < 3000);
-    long long first = tr_summary_num(out, "delivered");
-    assert_true(first > 0 && first < n / 2);
-    assert_int_equal(tr_summary_num(out, "deferred"), 0);
-    assert_true(sink_stat(&sink, "connections_max_open") <= 1);
-    free(out);
-    /* the rest, without the cap */
-    write_conf(sink.port, NULL);
-    out = run_drain("cterm2", 60000);
-    assert_int_equal(first + tr_summary_num(out, "delivered"), n);
-    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
-    check_all_delivered(&sink, n, "conc sigterm");
-    free(out);
+    sigterm_then_rest(n, 3, 3000, 1, "cterm2", "conc sigterm");
     ts_sink_stop(&sink, NULL, 0);
 }
 
