@@ -477,7 +477,8 @@ static int send_cmd(struct rq *q, int argc, const char **argv, const size_t *len
             /* A script reads keys it does not declare: half of them may already be on
              * the other node. Wait until the slot has moved (then MOVED). */
             return rq_fail(q, -EAGAIN,
-                           "%s: cluster slot %ld is migrating to %s:%d; retrying when it is done",
+                           "%s: cluster slot %ld is migrating to %s:%d; the queue waits until the "
+                           "move is done",
                            what, rd.slot, rd.host, rd.port);
         if (rd.ask)
             return ask_once(q, &rd, argc, argv, lens, what, out);
