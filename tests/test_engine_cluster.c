@@ -3,7 +3,7 @@
  * answered MOVED. `salvo enqueue`, `salvo queue stats` and two `salvo run --drain`
  * processes (with a rate limiter and a concurrency cap, so their scripts run on
  * the cluster too) deliver a campaign to a real salvo-sink exactly once, and every
- * key lands on the slot's owner. */
+ * key lands on the slot's owner. Also a migrating slot (ASK) and a redirect loop. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -190,11 +190,43 @@ static void migrating_slot(void **state)
     free(to_id);
 }
 
+/* Two nodes that each say the other owns a slot: salvo gives up after a few hops
+ * with one line naming the slot, not an endless loop. The slot is that of a fresh
+ * queue `loop` (a node refuses to give away a slot it holds keys of). */
+static void redirect_loop_is_bounded(void **state)
+{
+    (void)state;
+    te_write_conf(&env, 25, "[redis]\nqueue = \"loop\"\n");
+    int a = tu_redis_cluster_owner(&cl, "salvo:{loop}:ready");
+    assert_true(a >= 0);
+    int b = (a + 1) % cl.n;
+    char *slot = cli(a, (const char *const[]){"CLUSTER", "KEYSLOT", "salvo:{loop}:ready", NULL});
+    char *a_id = cli(a, (const char *const[]){"CLUSTER", "MYID", NULL});
+    char *b_id = cli(b, (const char *const[]){"CLUSTER", "MYID", NULL});
+    char *ok = cli(a, (const char *const[]){"CLUSTER", "SETSLOT", slot, "NODE", b_id, NULL});
+    assert_string_equal(ok, "OK");
+    free(ok);
+    struct tu_result r = salvo((const char *const[]){"queue", "stats", NULL});
+    print_message("queue stats in a loop: %d %s", r.status, r.err);
+    char want[128];
+    snprintf(want, sizeof(want), "redirected more than 5 times for cluster slot %s", slot);
+    assert_int_not_equal(r.status, 0);
+    assert_non_null(strstr(r.err, want));
+    assert_ptr_equal(strchr(r.err, '\n'), r.err + strlen(r.err) - 1); /* one line */
+    tu_result_free(&r);
+    ok = cli(a, (const char *const[]){"CLUSTER", "SETSLOT", slot, "NODE", a_id, NULL});
+    free(ok);
+    free(slot);
+    free(a_id);
+    free(b_id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(run_via_a_redirect_exactly_once),
         cmocka_unit_test(migrating_slot),
+        cmocka_unit_test(redirect_loop_is_bounded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
