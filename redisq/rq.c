@@ -441,9 +441,7 @@ static int ask_once(struct rq *q, const struct redirect *rd, int argc, const cha
     drop_conn(q);
     q->c = owner;
     memcpy(q->node, node, sizeof(node));
-    /* Errors keep naming the node that failed; success goes back to the owner's name. */
-    if (rc == 0)
-        memcpy(q->addr, addr, sizeof(addr));
+    memcpy(q->addr, addr, sizeof(addr)); /* an error already named the node that failed */
     return rc;
 }
 
