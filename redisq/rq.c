@@ -201,6 +201,7 @@ int rq_new(const struct rq_opts *o, struct rq **out)
     q->body_cache_max = o->body_cache_max ? o->body_cache_max : (size_t)64 << 20;
     strcpy(q->reclaim_cursor, "0-0");
     snprintf(q->addr, sizeof(q->addr), "%s", o->url ? o->url : "(no url)");
+    memcpy(q->home, q->addr, sizeof(q->home));
 
     const char *queue = o->queue && *o->queue ? o->queue : "default";
     if (!queue_name_ok(queue))
@@ -226,6 +227,7 @@ int rq_new(const struct rq_opts *o, struct rq **out)
         snprintf(q->addr, sizeof(q->addr), "[%s]:%d", q->host, q->port);
     else
         snprintf(q->addr, sizeof(q->addr), "%s:%d", q->host, q->port);
+    memcpy(q->home, q->addr, sizeof(q->home));
 
     char cons[300];
     if (o->consumer && *o->consumer) {
@@ -315,6 +317,11 @@ int rq_reply_error(struct rq *q, const redisReply *r, const char *what)
         return rq_fail(q, -EAGAIN, "still loading its dataset");
     if (strncmp(s, "BUSY ", 5) == 0)
         return rq_fail(q, -EBUSY, "busy running a script");
+    if (strncmp(s, "MOVED ", 6) == 0 || strncmp(s, "ASK ", 4) == 0 ||
+        strncmp(s, "TRYAGAIN", 8) == 0)
+        return rq_fail(q, -EAGAIN, "%s: Redis Cluster is moving the queue's slot (%s)", what, s);
+    if (strncmp(s, "CLUSTERDOWN", 11) == 0)
+        return rq_fail(q, -EAGAIN, "%s: Redis Cluster is down: %s", what, s);
     if (strncmp(s, "MISCONF", 7) == 0)
         return rq_fail(q, -EIO, "cannot persist (MISCONF): %s", s);
     return rq_fail(q, -EPROTO, "%s: %s", what, s);
@@ -336,16 +343,154 @@ static int roundtrip(struct rq *q, size_t n, redisReply **r, const char *what)
     return 0;
 }
 
+/* --- Redis Cluster redirects ---------------------------------------------------- */
+
+/* All keys of a queue share one hash slot, so one connection to the slot's owner
+ * serves everything; a node that does not own it answers MOVED or ASK. */
+#define RQ_REDIRECTS_MAX 5
+
+struct redirect {
+    bool ask;
+    long slot;
+    char host[256];
+    int port;
+};
+
+static int open_conn(struct rq *q, const char *host, int port);
+static int load_scripts(struct rq *q);
+
+/* Parses "MOVED <slot> <host>:<port>" / "ASK ...". An empty host (Redis 7's
+ * unknown endpoint) means the host we are talking to. */
+static bool parse_redirect(const struct rq *q, const redisReply *r, struct redirect *rd)
+{
+    if (r->type != REDIS_REPLY_ERROR || !r->str)
+        return false;
+    const char *s = r->str;
+    if (strncmp(s, "MOVED ", 6) == 0)
+        rd->ask = false, s += 6;
+    else if (strncmp(s, "ASK ", 4) == 0)
+        rd->ask = true, s += 4;
+    else
+        return false;
+    char *end;
+    rd->slot = strtol(s, &end, 10);
+    if (end == s || *end != ' ' || rd->slot < 0 || rd->slot > 16383)
+        return false;
+    s = end + 1;
+    const char *colon = strrchr(s, ':');
+    if (!colon || parse_int(colon + 1, strlen(colon + 1), 1, 65535, &rd->port))
+        return false;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']')
+        s++, hl -= 2;
+    if (hl == 0) {
+        const char *cur = q->node[0] ? q->node : q->host;
+        if (!cur)
+            return false; /* a unix socket has no host to reuse */
+        snprintf(rd->host, sizeof(rd->host), "%s", cur);
+        return true;
+    }
+    if (hl >= sizeof(rd->host))
+        return false;
+    memcpy(rd->host, s, hl);
+    rd->host[hl] = 0;
+    return true;
+}
+
+static void set_node(struct rq *q, const char *host, int port)
+{
+    snprintf(q->node, sizeof(q->node), "%s", host);
+    if (strchr(host, ':'))
+        snprintf(q->addr, sizeof(q->addr), "[%s]:%d", host, port);
+    else
+        snprintf(q->addr, sizeof(q->addr), "%s:%d", host, port);
+}
+
+/* MOVED: the slot's owner is elsewhere; connect there and stay. */
+static int move_to(struct rq *q, const struct redirect *rd)
+{
+    set_node(q, rd->host, rd->port);
+    int rc = open_conn(q, rd->host, rd->port);
+    if (rc == 0 && !q->read_only)
+        rc = load_scripts(q);
+    if (rc)
+        drop_conn(q);
+    return rc;
+}
+
+/* ASK: the slot is migrating; this one command goes to the importing node after
+ * ASKING, on a connection of its own; q->c stays with the owner. */
+static int ask_once(struct rq *q, const struct redirect *rd, int argc, const char **argv,
+                    const size_t *lens, const char *what, redisReply **out)
+{
+    redisContext *owner = q->c;
+    char addr[sizeof(q->addr)], node[sizeof(q->node)];
+    memcpy(addr, q->addr, sizeof(addr));
+    memcpy(node, q->node, sizeof(node));
+    q->c = NULL;
+    set_node(q, rd->host, rd->port);
+    int rc = open_conn(q, rd->host, rd->port);
+    if (rc == 0 && (redisAppendCommand(q->c, "ASKING") != REDIS_OK ||
+                    redisAppendCommandArgv(q->c, argc, argv, lens) != REDIS_OK))
+        rc = io_error(q, what);
+    redisReply *r[2];
+    if (rc == 0 && (rc = roundtrip(q, 2, r, what)) == 0) {
+        freeReplyObject(r[0]);
+        *out = r[1];
+    }
+    drop_conn(q);
+    q->c = owner;
+    memcpy(q->node, node, sizeof(node));
+    memcpy(q->addr, addr, sizeof(addr)); /* an error already named the node that failed */
+    return rc;
+}
+
+/* Sends one command and returns its reply (maybe an error reply) in *out,
+ * following cluster redirects a few times. */
+static int send_cmd(struct rq *q, int argc, const char **argv, const size_t *lens, const char *what,
+                    bool script, redisReply **out)
+{
+    *out = NULL;
+    for (int hop = 0;; hop++) {
+        if (!q->c)
+            return rq_fail(q, -EIO, "%s: not connected", what);
+        if (redisAppendCommandArgv(q->c, argc, argv, lens) != REDIS_OK)
+            return io_error(q, what);
+        redisReply *r = NULL;
+        int rc = roundtrip(q, 1, &r, what);
+        if (rc)
+            return rc;
+        struct redirect rd;
+        if (!parse_redirect(q, r, &rd)) {
+            *out = r;
+            return 0;
+        }
+        freeReplyObject(r);
+        if (hop == RQ_REDIRECTS_MAX)
+            return rq_fail(q, -EAGAIN,
+                           "%s: redirected more than %d times for cluster slot %ld (last to "
+                           "%s:%d); is the cluster being resharded?",
+                           what, RQ_REDIRECTS_MAX, rd.slot, rd.host, rd.port);
+        if (rd.ask && script)
+            /* A script reads keys it does not declare: half of them may already be on
+             * the other node. Wait until the slot has moved (then MOVED). */
+            return rq_fail(q, -EAGAIN,
+                           "%s: cluster slot %ld is migrating to %s:%d; the queue waits until the "
+                           "move is done",
+                           what, rd.slot, rd.host, rd.port);
+        if (rd.ask)
+            return ask_once(q, &rd, argc, argv, lens, what, out);
+        if ((rc = move_to(q, &rd)))
+            return rc;
+    }
+}
+
 int rq_cmd(struct rq *q, redisReply **out, const char *what, int argc, const char **argv,
            const size_t *lens)
 {
     *out = NULL;
-    if (!q->c)
-        return rq_fail(q, -EIO, "%s: not connected", what);
-    if (redisAppendCommandArgv(q->c, argc, argv, lens) != REDIS_OK)
-        return io_error(q, what);
     redisReply *r = NULL;
-    int rc = roundtrip(q, 1, &r, what);
+    int rc = send_cmd(q, argc, argv, lens, what, false, &r);
     if (rc)
         return rc;
     if (r->type == REDIS_REPLY_ERROR) {
@@ -409,8 +554,6 @@ int rq_eval(struct rq *q, enum rq_script s, const struct rq_args *a, redisReply 
 {
     *out = NULL;
     const char *what = script_name(s);
-    if (!q->c)
-        return rq_fail(q, -EIO, "%s: not connected", what);
     if (q->read_only)
         return rq_fail(q, -EROFS, "%s: this handle was opened read-only", what);
     size_t argc = 4 + a->n;
@@ -436,11 +579,7 @@ int rq_eval(struct rq *q, enum rq_script s, const struct rq_args *a, redisReply 
         argv[1] = q->sha[s];
         lens[1] = 40;
         redisReply *r = NULL;
-        if (redisAppendCommandArgv(q->c, (int)argc, argv, lens) != REDIS_OK) {
-            rc = io_error(q, what);
-            break;
-        }
-        rc = roundtrip(q, 1, &r, what);
+        rc = send_cmd(q, (int)argc, argv, lens, what, true, &r);
         if (rc)
             break;
         /* A restarted server forgot its script cache: load again, once. */
@@ -472,15 +611,16 @@ int rq_eval(struct rq *q, enum rq_script s, const struct rq_args *a, redisReply 
     return rc;
 }
 
-int rq_connect(struct rq *q)
+/* Connects to host:port (host NULL: redis.url's address), sets the timeout, authenticates
+ * and selects the database (a cluster node has only db 0, so only at home). */
+static int open_conn(struct rq *q, const char *host, int port)
 {
     drop_conn(q);
-    q->err[0] = 0;
     struct timeval ct = {q->connect_timeout_ms / 1000, (q->connect_timeout_ms % 1000) * 1000};
-    if (q->unix_path)
+    if (!host && q->unix_path)
         q->c = redisConnectUnixWithTimeout(q->unix_path, ct);
     else
-        q->c = redisConnectWithTimeout(q->host, q->port, ct);
+        q->c = redisConnectWithTimeout(host ? host : q->host, host ? port : q->port, ct);
     if (!q->c)
         return rq_fail(q, -ENOMEM, "out of memory");
     if (q->c->err) {
@@ -506,7 +646,7 @@ int rq_connect(struct rq *q)
             goto fail;
         freeReplyObject(r);
     }
-    if (q->db) {
+    if (q->db && !host) {
         char db[16];
         snprintf(db, sizeof(db), "%d", q->db);
         const char *av[2] = {"SELECT", db};
@@ -516,6 +656,21 @@ int rq_connect(struct rq *q)
             goto fail;
         freeReplyObject(r);
     }
+    return 0;
+fail:
+    drop_conn(q);
+    return rc;
+}
+
+int rq_connect(struct rq *q)
+{
+    q->err[0] = 0;
+    /* Always start from redis.url: after a failover the old slot owner may be gone. */
+    memcpy(q->addr, q->home, sizeof(q->addr));
+    q->node[0] = 0;
+    int rc = open_conn(q, NULL, 0);
+    if (rc)
+        return rc;
     /* Both write (SCRIPT LOAD is refused at maxmemory, XGROUP CREATE MKSTREAM on a
      * replica and creates a key): a reader does neither. */
     if (q->read_only)

@@ -64,8 +64,10 @@ struct rq {
     int64_t retention_ms;
     bool read_only;
     size_t body_cache_max;
-    char addr[300];
-    char *prefix; /* "salvo:{queue}:" */
+    char addr[300]; /* the node talked to: redis.url's, or where MOVED sent us */
+    char home[300]; /* redis.url's */
+    char node[256]; /* host MOVED sent us to; empty = redis.url's */
+    char *prefix;   /* "salvo:{queue}:" */
     size_t prefix_len;
 
     redisContext *c;

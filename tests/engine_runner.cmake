@@ -27,3 +27,9 @@ add_dependencies(test_engine_e2e_idn salvo-sink)
 get_test_property(test_engine_e2e_idn ENVIRONMENT _idn_env)
 set_tests_properties(test_engine_e2e_idn PROPERTIES
   ENVIRONMENT "${_idn_env};SALVO_SINK_BIN=$<TARGET_FILE:salvo-sink>")
+# A real 3-node Redis Cluster; salvo pointed at a node that does not own the queue.
+salvo_test(NAME test_engine_cluster SOURCES test_engine_cluster.c LIBS salvo_engine_e2etestutil TIMEOUT 90)
+add_dependencies(test_engine_cluster salvo-sink)
+get_test_property(test_engine_cluster ENVIRONMENT _cluster_env)
+set_tests_properties(test_engine_cluster PROPERTIES
+  ENVIRONMENT "${_cluster_env};SALVO_SINK_BIN=$<TARGET_FILE:salvo-sink>")
