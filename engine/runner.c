@@ -745,13 +745,15 @@ static void reload(struct runner *r)
     bool ns_same = old->n_nameservers == c->n_nameservers;
     for (size_t i = 0; ns_same && i < c->n_nameservers; i++)
         ns_same = strcmp(old->nameservers[i], c->nameservers[i]) == 0;
-    /* The limiters' buckets and held jobs live in r->lim, built once; a match
-     * expression is compared by presence only (its text is not kept). */
+    /* The limiters' buckets and held jobs live in r->lim, and the caps and worker
+     * rates in r->conc, both built once; a match expression is compared by
+     * presence only (its text is not kept). */
     bool lim_same = old->n_limiters == c->n_limiters;
     for (size_t i = 0; lim_same && i < c->n_limiters; i++) {
         const struct eng_limiter *a = &old->limiters[i], *b = &c->limiters[i];
         lim_same = strcmp(a->id, b->id) == 0 && a->rate == b->rate &&
-                   a->period_ms == b->period_ms && a->nkeys == b->nkeys &&
+                   a->period_ms == b->period_ms && a->concurrency == b->concurrency &&
+                   a->at_connect == b->at_connect && a->nkeys == b->nkeys &&
                    memcmp(a->keys, b->keys, a->nkeys * sizeof(a->keys[0])) == 0 &&
                    !a->match == !b->match;
     }
