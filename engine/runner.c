@@ -63,6 +63,7 @@ struct reloaded {
 
 struct runner {
     const struct eng_conf *conf;
+    const struct eng_conf *conf0; /* the one started with: what a restart would change */
     struct eng_run_opts o;
     struct rq *q;
     struct ev_loop *loop;
@@ -741,7 +742,8 @@ static void reload(struct runner *r)
         return;
     }
     tls_client_free(probe);
-    const struct eng_conf *old = r->conf, *c = &n->conf;
+    /* Against the start: a setting that needs a restart warns at every reload. */
+    const struct eng_conf *old = r->conf0, *c = &n->conf;
     bool ns_same = old->n_nameservers == c->n_nameservers;
     for (size_t i = 0; ns_same && i < c->n_nameservers; i++)
         ns_same = strcmp(old->nameservers[i], c->nameservers[i]) == 0;
@@ -870,7 +872,7 @@ static void cleanup(struct runner *r)
 
 int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
 {
-    struct runner run = {.conf = conf, .o = *o, .exit_code = EXIT_OK};
+    struct runner run = {.conf = conf, .conf0 = conf, .o = *o, .exit_code = EXIT_OK};
     struct runner *r = &run;
     r->claimed.next = r->claimed.prev = &r->claimed;
     signal(SIGPIPE, SIG_IGN);

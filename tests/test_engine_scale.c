@@ -390,6 +390,12 @@ static void sighup_reloads_the_config(void **state)
         tr_sleep_ms(20);
     assert_int_equal(count_err(p, "reload: run.toml applied"), 6);
     assert_int_equal(count_err(p, "restart salvo run"), 2);
+    /* Still not applied: the same file again warns again. */
+    assert_int_equal(tr_signal(p, SIGHUP), 0);
+    for (int64_t end = tr_now_ms() + 5000;
+         count_err(p, "reload: run.toml applied") < 7 && tr_now_ms() < end;)
+        tr_sleep_ms(20);
+    assert_int_equal(count_err(p, "restart salvo run"), 3);
     assert_int_equal(tr_signal(p, SIGTERM), 0);
     assert_int_equal(tr_wait(p, 10000), 0);
     char *out = tr_out(p);
