@@ -667,7 +667,16 @@ bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struc
         }
         return true;
     }
-    for (size_t i = 0; i < nneed; i++) {
+    /* In limiter order, up to the first bucket without a spare: the job keeps the
+     * spares before it and neither keeps nor asks for the ones after. Two workers
+     * (or processes) holding one slot each of two caps of one, each waiting for
+     * the other's, would wait for ever; taken in one order, one of them has both. */
+    size_t first = 0;
+    while (need[first]->spare)
+        first++;
+    for (size_t i = first + 1; i < nneed; i++)
+        need[i]->refs--;
+    for (size_t i = 0; i <= first; i++) {
         struct conc_bucket *b = need[i];
         w->bk[w->n++] = b;
         if (b->spare || b->asked)

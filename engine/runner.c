@@ -63,6 +63,7 @@ struct reloaded {
 
 struct runner {
     const struct eng_conf *conf;
+    const struct eng_conf *conf0; /* the one started with: what a restart would change */
     struct eng_run_opts o;
     struct rq *q;
     struct ev_loop *loop;
@@ -741,17 +742,20 @@ static void reload(struct runner *r)
         return;
     }
     tls_client_free(probe);
-    const struct eng_conf *old = r->conf, *c = &n->conf;
+    /* Against the start: a setting that needs a restart warns at every reload. */
+    const struct eng_conf *old = r->conf0, *c = &n->conf;
     bool ns_same = old->n_nameservers == c->n_nameservers;
     for (size_t i = 0; ns_same && i < c->n_nameservers; i++)
         ns_same = strcmp(old->nameservers[i], c->nameservers[i]) == 0;
-    /* The limiters' buckets and held jobs live in r->lim, built once; a match
-     * expression is compared by presence only (its text is not kept). */
+    /* The limiters' buckets and held jobs live in r->lim, and the caps and worker
+     * rates in r->conc, both built once; a match expression is compared by
+     * presence only (its text is not kept). */
     bool lim_same = old->n_limiters == c->n_limiters;
     for (size_t i = 0; lim_same && i < c->n_limiters; i++) {
         const struct eng_limiter *a = &old->limiters[i], *b = &c->limiters[i];
         lim_same = strcmp(a->id, b->id) == 0 && a->rate == b->rate &&
-                   a->period_ms == b->period_ms && a->nkeys == b->nkeys &&
+                   a->period_ms == b->period_ms && a->concurrency == b->concurrency &&
+                   a->at_connect == b->at_connect && a->nkeys == b->nkeys &&
                    memcmp(a->keys, b->keys, a->nkeys * sizeof(a->keys[0])) == 0 &&
                    !a->match == !b->match;
     }
@@ -868,7 +872,7 @@ static void cleanup(struct runner *r)
 
 int eng_run(const struct eng_conf *conf, const struct eng_run_opts *o)
 {
-    struct runner run = {.conf = conf, .o = *o, .exit_code = EXIT_OK};
+    struct runner run = {.conf = conf, .conf0 = conf, .o = *o, .exit_code = EXIT_OK};
     struct runner *r = &run;
     r->claimed.next = r->claimed.prev = &r->claimed;
     signal(SIGPIPE, SIG_IGN);

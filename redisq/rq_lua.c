@@ -107,11 +107,12 @@
     "end\n"
 
 /* ARGV: from, body, tpl, fields, name, now -> message id, or {existing id} when the
- * name is taken (checked here, before any write, so a reused name changes nothing). */
+ * name is taken (checked here, before any write, so a reused name changes nothing).
+ * A name whose message expired (queue.retention) and is not swept yet is free. */
 static const char enq_begin[] = LUA_PRELUDE
     "if ARGV[5] ~= '' then\n"
     "  local old = redis.call('HGET', P .. 'names', ARGV[5])\n"
-    "  if old then return {old} end\n"
+    "  if old and redis.call('EXISTS', P .. 'msg:' .. old) == 1 then return {old} end\n"
     "end\n"
     "local id = redis.call('INCR', P .. 'seq')\n"
     "local m = P .. 'msg:' .. id\n"

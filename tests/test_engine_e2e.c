@@ -976,6 +976,38 @@ static void conc_idle_connection_gives_way(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* Two caps of one slot each that every connection needs: a worker (or process)
+ * may be granted one of them while another is granted the other. Neither may
+ * keep its half while it waits for the rest, or both wait for ever and
+ * `salvo run --drain` never exits. Several rounds: the split depends on when
+ * the queue thread steps. */
+static void conc_two_caps_no_deadlock(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    write_conf(sink.port, "[[queue.limiter.outbound]]\n"
+                          "id = \"a\"\n"
+                          "concurrency = 1\n"
+                          "[[queue.limiter.outbound]]\n"
+                          "id = \"b\"\n"
+                          "concurrency = 1\n");
+    long long total = 0;
+    for (int round = 0; round < 4; round++) {
+        char tag[32];
+        snprintf(tag, sizeof(tag), "c2cap%d", round);
+        total += enqueue_to(tag, 40, 40, "example", false);
+        assert_int_equal(
+            tr_start(&live, env.dir, tag, (const char *const[]){"run", "--drain", NULL}), 0);
+        char *out = wait_drained(&live, 20000);
+        assert_int_equal(tr_summary_num(out, "delivered"), 40);
+        free(out);
+    }
+    assert_true(sink_stat(&sink, "connections_max_open") <= 1);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, total, "two caps");
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 /* A rate per MX host (key mx: known only in the worker, so the workers take the
  * tokens, through their queue thread, in batches): two processes send 600
  * single-recipient jobs of 600 domains, all with one MX, at 100/1s within 10%. */
@@ -1061,6 +1093,7 @@ int main(void)
         cmocka_unit_test_setup(conc_sigterm_hands_back_waiting_jobs, reset),
         cmocka_unit_test_setup(conc_redis_restart, reset),
         cmocka_unit_test_setup(conc_idle_connection_gives_way, reset),
+        cmocka_unit_test_setup(conc_two_caps_no_deadlock, reset),
         cmocka_unit_test_setup(rate_per_mx_in_the_workers, reset),
     };
     /* SALVO_TEST_FILTER=limiter* runs some of them (cmocka's glob) */

@@ -379,6 +379,23 @@ static void sighup_reloads_the_config(void **state)
         p->err_path, "reload: queue.limiter.outbound changed: restart salvo run to apply it",
         5000));
     assert_int_equal(count_err(p, "restart salvo run"), 1);
+    /* So does one that only adds a connection cap to it (the workers' caps are
+     * built once too). */
+    te_write_conf_as(&env, "run.toml", sink2.port,
+                     "[[queue.limiter.outbound]]\nid = \"all\"\nrate = \"10/1s\"\n"
+                     "concurrency = 2\n");
+    assert_int_equal(tr_signal(p, SIGHUP), 0);
+    for (int64_t end = tr_now_ms() + 5000;
+         count_err(p, "reload: run.toml applied") < 6 && tr_now_ms() < end;)
+        tr_sleep_ms(20);
+    assert_int_equal(count_err(p, "reload: run.toml applied"), 6);
+    assert_int_equal(count_err(p, "restart salvo run"), 2);
+    /* Still not applied: the same file again warns again. */
+    assert_int_equal(tr_signal(p, SIGHUP), 0);
+    for (int64_t end = tr_now_ms() + 5000;
+         count_err(p, "reload: run.toml applied") < 7 && tr_now_ms() < end;)
+        tr_sleep_ms(20);
+    assert_int_equal(count_err(p, "restart salvo run"), 3);
     assert_int_equal(tr_signal(p, SIGTERM), 0);
     assert_int_equal(tr_wait(p, 10000), 0);
     char *out = tr_out(p);

@@ -502,6 +502,45 @@ static void retry_dead_revives_letters(void **state)
     unlink("revive.toml");
 }
 
+/* A campaign whose hash expired (queue.retention) while nothing else finished since:
+ * `queue show` calls it unknown, so `enqueue --campaign` with its name makes a new
+ * message rather than answer that it already exists. */
+static void expired_campaign_name_is_free(void **state)
+{
+    (void)state;
+    free(tu_write_file(".", "exp.toml", "[redis]\nqueue = \"exp\"\n[queue]\nretention = \"1s\"\n"));
+    free(tu_write_file(".", "exp.csv", "email\nx@y.example\n"));
+    free(tu_write_file(".", "exp.eml", "Subject: exp\n\nhi\n"));
+    struct tu_result r =
+        RUN(NULL, "enqueue", "-c", "exp.toml", "--from", "a@b.example", "--recipients", "exp.csv",
+            "--template", "exp.eml", "--campaign", "winter");
+    assert_int_equal(r.status, 0);
+    int first = atoi(r.out);
+    tu_result_free(&r);
+    r = RUN(NULL, "queue", "cancel", "winter", "-c", "exp.toml");
+    assert_int_equal(r.status, 0);
+    tu_result_free(&r);
+    tq_sleep_ms(1200);
+    r = RUN(NULL, "queue", "show", "winter", "-c", "exp.toml");
+    assert_int_equal(r.status, 1);
+    tu_result_free(&r);
+    r = RUN(NULL, "enqueue", "-c", "exp.toml", "--from", "a@b.example", "--recipients", "exp.csv",
+            "--template", "exp.eml", "--campaign", "winter");
+    if (r.status != 0)
+        print_message("enqueue: %s", r.err);
+    assert_int_equal(r.status, 0);
+    int second = atoi(r.out);
+    assert_true(second > first);
+    tu_result_free(&r);
+    r = RUN(NULL, "queue", "show", "winter", "-c", "exp.toml");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "state      pending\n"));
+    tu_result_free(&r);
+    unlink("exp.toml");
+    unlink("exp.csv");
+    unlink("exp.eml");
+}
+
 /* queue.retention = "1s": a finished message's hash expires 1 s after its end, both
  * when its last outcome is reported (engine path) and when it is cancelled (CLI);
  * then `queue show` by id or name calls it unknown, `queue list` leaves it out, and
@@ -614,6 +653,7 @@ int main(void)
         cmocka_unit_test(nul_byte_in_body_is_refused),
         cmocka_unit_test(retry_dead_revives_letters),
         cmocka_unit_test(retention_drops_finished_messages),
+        cmocka_unit_test(expired_campaign_name_is_free),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
