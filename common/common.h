@@ -5,8 +5,21 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define SV_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* 32-bit FNV-1a of n bytes: hash table slots, and which worker owns a domain. */
+static inline uint32_t sv_hash32(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
 #define SV_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 /* --- logging -------------------------------------------------------------

@@ -81,16 +81,6 @@ struct eng_conc_local {
     struct conc_bucket *tab[LOCAL_SLOTS];
 };
 
-static uint32_t hash_bytes(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 /* --- queue thread ------------------------------------------------------------------ */
 
 struct eng_conc *eng_conc_new(const struct eng_conc_opts *o)
@@ -569,7 +559,7 @@ static size_t buckets_for(struct eng_conc_local *l, const struct rule_vars *vars
         }
         if (len >= sizeof(key))
             len = sizeof(key) - 1;
-        uint32_t h = hash_bytes(key, len);
+        uint32_t h = sv_hash32(key, len);
         struct conc_bucket *b = bucket_find(l, key, len, h);
         if (!b) {
             b = calloc(1, sizeof(*b) + len + 1);
@@ -710,7 +700,7 @@ void eng_conc_put(struct eng_conc_local *l, struct eng_slot **slots, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         struct eng_slot *s = slots[i];
-        struct conc_bucket *b = bucket_find(l, s->key, s->key_len, hash_bytes(s->key, s->key_len));
+        struct conc_bucket *b = bucket_find(l, s->key, s->key_len, sv_hash32(s->key, s->key_len));
         if (!b) {
             give_back(l, s);
             continue;
@@ -734,7 +724,7 @@ bool eng_conc_poll(struct eng_conc_local *l)
         struct eng_slot *s = g;
         g = s->next;
         s->next = NULL;
-        struct conc_bucket *b = bucket_find(l, s->key, s->key_len, hash_bytes(s->key, s->key_len));
+        struct conc_bucket *b = bucket_find(l, s->key, s->key_len, sv_hash32(s->key, s->key_len));
         if (!b && s->tokens) {
             free(s); /* nobody waits for them any more */
             continue;

@@ -108,16 +108,6 @@ static int64_t now_ms(void)
     return (int64_t)(ev_time() * 1000.0);
 }
 
-static uint32_t domain_hash(const char *s)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
-
 /* Called on worker threads. */
 static void notify_outcomes(void *arg)
 {
@@ -311,7 +301,7 @@ static void route(struct runner *r, struct rq_batch *b, bool recheck)
         struct eng_task *t = &rb->tasks[i];
         t->job = &b->jobs[i];
         t->batch = rb;
-        t->worker = domain_hash(t->job->domain) % r->nw;
+        t->worker = sv_hash32(t->job->domain, strlen(t->job->domain)) % r->nw;
         task_link(r, t);
         if (r->lim && eng_limits_hold(r->lim, t, now_ms()))
             continue;

@@ -51,16 +51,6 @@ struct eng_limits {
     struct rule_vars vars;
 };
 
-static uint32_t hash_bytes(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 struct eng_limits *eng_limits_new(const struct eng_conf *conf)
 {
     struct eng_limits *l = calloc(1, sizeof(*l));
@@ -90,7 +80,7 @@ size_t eng_limits_held(const struct eng_limits *l)
 static struct lim_bucket *bucket_get(struct eng_limits *l, const struct eng_limiter *lim,
                                      const char *key, size_t len)
 {
-    uint32_t h = hash_bytes(key, len);
+    uint32_t h = sv_hash32(key, len);
     struct lim_bucket **slot = &l->tab[h % BUCKET_SLOTS];
     for (struct lim_bucket *b = *slot; b; b = b->hnext)
         if (b->hash == h && b->key_len == len && memcmp(b->key, key, len) == 0)
