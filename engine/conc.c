@@ -40,7 +40,8 @@ struct eng_slot {
     int64_t want, got, valid_ms, retry_at;
     char member[MEMBER_BYTES];
     size_t key_len;
-    char key[]; /* "<id>:<value>[:<value>...]" */
+    char *key; /* "<id>:<value>[:<value>...]", in the same allocation, after the struct
+                  (not a flexible array: c->held embeds a slot as its list head) */
 };
 
 struct eng_conc {
@@ -614,6 +615,7 @@ bool eng_conc_pay(struct eng_conc_local *l, const struct rule_vars *vars, int64_
             sv_error("concurrency '%s': out of memory; the job waits", b->lim->id);
             continue;
         }
+        s->key = (char *)(s + 1);
         int64_t batch, iv, tol;
         eng_limiter_params(b->lim, &batch, &iv, &tol);
         s->lim = b->lim;
@@ -676,6 +678,7 @@ bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struc
             sv_error("concurrency '%s': out of memory; the job waits", b->lim->id);
             continue; /* asked again when a connection closes */
         }
+        s->key = (char *)(s + 1);
         s->lim = b->lim;
         s->worker = l->which;
         s->state = SLOT_WANT;

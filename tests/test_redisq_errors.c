@@ -43,8 +43,8 @@ static void address_rules(void **state)
                           "o'neil@x-y.example", "a@123.example", "a@1.2.3.x4",
                           /* RFC 6531: UTF-8 local parts (2, 3 and 4-byte sequences) */
                           "j\xc3\xb6rg@x.example", "\xe7\x94\xa8\xe6\x88\xb7@x.example",
-                          "a\xf0\x9f\x98\x80"
-                          "b@x.example",
+                          ("a\xf0\x9f\x98\x80" /* split: \x80b would be one escape */
+                           "b@x.example"),
                           "\"j\xc3\xb6rg doe\"@x.example",
                           /* IDN domains (RFC 5890), given in UTF-8 or as A-labels */
                           "a@m\xc3\xbcnchen.example", "j\xc3\xb6rg@\xe4\xbe\x8b\xe3\x81\x88.jp",
