@@ -246,7 +246,9 @@ static void lower(char *s)
 }
 
 /* Expands the name at buf+off into out (lower case, no trailing dot, "" = root).
- * Returns its encoded length, or -1. */
+ * Returns its encoded length, or -1; also when a label holds a byte c-ares escapes
+ * (a dot, a backslash, a non-printable byte): no host name has one, and cutting the
+ * last dot of an escaped one would break the escape. */
 static long expand(const unsigned char *buf, int len, size_t off, char out[DNS_NAME_MAX + 1])
 {
     char *s = NULL;
@@ -254,6 +256,10 @@ static long expand(const unsigned char *buf, int len, size_t off, char out[DNS_N
     if (off >= (size_t)len || ares_expand_name(buf + off, buf, len, &s, &enclen) != ARES_SUCCESS)
         return -1;
     size_t n = strlen(s);
+    if (memchr(s, '\\', n)) {
+        ares_free_string(s);
+        return -1;
+    }
     if (n > 0 && s[n - 1] == '.')
         s[--n] = '\0';
     if (n > DNS_NAME_MAX) {

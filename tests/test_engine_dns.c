@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "dns_int.h"
 #include "dnsmasq.h"
 #include "test_engine_dns_util.h"
 
@@ -323,6 +324,24 @@ static void test_ip_literals(void **state)
     assert_string_equal(c.line, "OK 2001:db8::5:0=2001:db8::5");
 }
 
+/* Found by fuzz_dns_answer: an MX target whose last label holds a '.' byte ("tes."):
+ * c-ares escapes it, and cutting the "trailing" dot left a name ending in '\\'. Such
+ * an answer is refused (no host name has such a label), not passed on half-cut. */
+static void test_escaped_dot_in_label_refused(void **state)
+{
+    (void)state;
+    static const unsigned char answer[] = {
+        0x12, 0x34, 0x85, 0x80, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x07, 0x65, 0x78,
+        0x61, 0x6d, 0x70, 0x6c, 0x65, 0x04, 0x74, 0x65, 0x73, 0x74, 0x00, 0x00, 0x0f, 0x00, 0x41,
+        0xc0, 0x0c, 0x00, 0x0f, 0x00, 0x01, 0x00, 0x00, 0x01, 0x2c, 0x00, 0x14, 0x00, 0x0a, 0x03,
+        0x6d, 0x78, 0x31, 0x07, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x04, 0x74, 0x65, 0x73,
+        0x2e, 0x01, 0x00, 0x00, 0x0c, 0x00, 0xc0, 0x0f, 0x27, 0x00, 0x00, 0x00, 0x00};
+    struct dns_rrset rs;
+    uint32_t ttl = 0, soa_ttl = 0;
+    assert_true(dns_parse_answer(answer, (int)sizeof(answer), "example.test", DNS_T_MX, &rs, &ttl,
+                                 &soa_ttl) < 0);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -526,6 +545,7 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_resolve_host),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_escaped_dot_in_label_refused),
         cmocka_unit_test(test_ipv6_nameserver),
         cmocka_unit_test(test_free_with_pending),
         cmocka_unit_test(test_coalesce_burst),
