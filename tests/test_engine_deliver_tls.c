@@ -542,8 +542,8 @@ int main(void)
         cmocka_unit_test(test_starttls_resume),  cmocka_unit_test(test_seed_untrusted),
         cmocka_unit_test(test_seed_no_starttls), cmocka_unit_test(test_require_never_plain),
         cmocka_unit_test(test_pool_policy),      cmocka_unit_test(test_require_queue_on_connecting),
-        cmocka_unit_test(test_large_bodies),
-        cmocka_unit_test(test_tls_warm_up),     cmocka_unit_test(test_implicit_tls),
+        cmocka_unit_test(test_large_bodies),     cmocka_unit_test(test_tls_warm_up),
+        cmocka_unit_test(test_implicit_tls),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));

@@ -2,8 +2,8 @@
  * redis-server deliver one campaign through a real salvo-sink, every recipient
  * exactly once (the sink's (Message-ID, recipient) pairs), each process with its
  * own summary line; a small campaign is shared by two processes started together;
- * kill -9 of one of three leaves its jobs to the other two after the lease. Also the --progress line of a run whose stderr is not a terminal, and
- * the configuration reload on SIGHUP. */
+ * kill -9 of one of three leaves its jobs to the other two after the lease. Also the --progress
+ * line of a run whose stderr is not a terminal, and the configuration reload on SIGHUP. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>

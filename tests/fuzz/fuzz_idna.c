@@ -20,8 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t on = sizeof(out);
         if (sv_punycode_encode(cp, n, out, &on) != 0 || on != size ||
             strncasecmp(out, in, size) != 0) {
-            fprintf(stderr, "punycode round trip: '%.*s' -> '%.*s'\n", (int)size, in, (int)on,
-                    out);
+            fprintf(stderr, "punycode round trip: '%.*s' -> '%.*s'\n", (int)size, in, (int)on, out);
             abort();
         }
     }
