@@ -178,20 +178,6 @@ static void eval(struct djob *j, int which, struct rule_result *r)
                 set_keys[which], rule_strerror(rc));
 }
 
-static void set_str(struct rule_vars *v, int var, const char *s)
-{
-    v->v[var].type = RULE_STR;
-    v->v[var].len = (uint32_t)strlen(s);
-    v->v[var].u.s = s;
-}
-
-static void set_int(struct rule_vars *v, int var, int64_t i)
-{
-    v->v[var].type = RULE_INT;
-    v->v[var].len = 0;
-    v->v[var].u.i = i;
-}
-
 /* --- outcomes ----------------------------------------------------------------- */
 
 struct rres {
@@ -714,8 +700,8 @@ static void try_next(struct djob *j)
     addr_to_text(a, ip, sizeof(ip));
 
     /* The attempt's policy, with `mx` known. */
-    set_str(&j->vars, RULE_VAR_MX, h->name);
-    set_str(&j->vars, RULE_VAR_REMOTE_IP, ip);
+    rule_vars_set_str(&j->vars, RULE_VAR_MX, h->name);
+    rule_vars_set_str(&j->vars, RULE_VAR_REMOTE_IP, ip);
     struct rule_result r;
     eval(j, SET_STARTTLS, &r);
     j->pol.starttls = (enum rule_tls_mode)r.i;
@@ -1038,10 +1024,10 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
     rule_vars_init(v);
     const char *from = rq_body_from(job->body);
     const char *at = strrchr(rq_body_from_ascii(job->body), '@'); /* IDN: A-labels */
-    set_str(v, RULE_VAR_SENDER, from);
-    set_str(v, RULE_VAR_SENDER_DOMAIN, at ? at + 1 : "");
-    set_str(v, RULE_VAR_RCPT, job->rcpt[0].addr);
-    set_str(v, RULE_VAR_RCPT_DOMAIN, job->domain);
+    rule_vars_set_str(v, RULE_VAR_SENDER, from);
+    rule_vars_set_str(v, RULE_VAR_SENDER_DOMAIN, at ? at + 1 : "");
+    rule_vars_set_str(v, RULE_VAR_RCPT, job->rcpt[0].addr);
+    rule_vars_set_str(v, RULE_VAR_RCPT_DOMAIN, job->domain);
     for (size_t i = 0; i < job->nrcpt; i++) {
         j->rvals[i].type = RULE_STR;
         j->rvals[i].len = (uint32_t)strlen(job->rcpt[i].addr);
@@ -1050,17 +1036,19 @@ int eng_deliver(struct eng_deliverer *d, const struct rq_job *job, eng_deliver_c
     v->v[RULE_VAR_RECIPIENTS].type = RULE_ARR;
     v->v[RULE_VAR_RECIPIENTS].len = (uint32_t)job->nrcpt;
     v->v[RULE_VAR_RECIPIENTS].u.a = j->rvals;
-    set_int(v, RULE_VAR_RETRY_NUM, job->retry_num);
-    set_str(v, RULE_VAR_LAST_ERROR, job->last_error && *job->last_error ? job->last_error : "none");
-    set_str(v, RULE_VAR_QUEUE_NAME, d->o.conf->queue_name ? d->o.conf->queue_name : "default");
+    rule_vars_set_int(v, RULE_VAR_RETRY_NUM, job->retry_num);
+    rule_vars_set_str(v, RULE_VAR_LAST_ERROR,
+                      job->last_error && *job->last_error ? job->last_error : "none");
+    rule_vars_set_str(v, RULE_VAR_QUEUE_NAME,
+                      d->o.conf->queue_name ? d->o.conf->queue_name : "default");
     int64_t now = now_ms(), created = rq_body_created_ms(job->body);
-    set_int(v, RULE_VAR_QUEUE_AGE, (now - created) / 1000);
+    rule_vars_set_int(v, RULE_VAR_QUEUE_AGE, (now - created) / 1000);
     size_t blen = 0;
     rq_body_data(job->body, &blen);
-    set_int(v, RULE_VAR_SIZE, (int64_t)blen);
+    rule_vars_set_int(v, RULE_VAR_SIZE, (int64_t)blen);
     struct rule_result ex;
     eval(j, SET_EXPIRE, &ex);
-    set_int(v, RULE_VAR_EXPIRES_IN, (created + ex.i - now) / 1000);
+    rule_vars_set_int(v, RULE_VAR_EXPIRES_IN, (created + ex.i - now) / 1000);
 
     d->busy++;
     j->nrcpt = job->nrcpt;

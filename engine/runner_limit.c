@@ -98,19 +98,6 @@ static struct lim_bucket *bucket_get(struct eng_limits *l, const struct eng_limi
     return b;
 }
 
-static void set_str(struct rule_vars *v, int var, const char *s)
-{
-    v->v[var].type = RULE_STR;
-    v->v[var].len = (uint32_t)strlen(s);
-    v->v[var].u.s = s;
-}
-
-static void set_int(struct rule_vars *v, int var, int64_t i)
-{
-    v->v[var].type = RULE_INT;
-    v->v[var].u.i = i;
-}
-
 /* The variables a limiter may use (conf.c's LIMIT_MATCH_VARS), as deliver.c sets them. */
 static void job_vars(struct eng_limits *l, const struct rq_job *job, int64_t now)
 {
@@ -118,17 +105,19 @@ static void job_vars(struct eng_limits *l, const struct rq_job *job, int64_t now
     rule_vars_init(v);
     const char *from = rq_body_from(job->body);
     const char *at = strrchr(rq_body_from_ascii(job->body), '@'); /* IDN: A-labels */
-    set_str(v, RULE_VAR_SENDER, from);
-    set_str(v, RULE_VAR_SENDER_DOMAIN, at ? at + 1 : "");
-    set_str(v, RULE_VAR_RCPT, job->nrcpt ? job->rcpt[0].addr : "");
-    set_str(v, RULE_VAR_RCPT_DOMAIN, job->domain);
-    set_int(v, RULE_VAR_RETRY_NUM, job->retry_num);
-    set_str(v, RULE_VAR_LAST_ERROR, job->last_error && *job->last_error ? job->last_error : "none");
-    set_str(v, RULE_VAR_QUEUE_NAME, l->conf->queue_name ? l->conf->queue_name : "default");
-    set_int(v, RULE_VAR_QUEUE_AGE, (now - rq_body_created_ms(job->body)) / 1000);
+    rule_vars_set_str(v, RULE_VAR_SENDER, from);
+    rule_vars_set_str(v, RULE_VAR_SENDER_DOMAIN, at ? at + 1 : "");
+    rule_vars_set_str(v, RULE_VAR_RCPT, job->nrcpt ? job->rcpt[0].addr : "");
+    rule_vars_set_str(v, RULE_VAR_RCPT_DOMAIN, job->domain);
+    rule_vars_set_int(v, RULE_VAR_RETRY_NUM, job->retry_num);
+    rule_vars_set_str(v, RULE_VAR_LAST_ERROR,
+                      job->last_error && *job->last_error ? job->last_error : "none");
+    rule_vars_set_str(v, RULE_VAR_QUEUE_NAME,
+                      l->conf->queue_name ? l->conf->queue_name : "default");
+    rule_vars_set_int(v, RULE_VAR_QUEUE_AGE, (now - rq_body_created_ms(job->body)) / 1000);
     size_t blen = 0;
     rq_body_data(job->body, &blen);
-    set_int(v, RULE_VAR_SIZE, (int64_t)blen);
+    rule_vars_set_int(v, RULE_VAR_SIZE, (int64_t)blen);
 }
 
 bool eng_limits_hold(struct eng_limits *l, struct eng_task *t, int64_t now)

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "config.h"
 
@@ -93,6 +94,19 @@ const char *rule_var_name(int var); /* borrowed; NULL for an unknown id */
  * threads); last_error must be one of its documented values. `text` is borrowed
  * (must outlive the evaluations). Returns 0 or -EINVAL. */
 int rule_vars_set_text(struct rule_vars *vars, int var, const char *text);
+/* Typed setters for the hot path; `s` is borrowed like any string value. */
+static inline void rule_vars_set_str(struct rule_vars *vars, int var, const char *s)
+{
+    vars->v[var].type = RULE_STR;
+    vars->v[var].len = (uint32_t)strlen(s);
+    vars->v[var].u.s = s;
+}
+static inline void rule_vars_set_int(struct rule_vars *vars, int var, int64_t i)
+{
+    vars->v[var].type = RULE_INT;
+    vars->v[var].len = 0;
+    vars->v[var].u.i = i;
+}
 /* The values last_error may take ("none", "dns", ...); returns borrowed array of n. */
 const char *const *rule_last_error_values(size_t *n);
 
