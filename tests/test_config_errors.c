@@ -71,6 +71,17 @@ static void wrong_type_is_reported_at_the_value(void **state)
           "%F:2:22: server.workers.pin: expected a boolean (true or false), found integer\n");
 }
 
+/* queue.retention shares the duration checks: too short, or not a duration. */
+static void retention_must_be_a_duration_of_at_least_1s(void **state)
+{
+    (void)state;
+    check("ret.toml", "[queue]\nretention = \"500ms\"\n", 1,
+          "%F:2:13: queue.retention: '500ms' is too short (at least 1000ms)\n");
+    check("ret2.toml", "[queue]\nretention = \"7 days\"\n", 1,
+          "%F:2:13: queue.retention: '7 days' is not a duration (e.g. \"500ms\", \"30s\", "
+          "\"2m\")\n");
+}
+
 static void unknown_key_gets_a_suggestion(void **state)
 {
     (void)state;
@@ -334,6 +345,7 @@ int main(void)
         cmocka_unit_test(a_full_valid_config_loads),
         cmocka_unit_test(warnings_print_but_do_not_fail),
         cmocka_unit_test(limiter_errors_are_positioned),
+        cmocka_unit_test(retention_must_be_a_duration_of_at_least_1s),
     };
     return cmocka_run_group_tests(tests, tu_dir_setup, tu_dir_teardown);
 }
