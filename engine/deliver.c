@@ -859,8 +859,12 @@ static void try_next(struct djob *j)
     j->sess = s;
     j->cend = j->cbeg + need;
     j->pending = need;
-    for (size_t i = j->cbeg; i < j->cend; i++)
-        smtp_session_submit(s, &j->txns[i]);
+    /* A transaction may end inside submit (a pooled, ready session refusing a
+     * UTF-8 address at once); the last one to end frees j, so the loop reads
+     * only locals. */
+    struct smtp_txn *txns = j->txns;
+    for (size_t i = j->cbeg, end = j->cend; i < end; i++)
+        smtp_session_submit(s, &txns[i]);
 }
 
 /* --- routing ---------------------------------------------------------------------- */

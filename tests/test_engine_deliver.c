@@ -612,6 +612,42 @@ static void test_smtputf8_not_offered(void **state)
     run_smtputf8_not_offered(false); /* one RCPT at a time: the refused one is skipped */
 }
 
+/* A pooled, ready session without SMTPUTF8 refuses a UTF-8 sender inside submit:
+ * the job ends (and is freed) before eng_deliver's submit loop returns. Under ASan
+ * this was a use-after-free; here the bounce and the reuse are checked too. */
+static void test_smtputf8_refused_on_pooled(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *[]){"--threads", "1", "--fault", "no-smtputf8", NULL}),
+        0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\n");
+    td_enqueue(&t, (const char *[]){"ann@a.test", NULL}, "Message-ID: <p1@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+    td_report_and_promote(&t, b, first);
+    enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@b.test", NULL},
+                 "Message-ID: <p2@src.test>\r\n\r\nx\r\n");
+    b = td_run(&t, &first);
+    const struct rq_result *r = &t.out[first]->res[0];
+    assert_int_equal(r->outcome, RQ_BOUNCED);
+    if (!strstr(r->reply, "553 5.6.7"))
+        fail_msg("bounce reply: %s", r->reply);
+    /* The same connection is still good for an ASCII message afterwards. */
+    td_report_and_promote(&t, b, first);
+    td_enqueue(&t, (const char *[]){"cy@c.test", NULL}, "Message-ID: <p3@src.test>\r\n\r\nx\r\n");
+    b = td_run(&t, &first);
+    assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+    assert_int_equal(td_stat(&sink, "connections"), 1);
+    assert_int_equal(td_stat(&sink, "pairs"), 2);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -631,6 +667,7 @@ int main(void)
         cmocka_unit_test(test_dead_idle_pooled),
         cmocka_unit_test(test_smtputf8),
         cmocka_unit_test(test_smtputf8_not_offered),
+        cmocka_unit_test(test_smtputf8_refused_on_pooled),
         cmocka_unit_test(test_personalised_split),
     };
     if (getenv("TD_FILTER"))
