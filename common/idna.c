@@ -290,8 +290,10 @@ static const char *disallowed(uint32_t c)
         return "symbol or punctuation in domain";
     if (c == 0x200C || c == 0x200D)
         return "zero-width joiner or non-joiner in domain (not supported)";
-    if ((c >= 0x2000 && c <= 0x206F) || (c >= 0x2E00 && c <= 0x2E7F) || c == 0x3000 ||
-        c == 0x3001 || c == 0x3003)
+    /* U+3002 separates labels in input; inside a decoded A-label it would turn
+     * one label into two on the way back. */
+    if ((c >= 0x2000 && c <= 0x206F) || (c >= 0x2E00 && c <= 0x2E7F) ||
+        (c >= 0x3000 && c <= 0x3003))
         return "space, punctuation or format character in domain";
     if ((c >= 0x2070 && c <= 0x2BFF && c != 0x214E && c != 0x2184) ||
         (c >= 0x1D000 && c <= 0x1D24F) || (c >= 0x1D400 && c <= 0x1D7FF) ||

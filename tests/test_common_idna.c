@@ -324,6 +324,10 @@ static void test_domain_refused(void **state)
         {"xn--abc-.test", "domain label ends with '-'"},
         {"xn--mnchen-iia.test", "invalid A-label (xn--...) in domain"}, /* (c) */
         {"xn--tda-.test", "domain label ends with '-'"},
+        /* decode to "a\u3002b" and "\u00fc\u3002": an ideographic full stop is a
+         * separator, not a label character (found by fuzz_idna) */
+        {"xn--ab-r13a.test", "invalid A-label (xn--...) in domain"},
+        {"xn--tda091v.test", "invalid A-label (xn--...) in domain"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *why = refused(cases[i][0]);
