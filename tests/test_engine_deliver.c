@@ -701,6 +701,45 @@ static void test_reset_idle_pooled_chunk(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* eng_deliverer_free without a shutdown first, one job on the only connection
+ * allowed and one waiting for it: both come back deferred ("shutting down"). The
+ * close woke the waiting job, which opened a connection nothing closed again (its
+ * job never called back, the session leaked). */
+static void test_free_with_waiting_job(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port,
+             "[queue.outbound.limits]\nconnections = 1\nmessages-per-connection = 1\n");
+    td_enqueue(&t, (const char *[]){"ann@a.test", NULL}, "Message-ID: <f1@src.test>\r\n\r\nx\r\n");
+    td_enqueue(&t, (const char *[]){"bob@b.test", NULL}, "Message-ID: <f2@src.test>\r\n\r\nx\r\n");
+    struct rq_batch *b = NULL;
+    assert_int_equal(rq_claim(t.q, 64, &b), 2);
+    t.want = 2;
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(eng_deliver(t.d, &b->jobs[i], td_cb, &t), 0);
+    assert_int_equal(eng_deliverer_busy(t.d), 2);
+    assert_int_equal(eng_deliverer_sessions(t.d), 1); /* the second job waits */
+    eng_deliverer_free(t.d);
+    assert_int_equal(t.nout, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DEFERRED);
+        if (!strstr(t.out[i]->res[0].reply, "shutting down"))
+            fail_msg("<%s>: %s", t.out[i]->job->rcpt[0].addr, t.out[i]->res[0].reply);
+    }
+    ev_run(t.loop, EVRUN_NOWAIT); /* nothing of the deliverer is left to run */
+    eng_dns_cache_free(t.cache);
+    ev_loop_destroy(t.loop);
+    for (size_t i = 0; i < t.nout; i++)
+        eng_outcome_free(t.out[i]);
+    rq_batch_free(b);
+    rq_free(t.q);
+    eng_conf_free(&t.conf);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -723,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_smtputf8_refused_on_pooled),
         cmocka_unit_test(test_personalised_split),
         cmocka_unit_test(test_reset_idle_pooled_chunk),
+        cmocka_unit_test(test_free_with_waiting_job),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));
