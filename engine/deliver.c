@@ -1352,13 +1352,15 @@ void eng_deliverer_free(struct eng_deliverer *d)
         ev_timer_stop(d->o.loop, &d->shut_timer);
         ev_idle_stop(d->o.loop, &d->shut_check);
     }
-    eng_pool_close_all(&d->pool, false, "shutting down");
+    /* The waiting jobs first: a session closed below wakes the waiters, which
+     * would open new sessions that nothing closes any more. */
     while (d->wait_head) {
         struct djob *w = d->wait_head;
         d->wait_head = w->wait_next;
         finish_all(w, false, "connection", "shutting down", NULL);
     }
     d->wait_tail = NULL;
+    eng_pool_close_all(&d->pool, false, "shutting down");
     eng_dns_free(d->dns); /* pending lookups call back with TEMPFAIL */
     if (d->o.loop)
         ev_timer_stop(d->o.loop, &d->stash_timer);

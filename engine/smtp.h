@@ -154,7 +154,9 @@ struct smtp_session_opts {
 /* Starts connecting. Returns 0 and the session (owned by the loop: it frees itself
  * after `closed`), or a negative errno (socket() failed; nothing to free). */
 int smtp_session_open(const struct smtp_session_opts *o, struct smtp_session **out);
-/* Queues a transaction; it runs once the session is ready. Borrowed until t->done. */
+/* Queues a transaction; it runs once the session is ready. Borrowed until t->done,
+ * which may run before this returns (refused locally); the session itself always
+ * outlives the call (one that fails here ends from the loop). */
 void smtp_session_submit(struct smtp_session *s, struct smtp_txn *t);
 /* Takes back a queued transaction nothing of which was sent yet (no MAIL FROM, not
  * the one the session is working on): true and `t` is no longer borrowed, or false

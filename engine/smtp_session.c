@@ -1124,8 +1124,14 @@ void smtp_session_submit(struct smtp_session *s, struct smtp_txn *t)
         s->depth++;
         start_next(s);
         s->depth--;
-        if (s->state == ST_CLOSED && s->depth == 0)
-            finish(s);
+        if (s->state == ST_CLOSED && s->depth == 0) {
+            /* The write failed (a pooled session the server reset while idle).
+             * Finished from a zero timer, not here: the caller may go on
+             * submitting the rest of a chunk to `s`. */
+            ev_timer_stop(s->o.loop, &s->timer);
+            ev_timer_set(&s->timer, 0., 0.);
+            ev_timer_start(s->o.loop, &s->timer);
+        }
     }
 }
 
@@ -1154,7 +1160,14 @@ bool smtp_session_withdraw(struct smtp_session *s, struct smtp_txn *t)
 
 void smtp_session_close(struct smtp_session *s, bool graceful, const char *why)
 {
-    if (s->state == ST_CLOSED || (graceful && s->state == ST_QUIT))
+    if (s->state == ST_CLOSED) {
+        /* Ended inside open or submit, its zero timer not run yet: finish now, so
+         * that closing every session (eng_deliverer_free) leaves none behind. */
+        if (s->depth == 0)
+            finish(s);
+        return;
+    }
+    if (graceful && s->state == ST_QUIT)
         return;
     s->closing = true;
     s->depth++;

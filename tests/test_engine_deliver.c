@@ -648,6 +648,98 @@ static void test_smtputf8_refused_on_pooled(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* Enqueues one personalised message (one transaction per recipient). */
+static void enqueue_personal(struct td *t, const char *const *rcpts)
+{
+    const char tpl[] = "Message-ID: <pp-{{email}}>\r\n\r\nHello {{email}}\r\n";
+    struct rq_msg_spec spec = {.from = "sender@src.test",
+                               .body = tpl,
+                               .body_len = sizeof(tpl) - 1,
+                               .personalised = true,
+                               .job_rcpts = 50};
+    struct rq_enq *e;
+    uint64_t id;
+    assert_int_equal(rq_enq_begin(t->q, &spec, &e, &id), 0);
+    for (size_t i = 0; rcpts[i]; i++)
+        assert_int_equal(rq_enq_add(e, rcpts[i], NULL), 0);
+    assert_int_equal(rq_enq_end(e), 0);
+}
+
+/* The server resets a pooled connection while it is idle; the next job, a
+ * personalised one (a chunk of two transactions), takes it and the first submit's
+ * RSET cannot be written. The session must outlive that submit: the second one is
+ * handed to the same session (under ASan this was a use-after-free in try_next),
+ * and both go on a fresh connection. */
+static void test_reset_idle_pooled_chunk(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", "--idle-timeout", "1",
+                                                           "--fault", "reset-idle", NULL}),
+                     0);
+    struct td t;
+    td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\nidle-timeout = 60\n");
+    td_enqueue(&t, (const char *[]){"ann@a.test", NULL}, "Message-ID: <r1@src.test>\r\n\r\nx\r\n");
+    size_t first;
+    struct rq_batch *b = td_run(&t, &first);
+    assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
+    td_report_and_promote(&t, b, first);
+    /* The loop does not run: the reset waits in the socket until the next write. */
+    usleep(1700 * 1000);
+    enqueue_personal(&t, (const char *[]){"bob@p.test", "cy@p.test", NULL});
+    b = td_run(&t, &first);
+    const struct eng_outcome *o = t.out[first];
+    assert_int_equal(o->job->nrcpt, 2);
+    for (size_t k = 0; k < 2; k++)
+        if (o->res[k].outcome != RQ_DELIVERED)
+            fail_msg("<%s>: %s %s", o->job->rcpt[k].addr, o->res[k].error, o->res[k].reply);
+    assert_int_equal(o->connections_opened, 1);
+    assert_int_equal(td_stat(&sink, "connections"), 2);
+    assert_int_equal(td_stat(&sink, "transactions"), 3);
+    td_report_and_promote(&t, b, first);
+    td_teardown(&t);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* eng_deliverer_free without a shutdown first, one job on the only connection
+ * allowed and one waiting for it: both come back deferred ("shutting down"). The
+ * close woke the waiting job, which opened a connection nothing closed again (its
+ * job never called back, the session leaked). */
+static void test_free_with_waiting_job(void **state)
+{
+    (void)state;
+    struct ts_sink sink;
+    assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
+    struct td t;
+    td_setup(&t, sink.port,
+             "[queue.outbound.limits]\nconnections = 1\nmessages-per-connection = 1\n");
+    td_enqueue(&t, (const char *[]){"ann@a.test", NULL}, "Message-ID: <f1@src.test>\r\n\r\nx\r\n");
+    td_enqueue(&t, (const char *[]){"bob@b.test", NULL}, "Message-ID: <f2@src.test>\r\n\r\nx\r\n");
+    struct rq_batch *b = NULL;
+    assert_int_equal(rq_claim(t.q, 64, &b), 2);
+    t.want = 2;
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(eng_deliver(t.d, &b->jobs[i], td_cb, &t), 0);
+    assert_int_equal(eng_deliverer_busy(t.d), 2);
+    assert_int_equal(eng_deliverer_sessions(t.d), 1); /* the second job waits */
+    eng_deliverer_free(t.d);
+    assert_int_equal(t.nout, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(t.out[i]->res[0].outcome, RQ_DEFERRED);
+        if (!strstr(t.out[i]->res[0].reply, "shutting down"))
+            fail_msg("<%s>: %s", t.out[i]->job->rcpt[0].addr, t.out[i]->res[0].reply);
+    }
+    ev_run(t.loop, EVRUN_NOWAIT); /* nothing of the deliverer is left to run */
+    eng_dns_cache_free(t.cache);
+    ev_loop_destroy(t.loop);
+    for (size_t i = 0; i < t.nout; i++)
+        eng_outcome_free(t.out[i]);
+    rq_batch_free(b);
+    rq_free(t.q);
+    eng_conf_free(&t.conf);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -669,6 +761,8 @@ int main(void)
         cmocka_unit_test(test_smtputf8_not_offered),
         cmocka_unit_test(test_smtputf8_refused_on_pooled),
         cmocka_unit_test(test_personalised_split),
+        cmocka_unit_test(test_reset_idle_pooled_chunk),
+        cmocka_unit_test(test_free_with_waiting_job),
     };
     if (getenv("TD_FILTER"))
         cmocka_set_test_filter(getenv("TD_FILTER"));

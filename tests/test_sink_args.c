@@ -58,7 +58,7 @@ static void bad_arguments(void **state)
         {{"--listen", NULL}, "salvo-sink: option '--listen' needs a value\n"},
         {{"--listen", "127.0.0.1:0", "--fault", "bogus", NULL},
          "salvo-sink: bad --fault 'bogus': unknown kind (rcpt, mail, data, disconnect, stall, "
-         "delay, hostile, greeting, no-starttls, no-pipelining, no-smtputf8)\n"},
+         "delay, hostile, greeting, no-starttls, no-pipelining, no-smtputf8, reset-idle)\n"},
         {{"--listen", "127.0.0.1:0", "--fault", "delay:dot:0", NULL},
          "salvo-sink: bad --fault 'delay:dot:0': MS must be a number from 1 to 600000\n"},
         {{"--listen", "127.0.0.1:0", "--fault", "rcpt:x:200", NULL},

@@ -9,6 +9,7 @@
 #include "test_sink_util.h"
 #include "testutil.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -362,6 +363,29 @@ static void no_extensions(void **state)
     }
 }
 
+/* reset-idle: at --idle-timeout the connection is reset (RST), without the 421. */
+static void reset_idle(void **state)
+{
+    (void)state;
+    struct ts_sink s;
+    const char *args[] = {"--idle-timeout", "1", "--fault", "reset-idle", NULL};
+    assert_int_equal(ts_sink_start(&s, args), 0);
+    struct ts_client *c = malloc(sizeof(*c));
+    assert_int_equal(ts_connect(c, s.port), 0);
+    expect(c, 220, NULL);
+    assert_int_equal(ts_send(c, "EHLO c.test\r\n"), 0);
+    expect(c, 250, NULL);
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, T), 1);
+    char b[512];
+    ssize_t n = recv(c->fd, b, sizeof(b), 0);
+    if (n != -1 || errno != ECONNRESET)
+        fail_msg("expected a reset, got %zd bytes (%s)", n, n < 0 ? strerror(errno) : "");
+    char json[4096];
+    finish(&s, c, json, sizeof(json));
+    counter(json, "timeouts", 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,7 +396,7 @@ int main(void)
         cmocka_unit_test(hostile_multiline), cmocka_unit_test(hostile_longline),
         cmocka_unit_test(hostile_badcode),   cmocka_unit_test(hostile_multiline_ehlo),
         cmocka_unit_test(delay_replies),     cmocka_unit_test(greeting_code),
-        cmocka_unit_test(no_extensions),
+        cmocka_unit_test(no_extensions),     cmocka_unit_test(reset_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

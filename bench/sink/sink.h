@@ -148,6 +148,7 @@ struct sink_faults {
     bool no_starttls;
     bool no_pipelining, no_smtputf8; /* leave the extension out of the EHLO reply */
     int greeting_code;               /* greeting:CODE: refuse service (RFC 5321 3.1), 0 = off */
+    bool reset_idle;                 /* the idle timeout resets (TCP RST) instead of 421 + close */
     /* bit (1 << enum sink_stage) per stage */
     uint32_t disconnect, stall, multiline, longline, badcode;
     uint32_t delay_ms[SINK_STAGE_COUNT]; /* hold the reply at a stage this long (0 = no) */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 _Atomic uint64_t sink_data_seq;
@@ -900,7 +901,12 @@ void sink_idle_sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
         SINK_INC(w, timeouts, 1);
         sv_info("conn %llx: idle for %.0f s, closing", (unsigned long long)c->id,
                 now - c->last_active);
-        if ((c->st == CS_CMD || c->st == CS_DATA) && c->out.len == c->out_off) {
+        if (w->cfg->faults.reset_idle) {
+            /* Fault reset-idle: a server or middlebox that drops the connection
+             * (RST, no 421); the client learns it only when it writes or reads. */
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(tls_conn_fd(c->tc), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        } else if ((c->st == CS_CMD || c->st == CS_DATA) && c->out.len == c->out_off) {
             char line[300];
             int n = snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded\r\n",
                              w->cfg->hostname);

@@ -2,7 +2,7 @@
  *
  *   rcpt:PATTERN:CODE   mail:PATTERN:CODE   data:every:N:CODE
  *   disconnect:STAGE    stall:STAGE         delay:STAGE:MS      no-starttls
- *   greeting:CODE       no-pipelining       no-smtputf8
+ *   greeting:CODE       no-pipelining       no-smtputf8         reset-idle
  *   hostile:multiline[:STAGE]  hostile:longline[:STAGE]  hostile:badcode[:STAGE]
  *
  * STAGE is greeting|ehlo|mail|rcpt|data|dot; CODE is 400..599. */
@@ -122,6 +122,10 @@ int sink_fault_parse(struct sink_faults *f, const char *spec, char *err, size_t 
         f->no_smtputf8 = true;
         return 0;
     }
+    if (strcmp(spec, "reset-idle") == 0) {
+        f->reset_idle = true;
+        return 0;
+    }
     if (strncmp(spec, "greeting:", 9) == 0) {
         long code;
         if (num_parse(spec + 9, 400, 599, &code))
@@ -151,7 +155,7 @@ int sink_fault_parse(struct sink_faults *f, const char *spec, char *err, size_t 
         stage = kind[klen] == ':' ? kind + klen + 1 : "greeting";
     } else {
         FAIL("bad --fault '%s': unknown kind (rcpt, mail, data, disconnect, stall, delay, "
-             "hostile, greeting, no-starttls, no-pipelining, no-smtputf8)",
+             "hostile, greeting, no-starttls, no-pipelining, no-smtputf8, reset-idle)",
              spec);
     }
     uint32_t bit;
