@@ -153,9 +153,12 @@ struct djob {
     bool waiting;              /* in d->wait_head */
     bool conc_waiting;         /* ... for a cluster-wide connection slot or rate tokens */
     bool warm_waiting;         /* ... for the first TLS session to its destination */
-    size_t paid;               /* cbeg + 1 of the chunk whose rate tokens are spent */
-    bool in_dns;               /* a lookup is pending (its callback gets `j`) */
-    bool handed_back;          /* called back with NULL; freed by dns_done */
+    /* Rate tokens (mx / remote_ip) of the chunk from paid_chunk - 1: the buckets
+     * paid, the last at host paid_hi, address paid_ai (and those before it). */
+    size_t paid_chunk, paid_hi, paid_ai;
+    struct eng_conc_paid paid;
+    bool in_dns;      /* a lookup is pending (its callback gets `j`) */
+    bool handed_back; /* called back with NULL; freed by dns_done */
 };
 
 static int64_t now_ms(void)
@@ -280,6 +283,7 @@ static void djob_free(struct djob *j)
             sv_buf_free(&j->bodies[i]);
     free(j->bodies);
     free(j->rvals);
+    eng_conc_paid_clear(&j->paid);
     free(j);
 }
 
@@ -723,20 +727,29 @@ static void try_next(struct djob *j)
     size_t left = j->ntxn - j->cbeg;
     unsigned need = left < maxm ? (unsigned)left : maxm;
     size_t maxc = (size_t)d->o.conf->out_connections;
-    /* Rates on mx / remote_ip: the chunk's recipients are paid for once, before it
-     * takes or opens a session (a job waiting for tokens holds none). */
-    if (j->paid != j->cbeg + 1) {
+    /* Rates on mx / remote_ip: the chunk's recipients are paid for before it takes
+     * or opens a session (a job waiting for tokens holds none), once per bucket. A
+     * fallback after a failure before anything was sent pays the buckets the new
+     * host or address adds (a limiter on mx, another MX host; on remote_ip, another
+     * address); a fresh connection to the same address pays nothing more. */
+    if (j->paid_chunk != j->cbeg + 1) {
+        eng_conc_paid_clear(&j->paid);
+        j->paid_chunk = j->cbeg + 1;
+        j->paid_hi = SIZE_MAX; /* no address paid yet */
+    }
+    if (j->paid_hi != j->hi || j->paid_ai != j->ai) {
         int64_t cost = 0;
         for (size_t i = j->cbeg; i < j->cbeg + need; i++)
             cost += (int64_t)j->txns[i].nrcpt;
-        if (!eng_conc_pay(d->conc, &j->vars, cost, &j->cw)) {
+        if (!eng_conc_pay(d->conc, &j->vars, cost, &j->paid, &j->cw)) {
             sv_debug("deliver %llu: waiting for rate tokens for %s", (unsigned long long)j->id,
                      j->keybuf);
             wait_push(j);
             j->conc_waiting = true;
             return;
         }
-        j->paid = j->cbeg + 1;
+        j->paid_hi = j->hi;
+        j->paid_ai = j->ai;
     }
     if (!j->fresh_retry) {
         s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
