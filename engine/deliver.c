@@ -151,7 +151,8 @@ struct djob {
     size_t nrcpt;              /* job->nrcpt, for after the job is handed back */
     struct smtp_session *sess; /* holding this attempt's transactions, or NULL */
     bool waiting;              /* in d->wait_head */
-    bool conc_waiting;         /* ... for a cluster-wide connection slot or rate tokens */
+    bool conc_waiting;         /* ... for a cluster-wide connection slot */
+    bool rate_waiting;         /* ... for rate tokens (any session may serve it then) */
     bool warm_waiting;         /* ... for the first TLS session to its destination */
     /* Rate tokens (mx / remote_ip) of the chunk from paid_chunk - 1: the buckets
      * paid, the last at host paid_hi, address paid_ai (and those before it). */
@@ -523,6 +524,7 @@ static void wake_waiters(struct eng_deliverer *d)
         w->wait_next = NULL;
         w->waiting = false;
         w->conc_waiting = false;
+        w->rate_waiting = false;
         w->warm_waiting = false;
         try_next(w);
         w = next;
@@ -660,7 +662,7 @@ static void session_idle(void *arg, struct smtp_session *s)
         for (size_t i = 0; i < e->nslots && w->conc_waiting && !waited_for; i++)
             waited_for = eng_conc_waits_for(&w->cw, e->slots[i]);
     for (const struct djob *w = d->wait_head; w && key && !waited_for; w = w->wait_next)
-        waited_for = !w->warm_waiting && strcmp(w->keybuf, key) == 0;
+        waited_for = !w->warm_waiting && !w->rate_waiting && strcmp(w->keybuf, key) == 0;
     if (d->shutting || waited_for ||
         smtp_session_transactions(s) >= (unsigned)d->o.conf->out_msgs_per_conn)
         smtp_session_close(s, true, "done");
@@ -745,7 +747,7 @@ static void try_next(struct djob *j)
             sv_debug("deliver %llu: waiting for rate tokens for %s", (unsigned long long)j->id,
                      j->keybuf);
             wait_push(j);
-            j->conc_waiting = true;
+            j->rate_waiting = true;
             return;
         }
         j->paid_hi = j->hi;
@@ -1251,6 +1253,7 @@ static bool hand_back(struct djob *j)
         j->wait_next = NULL;
         j->waiting = false;
         j->conc_waiting = false;
+        j->rate_waiting = false;
     } else if (j->in_dns) {
         j->handed_back = true; /* the lookup's callback frees it */
     } else if (j->sess && j->cbeg == 0 && j->pending == j->cend &&
