@@ -580,13 +580,67 @@ static size_t buckets_for(struct eng_conc_local *l, const struct rule_vars *vars
     return nneed;
 }
 
+/* 64-bit FNV-1a: a chunk tells its buckets apart by this alone (a collision, 2^-64
+ * per pair, would leave one bucket unpaid for one chunk). */
+static uint64_t key_hash64(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211u;
+    }
+    return h;
+}
+
+static bool paid_has(const struct eng_conc_paid *p, uint64_t h)
+{
+    const uint64_t *v = p->h ? p->h : p->inl;
+    for (size_t i = 0; i < p->n; i++)
+        if (v[i] == h)
+            return true;
+    return false;
+}
+
+/* Without memory the bucket is not recorded: a later fallback pays it again (a
+ * slower rate, never a faster one). */
+static void paid_add(struct eng_conc_paid *p, uint64_t h)
+{
+    size_t cap = p->h ? p->cap : ENG_LIMITERS_MAX;
+    if (p->n == cap) {
+        uint64_t *n = realloc(p->h, 2 * cap * sizeof(*n));
+        if (!n)
+            return;
+        if (!p->h)
+            memcpy(n, p->inl, sizeof(p->inl));
+        p->h = n;
+        p->cap = 2 * cap;
+    }
+    (p->h ? p->h : p->inl)[p->n++] = h;
+}
+
+void eng_conc_paid_clear(struct eng_conc_paid *p)
+{
+    free(p->h);
+    memset(p, 0, sizeof(*p));
+}
+
 bool eng_conc_pay(struct eng_conc_local *l, const struct rule_vars *vars, int64_t cost,
-                  struct eng_conc_wait *w)
+                  struct eng_conc_paid *paid, struct eng_conc_wait *w)
 {
     if (!l)
         return true;
     struct conc_bucket *need[ENG_LIMITERS_MAX];
-    size_t nneed = buckets_for(l, vars, true, need);
+    uint64_t hash[ENG_LIMITERS_MAX];
+    size_t nall = buckets_for(l, vars, true, need), nneed = 0;
+    /* A bucket this chunk paid at an earlier address (the same MX host, or a limiter
+     * keyed on neither mx nor remote_ip) is not paid again. */
+    for (size_t i = 0; i < nall; i++) {
+        uint64_t h = key_hash64(need[i]->key, need[i]->key_len);
+        if (paid_has(paid, h))
+            continue;
+        hash[nneed] = h;
+        need[nneed++] = need[i];
+    }
     int64_t now = mono_ms();
     size_t short_of = 0;
     for (size_t i = 0; i < nneed; i++) {
@@ -602,6 +656,7 @@ bool eng_conc_pay(struct eng_conc_local *l, const struct rule_vars *vars, int64_
         for (size_t i = 0; i < nneed; i++) {
             need[i]->tokens -= cost;
             need[i]->refs--;
+            paid_add(paid, hash[i]);
         }
         return true;
     }

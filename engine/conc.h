@@ -56,6 +56,15 @@ struct eng_conc_wait {
     size_t n;
 };
 
+/* The rate buckets one chunk of a job has paid for (64-bit hashes of their keys):
+ * a fallback to another MX host or address pays only the buckets it adds. Zeroed
+ * to start; h is NULL while inl has room. */
+struct eng_conc_paid {
+    uint64_t *h; /* owned, past ENG_LIMITERS_MAX buckets */
+    size_t n, cap;
+    uint64_t inl[ENG_LIMITERS_MAX];
+};
+
 /* Returns owned state of worker `which`, or NULL (ENOMEM). NULL `c`: NULL. */
 struct eng_conc_local *eng_conc_local_new(struct eng_conc *c, unsigned which);
 /* Gives back the spare slots (open sessions must have been closed). NULL-safe. */
@@ -67,10 +76,13 @@ void eng_conc_local_free(struct eng_conc_local *l);
 bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struct eng_conc_wait *w,
                    struct eng_slot **out, size_t *n);
 /* Before a chunk of `cost` recipients is sent by an attempt with `vars`: true when
- * every worker-side rate (a limiter on mx / remote_ip) had the tokens (spent), or
- * false: `w` waits on the buckets short of them (asked for); as eng_conc_take. */
+ * every worker-side rate (a limiter on mx / remote_ip) not in `paid` yet had the
+ * tokens (spent, and added to `paid`), or false: `w` waits on the buckets short of
+ * them (asked for); as eng_conc_take. */
 bool eng_conc_pay(struct eng_conc_local *l, const struct rule_vars *vars, int64_t cost,
-                  struct eng_conc_wait *w);
+                  struct eng_conc_paid *paid, struct eng_conc_wait *w);
+/* Frees what `p` owns (not `p`); it is zeroed, ready for another chunk. */
+void eng_conc_paid_clear(struct eng_conc_paid *p);
 /* A job stops waiting (started, handed back or freed). */
 void eng_conc_unwait(struct eng_conc_local *l, struct eng_conc_wait *w);
 /* Does `w` wait on the bucket of slot `s`? */

@@ -151,11 +151,15 @@ struct djob {
     size_t nrcpt;              /* job->nrcpt, for after the job is handed back */
     struct smtp_session *sess; /* holding this attempt's transactions, or NULL */
     bool waiting;              /* in d->wait_head */
-    bool conc_waiting;         /* ... for a cluster-wide connection slot or rate tokens */
+    bool conc_waiting;         /* ... for a cluster-wide connection slot */
+    bool rate_waiting;         /* ... for rate tokens (any session may serve it then) */
     bool warm_waiting;         /* ... for the first TLS session to its destination */
-    size_t paid;               /* cbeg + 1 of the chunk whose rate tokens are spent */
-    bool in_dns;               /* a lookup is pending (its callback gets `j`) */
-    bool handed_back;          /* called back with NULL; freed by dns_done */
+    /* Rate tokens (mx / remote_ip) of the chunk from paid_chunk - 1: the buckets
+     * paid, the last at host paid_hi, address paid_ai (and those before it). */
+    size_t paid_chunk, paid_hi, paid_ai;
+    struct eng_conc_paid paid;
+    bool in_dns;      /* a lookup is pending (its callback gets `j`) */
+    bool handed_back; /* called back with NULL; freed by dns_done */
 };
 
 static int64_t now_ms(void)
@@ -280,6 +284,7 @@ static void djob_free(struct djob *j)
             sv_buf_free(&j->bodies[i]);
     free(j->bodies);
     free(j->rvals);
+    eng_conc_paid_clear(&j->paid);
     free(j);
 }
 
@@ -519,6 +524,7 @@ static void wake_waiters(struct eng_deliverer *d)
         w->wait_next = NULL;
         w->waiting = false;
         w->conc_waiting = false;
+        w->rate_waiting = false;
         w->warm_waiting = false;
         try_next(w);
         w = next;
@@ -656,7 +662,7 @@ static void session_idle(void *arg, struct smtp_session *s)
         for (size_t i = 0; i < e->nslots && w->conc_waiting && !waited_for; i++)
             waited_for = eng_conc_waits_for(&w->cw, e->slots[i]);
     for (const struct djob *w = d->wait_head; w && key && !waited_for; w = w->wait_next)
-        waited_for = !w->warm_waiting && strcmp(w->keybuf, key) == 0;
+        waited_for = !w->warm_waiting && !w->rate_waiting && strcmp(w->keybuf, key) == 0;
     if (d->shutting || waited_for ||
         smtp_session_transactions(s) >= (unsigned)d->o.conf->out_msgs_per_conn)
         smtp_session_close(s, true, "done");
@@ -723,20 +729,29 @@ static void try_next(struct djob *j)
     size_t left = j->ntxn - j->cbeg;
     unsigned need = left < maxm ? (unsigned)left : maxm;
     size_t maxc = (size_t)d->o.conf->out_connections;
-    /* Rates on mx / remote_ip: the chunk's recipients are paid for once, before it
-     * takes or opens a session (a job waiting for tokens holds none). */
-    if (j->paid != j->cbeg + 1) {
+    /* Rates on mx / remote_ip: the chunk's recipients are paid for before it takes
+     * or opens a session (a job waiting for tokens holds none), once per bucket. A
+     * fallback after a failure before anything was sent pays the buckets the new
+     * host or address adds (a limiter on mx, another MX host; on remote_ip, another
+     * address); a fresh connection to the same address pays nothing more. */
+    if (j->paid_chunk != j->cbeg + 1) {
+        eng_conc_paid_clear(&j->paid);
+        j->paid_chunk = j->cbeg + 1;
+        j->paid_hi = SIZE_MAX; /* no address paid yet */
+    }
+    if (j->paid_hi != j->hi || j->paid_ai != j->ai) {
         int64_t cost = 0;
         for (size_t i = j->cbeg; i < j->cbeg + need; i++)
             cost += (int64_t)j->txns[i].nrcpt;
-        if (!eng_conc_pay(d->conc, &j->vars, cost, &j->cw)) {
+        if (!eng_conc_pay(d->conc, &j->vars, cost, &j->paid, &j->cw)) {
             sv_debug("deliver %llu: waiting for rate tokens for %s", (unsigned long long)j->id,
                      j->keybuf);
             wait_push(j);
-            j->conc_waiting = true;
+            j->rate_waiting = true;
             return;
         }
-        j->paid = j->cbeg + 1;
+        j->paid_hi = j->hi;
+        j->paid_ai = j->ai;
     }
     if (!j->fresh_retry) {
         s = eng_pool_idle(&d->pool, j->keybuf, &j->pol);
@@ -1238,6 +1253,7 @@ static bool hand_back(struct djob *j)
         j->wait_next = NULL;
         j->waiting = false;
         j->conc_waiting = false;
+        j->rate_waiting = false;
     } else if (j->in_dns) {
         j->handed_back = true; /* the lookup's callback frees it */
     } else if (j->sess && j->cbeg == 0 && j->pending == j->cend &&

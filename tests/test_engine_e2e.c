@@ -1062,11 +1062,125 @@ static void rate_per_mx_in_the_workers(void **state)
     assert_int_equal(d1 + d2, n);
     assert_true(d1 > 0 && d2 > 0);
     assert_true(seen >= rate * 0.9 && seen <= rate * 1.1);
+    /* Jobs waiting for tokens leave the idle connections open for when they come
+     * (they used to have them closed: a connection per message, 533 of 600). */
+    print_message("sink connections: %llu\n", (unsigned long long)sink_stat(&sink, "connections"));
+    assert_true(sink_stat(&sink, "connections") <= 60);
     assert_int_equal(sink_stat(&sink, "duplicates"), 0);
     check_all_delivered(&sink, n, "rate per mx");
     free(out1);
     free(out2);
     tu_dnsmasq_stop(&dns);
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* --- worker-side rates across a fallback to the next MX host or address ----------- */
+
+/* `n` single-recipient jobs of n domains d<i>.test, each routed by `dns_conf` (its
+ * lines for "d%d.test", one per MX, then `hosts`), through one `salvo run --drain`
+ * with `limits`: the rate the sink saw from its first sample to the last
+ * recipient, after checking every recipient arrived once. */
+static double fallback_rate(const char *tag, int n, const char *mx_fmt, const char *hosts,
+                            const char *ip_strategy, int mx_port, const char *limits)
+{
+    static char dns_conf[300 * 96 + 256];
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        for (const char *f = mx_fmt; *f; f += strcspn(f, "\n") + 1) {
+            char line[96];
+            snprintf(line, sizeof(line), "%.*s", (int)strcspn(f, "\n"), f);
+            char *pct = strstr(line, "%d");
+            assert_non_null(pct);
+            len += (size_t)snprintf(dns_conf + len, sizeof(dns_conf) - len, "%.*s%d%s\n",
+                                    (int)(pct - line), line, i, pct + 2);
+        }
+    snprintf(dns_conf + len, sizeof(dns_conf) - len, "%s", hosts);
+    struct tu_dnsmasq ns = {0};
+    assert_true(tu_dnsmasq_start(&ns, dns_conf) > 0);
+    char conf[2048];
+    snprintf(conf, sizeof(conf),
+             "[resolver]\nnameservers = [\"%s\"]\n"
+             "[queue.outbound]\nmx-port = %d\nip-strategy = \"%s\"\n%s",
+             ns.ns, mx_port, ip_strategy, limits);
+    write_conf(0, conf);
+    long long total = enqueue_to(tag, n, n, "test", false);
+    assert_int_equal(tr_start(&live, env.dir, tag, (const char *const[]){"run", "--drain", NULL}),
+                     0);
+    struct arrivals a = {0};
+    int64_t end = tr_now_ms() + 30000;
+    while (!a.done) {
+        int64_t now = tr_now_ms();
+        if (now > end)
+            fail_msg("the sink saw fewer than %lld recipients in 30 s", total);
+        watch(&sink, (uint64_t)total, now, &a);
+        tr_sleep_ms(5);
+    }
+    char *out = wait_drained(&live, 10000);
+    double secs = (double)(a.done - a.first) / 1000.0;
+    double seen = (double)((uint64_t)total - a.at_first) / secs;
+    print_message("%s: %lld recipients, %llu in the first sample, then %.3f s: %.1f/s; %s", tag,
+                  total, (unsigned long long)a.at_first, secs, seen, out);
+    assert_int_equal(tr_summary_num(out, "delivered"), total);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, total, tag);
+    free(out);
+    tu_dnsmasq_stop(&ns);
+    return seen;
+}
+
+/* Every domain has MX mx1.test (127.0.0.2: nothing listens, connection refused)
+ * and then mx2.test (the sink). A rate of 50/1s on mx2.test alone is paid when a
+ * job falls back to it: 150 jobs take about 3 s. (The chunk used to pay once, at
+ * mx1.test, where the limiter does not apply: they all went at once.) */
+static void rate_paid_on_mx_fallback(void **state)
+{
+    (void)state;
+    const double rate = 50.0;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    double seen = fallback_rate("rfbmx", 150,
+                                "mx-host=d%d.test,mx1.test,5\n"
+                                "mx-host=d%d.test,mx2.test,20\n",
+                                "host-record=mx1.test,127.0.0.2\n"
+                                "host-record=mx2.test,127.0.0.1\n",
+                                "ipv4_then_ipv6", sink.port,
+                                "[[queue.limiter.outbound]]\n"
+                                "id = \"per-mx\"\n"
+                                "key = \"mx\"\n"
+                                "match = \"mx == 'mx2.test'\"\n"
+                                "rate = \"50/1s\"\n");
+    assert_true(seen <= rate * 1.1);
+    assert_true(seen >= rate * 0.8);
+    assert_true(sink_stat(&sink, "connections") <= 20); /* reused while jobs wait for tokens */
+    ts_sink_stop(&sink, NULL, 0);
+}
+
+/* One MX host, two addresses, IPv4 first: 127.0.0.2 refuses, ::1 is the sink. A
+ * rate of 50/1s on remote_ip ::1 is paid at the fallback to it; a rate of 80/1s on
+ * the host (key mx, the same bucket at both addresses) is paid once per job, not
+ * again at the second address (paid twice it would hold the jobs to 40/s). */
+static void rate_paid_on_address_fallback_once_per_bucket(void **state)
+{
+    (void)state;
+    const double rate = 50.0;
+    int port = tu_free_port();
+    char listen[64];
+    snprintf(listen, sizeof(listen), "[::1]:%d", port);
+    assert_int_equal(
+        ts_sink_start(&sink, (const char *const[]){"--threads", "2", "--listen", listen, NULL}), 0);
+    double seen = fallback_rate("rfbip", 150, "mx-host=d%d.test,mx.test,10\n",
+                                "host-record=mx.test,127.0.0.2,::1\n", "ipv4_then_ipv6", port,
+                                "[[queue.limiter.outbound]]\n"
+                                "id = \"per-mx\"\n"
+                                "key = \"mx\"\n"
+                                "rate = \"80/1s\"\n"
+                                "[[queue.limiter.outbound]]\n"
+                                "id = \"per-ip\"\n"
+                                "key = \"remote_ip\"\n"
+                                "match = \"remote_ip == '::1'\"\n"
+                                "rate = \"50/1s\"\n");
+    assert_true(seen <= rate * 1.1);
+    assert_true(seen >= rate * 0.9);
+    assert_true(sink_stat(&sink, "connections") <= 20);
     ts_sink_stop(&sink, NULL, 0);
 }
 
@@ -1095,6 +1209,8 @@ int main(void)
         cmocka_unit_test_setup(conc_idle_connection_gives_way, reset),
         cmocka_unit_test_setup(conc_two_caps_no_deadlock, reset),
         cmocka_unit_test_setup(rate_per_mx_in_the_workers, reset),
+        cmocka_unit_test_setup(rate_paid_on_mx_fallback, reset),
+        cmocka_unit_test_setup(rate_paid_on_address_fallback_once_per_bucket, reset),
     };
     /* SALVO_TEST_FILTER=limiter* runs some of them (cmocka's glob) */
     const char *filter = getenv("SALVO_TEST_FILTER");
