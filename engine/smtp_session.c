@@ -424,7 +424,9 @@ static void txn_done(struct smtp_session *s)
     s->depth++;
     t->done(t->arg, t);
     s->depth--;
-    if (s->state == ST_CLOSED)
+    /* The callback may have closed the session, or sent QUIT on it (a graceful
+     * close of a ready session): going on would make it ready again. */
+    if (s->state == ST_CLOSED || s->state == ST_QUIT)
         return;
     start_next(s);
 }
