@@ -522,19 +522,6 @@ static void test_personalised_split(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
-/* Enqueues one message from `from` to `rcpts` (NULL-terminated). */
-static void enqueue_from(struct td *t, const char *from, const char *const *rcpts, const char *body)
-{
-    struct rq_msg_spec spec = {
-        .from = from, .body = body, .body_len = strlen(body), .job_rcpts = 50};
-    struct rq_enq *e;
-    uint64_t id;
-    assert_int_equal(rq_enq_begin(t->q, &spec, &e, &id), 0);
-    for (size_t i = 0; rcpts[i]; i++)
-        assert_int_equal(rq_enq_add(e, rcpts[i], NULL), 0);
-    assert_int_equal(rq_enq_end(e), 0);
-}
-
 #define JOERG "j\xc3\xb6rg@utf8.test" /* jörg: a UTF-8 local part (RFC 6531) */
 
 /* SMTPUTF8 offered: a non-ASCII recipient goes with MAIL FROM ... SMTPUTF8 (the sink
@@ -546,10 +533,10 @@ static void test_smtputf8(void **state)
     assert_int_equal(ts_sink_start(&sink, (const char *[]){"--threads", "1", NULL}), 0);
     struct td t;
     td_setup(&t, sink.port, "");
-    enqueue_from(&t, "sender@src.test", (const char *[]){JOERG, "ann@utf8.test", NULL},
-                 "Message-ID: <u1@src.test>\r\n\r\nx\r\n");
-    enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@utf8b.test", NULL},
-                 "Message-ID: <u2@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "sender@src.test", (const char *[]){JOERG, "ann@utf8.test", NULL},
+                    "Message-ID: <u1@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@utf8b.test", NULL},
+                    "Message-ID: <u2@src.test>\r\n\r\nx\r\n");
     size_t first;
     struct rq_batch *b = td_run(&t, &first);
     assert_int_equal(t.nout - first, 2);
@@ -574,10 +561,10 @@ static void run_smtputf8_not_offered(bool pipelining)
         0);
     struct td t;
     td_setup(&t, sink.port, "");
-    enqueue_from(&t, "sender@src.test", (const char *[]){JOERG, "ann@utf8.test", NULL},
-                 "Message-ID: <u3@src.test>\r\n\r\nx\r\n");
-    enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@utf8b.test", NULL},
-                 "Message-ID: <u4@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "sender@src.test", (const char *[]){JOERG, "ann@utf8.test", NULL},
+                    "Message-ID: <u3@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@utf8b.test", NULL},
+                    "Message-ID: <u4@src.test>\r\n\r\nx\r\n");
     size_t first;
     struct rq_batch *b = td_run(&t, &first);
     assert_int_equal(t.nout - first, 2);
@@ -629,8 +616,8 @@ static void test_smtputf8_refused_on_pooled(void **state)
     struct rq_batch *b = td_run(&t, &first);
     assert_int_equal(t.out[first]->res[0].outcome, RQ_DELIVERED);
     td_report_and_promote(&t, b, first);
-    enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@b.test", NULL},
-                 "Message-ID: <p2@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "s\xc3\xa9nder@src.test", (const char *[]){"bob@b.test", NULL},
+                    "Message-ID: <p2@src.test>\r\n\r\nx\r\n");
     b = td_run(&t, &first);
     const struct rq_result *r = &t.out[first]->res[0];
     assert_int_equal(r->outcome, RQ_BOUNCED);
@@ -652,17 +639,12 @@ static void test_smtputf8_refused_on_pooled(void **state)
 static void enqueue_personal(struct td *t, const char *const *rcpts)
 {
     const char tpl[] = "Message-ID: <pp-{{email}}>\r\n\r\nHello {{email}}\r\n";
-    struct rq_msg_spec spec = {.from = "sender@src.test",
-                               .body = tpl,
-                               .body_len = sizeof(tpl) - 1,
-                               .personalised = true,
-                               .job_rcpts = 50};
-    struct rq_enq *e;
-    uint64_t id;
-    assert_int_equal(rq_enq_begin(t->q, &spec, &e, &id), 0);
-    for (size_t i = 0; rcpts[i]; i++)
-        assert_int_equal(rq_enq_add(e, rcpts[i], NULL), 0);
-    assert_int_equal(rq_enq_end(e), 0);
+    td_enqueue_spec(t,
+                    (struct rq_msg_spec){.from = "sender@src.test",
+                                         .body = tpl,
+                                         .body_len = sizeof(tpl) - 1,
+                                         .personalised = true},
+                    rcpts);
 }
 
 /* The server resets a pooled connection while it is idle; the next job, a

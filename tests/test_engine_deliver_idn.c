@@ -19,18 +19,6 @@ static struct tu_dnsmasq dns;
 static const char zone[] = "mx-host=" MUENCHEN_A ",mx." MUENCHEN_A ",10\n"
                            "host-record=mx." MUENCHEN_A ",127.0.0.1\n";
 
-static void enqueue_from(struct td *t, const char *from, const char *const *rcpts, const char *body)
-{
-    struct rq_msg_spec spec = {
-        .from = from, .body = body, .body_len = strlen(body), .job_rcpts = 50};
-    struct rq_enq *e;
-    uint64_t id;
-    assert_int_equal(rq_enq_begin(t->q, &spec, &e, &id), 0);
-    for (size_t i = 0; rcpts[i]; i++)
-        assert_int_equal(rq_enq_add(e, rcpts[i], NULL), 0);
-    assert_int_equal(rq_enq_end(e), 0);
-}
-
 /* The commands the sink received ("MAIL FROM:<...> ...", "RCPT TO:<...>"), one per
  * line, from its debug trace ("conn N: <<< COMMAND"). Owned. */
 static char *received(struct ts_sink *sink)
@@ -78,8 +66,8 @@ static void test_idn_smtputf8(void **state)
     assert_int_equal(sink_start(&sink, true, true), 0);
     struct td t;
     td_setup(&t, sink.port, "");
-    enqueue_from(&t, "news@" BUECHER, (const char *[]){"user@" MUENCHEN, UE "@" MUENCHEN, NULL},
-                 "Message-ID: <i1@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "news@" BUECHER, (const char *[]){"user@" MUENCHEN, UE "@" MUENCHEN, NULL},
+                    "Message-ID: <i1@src.test>\r\n\r\nx\r\n");
     size_t first;
     struct rq_batch *b = td_run(&t, &first);
     assert_int_equal(t.nout - first, 1);
@@ -108,9 +96,9 @@ static void run_idn_no_smtputf8(bool pipelining)
     assert_int_equal(sink_start(&sink, false, pipelining), 0);
     struct td t;
     td_setup(&t, sink.port, "");
-    enqueue_from(&t, "news@" BUECHER,
-                 (const char *[]){"user@" MUENCHEN, UE "@" MUENCHEN, "b@" MUENCHEN, NULL},
-                 "Message-ID: <i2@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "news@" BUECHER,
+                    (const char *[]){"user@" MUENCHEN, UE "@" MUENCHEN, "b@" MUENCHEN, NULL},
+                    "Message-ID: <i2@src.test>\r\n\r\nx\r\n");
     size_t first;
     struct rq_batch *b = td_run(&t, &first);
     assert_int_equal(t.nout - first, 1);
@@ -154,10 +142,10 @@ static void test_idn_pipelined_behind_dot(void **state)
     assert_int_equal(sink_start(&sink, false, true), 0);
     struct td t;
     td_setup(&t, sink.port, "[queue.outbound.limits]\nconnections = 1\n");
-    enqueue_from(&t, "news@" BUECHER, (const char *[]){"a@" MUENCHEN, NULL},
-                 "Message-ID: <i5@src.test>\r\n\r\nx\r\n");
-    enqueue_from(&t, "news@" BUECHER, (const char *[]){"b@" MUENCHEN, NULL},
-                 "Message-ID: <i6@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "news@" BUECHER, (const char *[]){"a@" MUENCHEN, NULL},
+                    "Message-ID: <i5@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "news@" BUECHER, (const char *[]){"b@" MUENCHEN, NULL},
+                    "Message-ID: <i6@src.test>\r\n\r\nx\r\n");
     size_t first;
     struct rq_batch *b = td_run(&t, &first);
     assert_int_equal(t.nout - first, 2);
@@ -186,8 +174,8 @@ static void test_idn_utf8_sender_no_smtputf8(void **state)
     assert_int_equal(sink_start(&sink, false, true), 0);
     struct td t;
     td_setup(&t, sink.port, "");
-    enqueue_from(&t, "n" UE "ws@" BUECHER, (const char *[]){"user@" MUENCHEN, NULL},
-                 "Message-ID: <i3@src.test>\r\n\r\nx\r\n");
+    td_enqueue_from(&t, "n" UE "ws@" BUECHER, (const char *[]){"user@" MUENCHEN, NULL},
+                    "Message-ID: <i3@src.test>\r\n\r\nx\r\n");
     size_t first;
     struct rq_batch *b = td_run(&t, &first);
     const struct rq_result *r = &t.out[first]->res[0];

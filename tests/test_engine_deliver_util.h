@@ -97,10 +97,13 @@ static inline void td_teardown(struct td *t)
 }
 
 /* Enqueues one message to `rcpts` (NULL-terminated), one job per domain. */
-static inline uint64_t td_enqueue(struct td *t, const char *const *rcpts, const char *body)
+/* Enqueues one message as `spec` says (job_rcpts 50 when unset) to `rcpts`
+ * (NULL-terminated, no fields). */
+static inline uint64_t td_enqueue_spec(struct td *t, struct rq_msg_spec spec,
+                                       const char *const *rcpts)
 {
-    struct rq_msg_spec spec = {
-        .from = "sender@src.test", .body = body, .body_len = strlen(body), .job_rcpts = 50};
+    if (!spec.job_rcpts)
+        spec.job_rcpts = 50;
     struct rq_enq *e;
     uint64_t id;
     assert_int_equal(rq_enq_begin(t->q, &spec, &e, &id), 0);
@@ -108,6 +111,18 @@ static inline uint64_t td_enqueue(struct td *t, const char *const *rcpts, const 
         assert_int_equal(rq_enq_add(e, rcpts[i], NULL), 0);
     assert_int_equal(rq_enq_end(e), 0);
     return id;
+}
+
+static inline uint64_t td_enqueue_from(struct td *t, const char *from, const char *const *rcpts,
+                                       const char *body)
+{
+    return td_enqueue_spec(
+        t, (struct rq_msg_spec){.from = from, .body = body, .body_len = strlen(body)}, rcpts);
+}
+
+static inline uint64_t td_enqueue(struct td *t, const char *const *rcpts, const char *body)
+{
+    return td_enqueue_from(t, "sender@src.test", rcpts, body);
 }
 
 static inline void td_cb(void *arg, struct eng_outcome *o)
