@@ -685,6 +685,26 @@ bool eng_conc_pay(struct eng_conc_local *l, const struct rule_vars *vars, int64_
     return false;
 }
 
+/* Caps are taken in the order of their keys ("id:value..."), which every process
+ * of a cluster agrees on whatever the order of the limiters in its file: a rolling
+ * change of that order cannot make two processes wait for each other. */
+static void sort_by_key(struct conc_bucket **b, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        struct conc_bucket *x = b[i];
+        size_t j = i;
+        for (; j > 0; j--) {
+            const struct conc_bucket *y = b[j - 1];
+            size_t m = x->key_len < y->key_len ? x->key_len : y->key_len;
+            int c = memcmp(y->key, x->key, m);
+            if (c < 0 || (c == 0 && y->key_len <= x->key_len))
+                break;
+            b[j] = b[j - 1];
+        }
+        b[j] = x;
+    }
+}
+
 bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struct eng_conc_wait *w,
                    struct eng_slot **out, size_t *n)
 {
@@ -693,6 +713,7 @@ bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struc
         return true;
     struct conc_bucket *need[ENG_LIMITERS_MAX];
     size_t nneed = buckets_for(l, vars, false, need);
+    sort_by_key(need, nneed);
     /* The new references first: dropping the old ones may not trim a spare this
      * job is about to take. */
     size_t short_of = 0;
@@ -714,7 +735,7 @@ bool eng_conc_take(struct eng_conc_local *l, const struct rule_vars *vars, struc
         }
         return true;
     }
-    /* In limiter order, up to the first bucket without a spare: the job keeps the
+    /* In key order, up to the first bucket without a spare: the job keeps the
      * spares before it and neither keeps nor asks for the ones after. Two workers
      * (or processes) holding one slot each of two caps of one, each waiting for
      * the other's, would wait for ever; taken in one order, one of them has both. */

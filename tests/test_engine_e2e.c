@@ -1008,6 +1008,42 @@ static void conc_two_caps_no_deadlock(void **state)
     ts_sink_stop(&sink, NULL, 0);
 }
 
+/* The same two caps listed in opposite orders by two processes (a rolling change
+ * of the file): caps are taken in the order of their keys, not of the file, so
+ * neither process keeps one while waiting for the other's. */
+static void conc_two_caps_either_order(void **state)
+{
+    (void)state;
+    assert_int_equal(ts_sink_start(&sink, (const char *const[]){"--threads", "2", NULL}), 0);
+    const char a[] = "[[queue.limiter.outbound]]\nid = \"a\"\nconcurrency = 1\n";
+    const char b[] = "[[queue.limiter.outbound]]\nid = \"b\"\nconcurrency = 1\n";
+    char ab[256], ba[256];
+    snprintf(ab, sizeof(ab), "%s%s", a, b);
+    snprintf(ba, sizeof(ba), "%s%s", b, a);
+    te_write_conf_as(&env, "salvo.toml", sink.port, ab);
+    te_write_conf_as(&env, "rev.toml", sink.port, ba);
+    long long total = 0;
+    for (int round = 0; round < 4; round++) {
+        char tag[32];
+        snprintf(tag, sizeof(tag), "c2ord%d", round);
+        total += enqueue_to(tag, 80, 80, "example", false);
+        assert_int_equal(
+            tr_start(&live, env.dir, tag, (const char *const[]){"run", "--drain", NULL}), 0);
+        snprintf(tag, sizeof(tag), "c2rev%d", round);
+        assert_int_equal(tr_start(&live2, env.dir, tag,
+                                  (const char *const[]){"run", "-c", "rev.toml", "--drain", NULL}),
+                         0);
+        char *out1 = wait_drained(&live, 20000), *out2 = wait_drained(&live2, 20000);
+        assert_int_equal(tr_summary_num(out1, "delivered") + tr_summary_num(out2, "delivered"), 80);
+        free(out1);
+        free(out2);
+    }
+    assert_true(sink_stat(&sink, "connections_max_open") <= 1);
+    assert_int_equal(sink_stat(&sink, "duplicates"), 0);
+    check_all_delivered(&sink, total, "two caps, either order");
+    ts_sink_stop(&sink, NULL, 0);
+}
+
 /* A rate per MX host (key mx: known only in the worker, so the workers take the
  * tokens, through their queue thread, in batches): two processes send 600
  * single-recipient jobs of 600 domains, all with one MX, at 100/1s within 10%. */
@@ -1208,6 +1244,7 @@ int main(void)
         cmocka_unit_test_setup(conc_redis_restart, reset),
         cmocka_unit_test_setup(conc_idle_connection_gives_way, reset),
         cmocka_unit_test_setup(conc_two_caps_no_deadlock, reset),
+        cmocka_unit_test_setup(conc_two_caps_either_order, reset),
         cmocka_unit_test_setup(rate_per_mx_in_the_workers, reset),
         cmocka_unit_test_setup(rate_paid_on_mx_fallback, reset),
         cmocka_unit_test_setup(rate_paid_on_address_fallback_once_per_bucket, reset),
