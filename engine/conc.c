@@ -162,11 +162,14 @@ static int run_ops(struct eng_conc *c, struct rq *q, struct eng_slot **who, size
 
 static void to_worker(struct eng_conc *c, struct eng_slot *s)
 {
+    /* Once in the outbox, s belongs to the worker (which may free it at once): the
+     * wake-up uses a copy. */
+    unsigned worker = s->worker;
     pthread_mutex_lock(&c->mu);
-    s->next = c->outbox[s->worker];
-    c->outbox[s->worker] = s;
+    s->next = c->outbox[worker];
+    c->outbox[worker] = s;
     pthread_mutex_unlock(&c->mu);
-    c->o.wake_worker(c->o.arg, s->worker);
+    c->o.wake_worker(c->o.arg, worker);
 }
 
 /* The workers' rates (limiters on mx / remote_ip): every token request that may be
@@ -325,12 +328,13 @@ int eng_conc_step(struct eng_conc *c, struct rq *q, int64_t now)
             s->hprev = c->held.hprev;
             c->held.hprev->hnext = s;
             c->held.hprev = s;
+            unsigned worker = s->worker; /* the worker's from here on */
             pthread_mutex_lock(&c->mu);
-            s->next = c->outbox[s->worker];
-            c->outbox[s->worker] = s;
+            s->next = c->outbox[worker];
+            c->outbox[worker] = s;
             pthread_mutex_unlock(&c->mu);
-            if (s->worker < 64)
-                woke[s->worker] = true;
+            if (worker < 64)
+                woke[worker] = true;
             else
                 wake_all = true;
         }
