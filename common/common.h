@@ -20,6 +20,18 @@ static inline uint32_t sv_hash32(const char *s, size_t n)
     return h;
 }
 
+/* 64-bit FNV-1a of n bytes: where a hash stands for its key (index lookups, a
+ * chunk's paid rate buckets), 32 bits would collide too often. */
+static inline uint64_t sv_hash64(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
 #define SV_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 /* --- logging -------------------------------------------------------------

@@ -584,18 +584,6 @@ static size_t buckets_for(struct eng_conc_local *l, const struct rule_vars *vars
     return nneed;
 }
 
-/* 64-bit FNV-1a: a chunk tells its buckets apart by this alone (a collision, 2^-64
- * per pair, would leave one bucket unpaid for one chunk). */
-static uint64_t key_hash64(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211u;
-    }
-    return h;
-}
-
 static bool paid_has(const struct eng_conc_paid *p, uint64_t h)
 {
     const uint64_t *v = p->h ? p->h : p->inl;
@@ -639,7 +627,9 @@ bool eng_conc_pay(struct eng_conc_local *l, const struct rule_vars *vars, int64_
     /* A bucket this chunk paid at an earlier address (the same MX host, or a limiter
      * keyed on neither mx nor remote_ip) is not paid again. */
     for (size_t i = 0; i < nall; i++) {
-        uint64_t h = key_hash64(need[i]->key, need[i]->key_len);
+        /* a chunk tells its buckets apart by this alone (a collision, 2^-64
+         * per pair, would leave one bucket unpaid for one chunk) */
+        uint64_t h = sv_hash64(need[i]->key, need[i]->key_len);
         if (paid_has(paid, h))
             continue;
         hash[nneed] = h;

@@ -1,6 +1,8 @@
 /* config: the TOML value tree — allocation, lookup, and the toml-test JSON encoding. */
 #include "toml_int.h"
 
+#include "common.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -52,21 +54,11 @@ void cfg_value_free(struct cfg_value *v)
 
 enum { INDEX_MIN_KEYS = 16 };
 
-static uint64_t hash_key(const char *key, size_t len)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 static void index_put(struct cfg_node *n, size_t entry)
 {
     const struct cfg_entry *e = &n->v.u.table.items[entry];
     size_t mask = n->index_cap - 1;
-    size_t slot = (size_t)hash_key(e->key, e->key_len) & mask;
+    size_t slot = (size_t)sv_hash64(e->key, e->key_len) & mask;
     while (n->index[slot])
         slot = (slot + 1) & mask;
     n->index[slot] = (uint32_t)(entry + 1);
@@ -122,7 +114,7 @@ struct cfg_entry *cfg_table_find_n(const struct cfg_value *table, const char *ke
     const struct cfg_node *n = CFG_NODE(table);
     if (n->index) {
         size_t mask = n->index_cap - 1;
-        for (size_t slot = (size_t)hash_key(key, len) & mask; n->index[slot];
+        for (size_t slot = (size_t)sv_hash64(key, len) & mask; n->index[slot];
              slot = (slot + 1) & mask) {
             struct cfg_entry *e = &table->u.table.items[n->index[slot] - 1];
             if (e->key_len == len && memcmp(e->key, key, len) == 0)
